@@ -1,0 +1,1003 @@
+"""RecordBatch: the columnar unit of data everywhere in velokern.
+
+A batch is an ordered set of named, equal-length, 1-D numpy columns. Each column has an
+optional boolean validity mask (True = valid; ``None`` means no nulls). String columns
+are held dictionary-encoded: int32 codes into a :class:`StringDictionary` that a job
+keeps for its whole life, so a string has the same code in every batch of the job.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+__all__ = ["STRING", "RecordBatch", "Schema", "StringDictionary"]
+
+#: The logical type name of a dictionary-encoded string column.
+STRING = "string"
+
+_NUMERIC_KINDS = "iufb"
+_SUPPORTED_NUMERIC = {
+    np.dtype(t)
+    for t in (
+        "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
+        "float32", "float64", "bool",
+    )
+}  # fmt: skip
+
+
+def _optional_import(module: str, extra: str):
+    try:
+        return __import__(module)
+    except ImportError as exc:  # pragma: no cover - exercised only without the extra
+        raise ImportError(
+            f"this needs the optional dependency '{module}': "
+            f"install it with `pip install velokern[{extra}]`"
+        ) from exc
+
+
+# --------------------------------------------------------------------------- strings
+class StringDictionary:
+    """An append-only mapping between strings and int32 codes.
+
+    Codes are given in order of first appearance and never change, so a job that keeps
+    one dictionary per string column sees the same code for the same string in every
+    batch. Encoding is vectorised: Python-level work happens once per distinct value of
+    a batch, and a dictionary entry is created only for values never seen before.
+    """
+
+    __slots__ = ("_array", "_index", "_ranks", "_values")
+
+    def __init__(self, values: Iterable[str] = ()):
+        self._values: list[str] = []
+        self._index: dict[str, int] = {}
+        self._array: np.ndarray | None = None
+        self._ranks: np.ndarray | None = None
+        for v in values:
+            self.code_of(v)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __repr__(self) -> str:
+        head = ", ".join(repr(v) for v in self._values[:5])
+        more = ", ..." if len(self._values) > 5 else ""
+        return f"StringDictionary([{head}{more}], size={len(self)})"
+
+    def __contains__(self, value: object) -> bool:
+        return value in self._index
+
+    @property
+    def values(self) -> list[str]:
+        """The strings, in code order (a copy)."""
+        return list(self._values)
+
+    def as_array(self) -> np.ndarray:
+        """The strings as an object array indexed by code (cached; do not mutate)."""
+        if self._array is None or len(self._array) != len(self._values):
+            arr = np.empty(len(self._values), dtype=object)
+            arr[:] = self._values
+            self._array = arr
+        return self._array
+
+    def ranks(self) -> np.ndarray:
+        """int32 rank of each code in lexicographic order of the strings.
+
+        Comparing ``ranks()[a] < ranks()[b]`` orders codes as their strings order; the
+        ranks of old codes may change as values are added, but their relative order
+        never does, so a comparison is always right with the current ranks.
+        """
+        if self._ranks is None or len(self._ranks) != len(self._values):
+            order = np.argsort(np.asarray(self._values, dtype=str), kind="stable")
+            ranks = np.empty(len(order), dtype=np.int32)
+            ranks[order] = np.arange(len(order), dtype=np.int32)
+            self._ranks = ranks
+        return self._ranks
+
+    def code_of(self, value: str) -> int:
+        """The code of ``value``, adding it when it is new."""
+        code = self._index.get(value)
+        if code is None:
+            if not isinstance(value, str):
+                raise TypeError(f"a string dictionary holds str values, got {value!r}")
+            code = len(self._values)
+            if code >= 2**31 - 1:
+                raise OverflowError("string dictionary is full (2**31 - 1 values)")
+            self._values.append(value)
+            self._index[value] = code
+        return code
+
+    def get(self, value: str, default: int = -1) -> int:
+        """The code of ``value`` or ``default`` when it has none (adds nothing)."""
+        return self._index.get(value, default)
+
+    def encode_unique(self, uniques: Sequence[str]) -> np.ndarray:
+        """Codes (int32) of distinct values, adding the new ones."""
+        out = np.empty(len(uniques), dtype=np.int32)
+        index = self._index
+        for j, v in enumerate(uniques):
+            c = index.get(v)
+            out[j] = self.code_of(v) if c is None else c
+        return out
+
+    def encode(self, values: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
+        """Codes (int32) for an array of strings; null positions get code -1."""
+        values = np.asarray(values)
+        n = len(values)
+        codes = np.full(n, -1, dtype=np.int32)
+        if n == 0:
+            return codes
+        sel = values if valid is None else values[valid]
+        if len(sel) == 0:
+            return codes
+        if sel.dtype == object:
+            uniques, inverse = _unique_objects(sel)
+        else:
+            if sel.dtype.kind == "S":
+                sel = sel.astype(str)
+            uniques, inverse = np.unique(sel, return_inverse=True)
+            uniques = [str(u) for u in uniques.tolist()]
+        mapped = self.encode_unique(uniques)
+        if valid is None:
+            codes[:] = mapped[inverse]
+        else:
+            codes[valid] = mapped[inverse]
+        return codes
+
+    def decode(self, codes: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
+        """Object array of strings for ``codes`` (None where not valid)."""
+        arr = self.as_array()
+        codes = np.asarray(codes)
+        if valid is None:
+            return arr[codes]
+        out = np.empty(len(codes), dtype=object)
+        out[valid] = arr[codes[valid]]
+        return out
+
+    def mapping_from(self, other: StringDictionary) -> np.ndarray:
+        """int32 array mapping every code of ``other`` to this dictionary's code."""
+        if other is self:
+            return np.arange(len(self), dtype=np.int32)
+        return self.encode_unique(other._values)
+
+    def copy(self) -> StringDictionary:
+        return StringDictionary(self._values)
+
+
+# --------------------------------------------------------------------------- schema
+def _type_name(dtype: np.dtype | str) -> str:
+    return dtype if isinstance(dtype, str) else np.dtype(dtype).name
+
+
+class Schema:
+    """Column names and logical types, in order (types: numpy dtype names or 'string')."""
+
+    __slots__ = ("_fields",)
+
+    def __init__(self, fields: Iterable[tuple[str, str | np.dtype]] | Mapping[str, Any]):
+        items = fields.items() if isinstance(fields, Mapping) else fields
+        out: list[tuple[str, str]] = []
+        seen: set[str] = set()
+        for name, typ in items:
+            if name in seen:
+                raise ValueError(f"duplicate column name {name!r} in schema")
+            seen.add(name)
+            out.append((str(name), _normalise_type_name(name, typ)))
+        self._fields = tuple(out)
+
+    @property
+    def names(self) -> list[str]:
+        return [n for n, _ in self._fields]
+
+    @property
+    def types(self) -> list[str]:
+        return [t for _, t in self._fields]
+
+    def __iter__(self):
+        return iter(self._fields)
+
+    def __len__(self) -> int:
+        return len(self._fields)
+
+    def __contains__(self, name: object) -> bool:
+        return any(n == name for n, _ in self._fields)
+
+    def __getitem__(self, name: str) -> str:
+        for n, t in self._fields:
+            if n == name:
+                return t
+        raise KeyError(f"no column {name!r} in schema (columns: {self.names})")
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        for n, t in self._fields:
+            if n == name:
+                return t
+        return default
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Schema) and self._fields == other._fields
+
+    def __hash__(self) -> int:
+        return hash(self._fields)
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{n}: {t}" for n, t in self._fields)
+        return f"Schema({inner})"
+
+
+def _normalise_type_name(name: str, typ: str | np.dtype) -> str:
+    if isinstance(typ, str) and typ in (STRING, "str", "utf8", "varchar"):
+        return STRING
+    try:
+        dt = np.dtype(typ)
+    except TypeError as exc:
+        raise TypeError(f"column {name!r}: unknown type {typ!r}") from exc
+    if dt in _SUPPORTED_NUMERIC or dt.kind == "M":
+        return dt.name
+    raise TypeError(f"column {name!r}: unsupported type {typ!r}")
+
+
+# --------------------------------------------------------------------------- columns
+def _infer_list(name: str, values: Sequence[Any]) -> tuple[np.ndarray, np.ndarray | None, str]:
+    """Column from a Python list with None for null: (data, valid-or-None, kind)."""
+    n = len(values)
+    valid = np.fromiter((v is not None for v in values), dtype=bool, count=n)
+    present = [v for v in values if v is not None]
+    kinds = set()
+    for v in present:
+        if isinstance(v, (bool, np.bool_)):
+            kinds.add("bool")
+        elif isinstance(v, (int, np.integer)):
+            kinds.add("int")
+        elif isinstance(v, (float, np.floating)):
+            kinds.add("float")
+        elif isinstance(v, str):
+            kinds.add("str")
+        elif isinstance(v, (_dt.datetime, np.datetime64)):
+            kinds.add("datetime")
+        else:
+            raise TypeError(
+                f"column {name!r}: unsupported value {v!r} of type {type(v).__name__}"
+            )
+    all_valid = bool(valid.all())
+    mask = None if all_valid else valid
+    if not kinds:
+        # all null (or empty): a float64 column of nulls
+        return np.zeros(n, dtype=np.float64), mask, "float"
+    if len(kinds) > 1 and kinds != {"int", "float"}:
+        raise TypeError(f"column {name!r}: mixed value types {sorted(kinds)} in one column")
+    kind = "float" if kinds == {"int", "float"} else next(iter(kinds))
+    if kind == "str":
+        arr = np.empty(n, dtype=object)
+        arr[:] = values
+        return arr, mask, "str"
+    fill = {"bool": False, "int": 0, "float": 0.0}.get(kind)
+    if kind == "datetime":
+        data = np.array(
+            [np.datetime64(v, "us") if v is not None else np.datetime64("NaT") for v in values],
+            dtype="datetime64[us]",
+        )
+        return data, mask, kind
+    dtype = {"bool": np.bool_, "int": np.int64, "float": np.float64}[kind]
+    filled = values if all_valid else [fill if v is None else v for v in values]
+    try:
+        data = np.array(filled, dtype=dtype)
+    except OverflowError as exc:
+        raise TypeError(f"column {name!r}: integer value out of the int64 range") from exc
+    return data, mask, kind
+
+
+def _as_column(
+    name: str,
+    values: Any,
+    mask: np.ndarray | None,
+    dictionary: StringDictionary | None,
+) -> tuple[np.ndarray, np.ndarray | None, StringDictionary | None]:
+    """Normalise one input column: (data, valid-or-None, dictionary-or-None)."""
+    valid = None
+    if isinstance(values, np.ma.MaskedArray):
+        m = np.ma.getmaskarray(values)
+        valid = ~m if m.any() else None
+        values = np.ma.getdata(values)
+    if isinstance(values, np.ndarray):
+        arr = values
+        if arr.ndim != 1:
+            raise ValueError(f"column {name!r} must be 1-D, got shape {arr.shape}")
+        if arr.dtype.kind in "USOT":
+            if arr.dtype == object:
+                # an object column may hold None for null and must hold one kind of value
+                data, v, kind = _infer_list(name, arr.tolist())
+                valid = v if valid is None else (valid & v if v is not None else valid)
+                if kind != "str":
+                    arr = data
+                else:
+                    arr = data
+                    d = dictionary if dictionary is not None else StringDictionary()
+                    return d.encode(arr, valid), valid, d
+            else:
+                d = dictionary if dictionary is not None else StringDictionary()
+                return d.encode(arr.astype(str) if arr.dtype.kind == "S" else arr, valid), valid, d
+        if arr.dtype not in _SUPPORTED_NUMERIC and arr.dtype.kind != "M":
+            raise TypeError(f"column {name!r}: unsupported dtype {arr.dtype}")
+        data = arr
+    elif isinstance(values, (list, tuple)):
+        data, valid, kind = _infer_list(name, list(values))
+        if kind == "str":
+            d = dictionary if dictionary is not None else StringDictionary()
+            return d.encode(data, valid), valid, d
+    else:
+        raise TypeError(
+            f"column {name!r}: expected a numpy array or a list, got {type(values).__name__}"
+        )
+    if data.dtype.kind == "M":
+        nat = np.isnat(data)
+        if nat.any():
+            valid = ~nat if valid is None else valid & ~nat
+    if mask is not None:
+        m = np.asarray(mask, dtype=bool)
+        if m.shape != data.shape:
+            raise ValueError(
+                f"column {name!r}: validity mask has shape {m.shape}, column has {data.shape}"
+            )
+        valid = m if valid is None else valid & m
+    if valid is not None and valid.all():
+        valid = None
+    return data, valid, None
+
+
+# --------------------------------------------------------------------------- batch
+class RecordBatch:
+    """An ordered set of named, equal-length, 1-D numpy columns with validity masks.
+
+    Build one with :meth:`from_pydict`, :meth:`from_records`, :meth:`from_arrow`,
+    :meth:`from_pandas` or :meth:`from_polars`. ``batch["col"]`` gives the values as a
+    numpy array (strings decoded to an object array); :meth:`column` gives the stored
+    array (int32 codes for strings), :meth:`validity` the mask and :meth:`dictionary`
+    the string dictionary.
+    """
+
+    __slots__ = ("_data", "_dicts", "_masks", "_names", "_num_rows")
+
+    def __init__(
+        self,
+        columns: Mapping[str, np.ndarray],
+        masks: Mapping[str, np.ndarray | None] | None = None,
+        dictionaries: Mapping[str, StringDictionary] | None = None,
+        *,
+        num_rows: int | None = None,
+    ):
+        """Low-level constructor from already-normalised arrays.
+
+        ``columns`` hold numeric/bool/datetime64 arrays, or int32 codes for the columns
+        named in ``dictionaries``. Use the ``from_*`` constructors for anything else.
+        """
+        masks = dict(masks or {})
+        dictionaries = dict(dictionaries or {})
+        names = list(columns)
+        lengths = {n: len(a) for n, a in columns.items()}
+        if num_rows is None:
+            num_rows = lengths[names[0]] if names else 0
+        data: dict[str, np.ndarray] = {}
+        for n in names:
+            a = columns[n]
+            if not isinstance(a, np.ndarray):
+                raise TypeError(f"column {n!r}: expected a numpy array, got {type(a).__name__}")
+            if a.ndim != 1:
+                raise ValueError(f"column {n!r} must be 1-D, got shape {a.shape}")
+            if len(a) != num_rows:
+                raise ValueError(
+                    f"column {n!r} has {len(a)} rows but the batch has {num_rows} "
+                    f"(lengths: {lengths})"
+                )
+            if n in dictionaries:
+                if a.dtype != np.int32:
+                    raise TypeError(f"string column {n!r}: codes must be int32, got {a.dtype}")
+            elif a.dtype not in _SUPPORTED_NUMERIC and a.dtype.kind != "M":
+                raise TypeError(f"column {n!r}: unsupported dtype {a.dtype}")
+            m = masks.get(n)
+            if m is not None:
+                m = np.asarray(m, dtype=bool)
+                if m.shape != a.shape:
+                    raise ValueError(
+                        f"column {n!r}: validity mask has shape {m.shape}, column has {a.shape}"
+                    )
+                if m.all():
+                    m = None
+            masks[n] = m
+            data[n] = a
+        unknown = (set(masks) | set(dictionaries)) - set(names)
+        if unknown:
+            raise ValueError(f"masks or dictionaries given for unknown columns {sorted(unknown)}")
+        self._names = names
+        self._data = data
+        self._masks = {n: masks.get(n) for n in names}
+        self._dicts = dictionaries
+        self._num_rows = int(num_rows)
+
+    # ---------------------------------------------------------------- constructors
+    @classmethod
+    def from_pydict(
+        cls,
+        mapping: Mapping[str, Any],
+        *,
+        masks: Mapping[str, np.ndarray] | None = None,
+        dictionaries: Mapping[str, StringDictionary] | None = None,
+    ) -> RecordBatch:
+        """Batch from ``{name: numpy array | masked array | list (None = null)}``.
+
+        ``masks`` optionally gives validity masks (True = valid); ``dictionaries`` gives
+        the StringDictionary to encode each string column into (a job's dictionary).
+        """
+        if not isinstance(mapping, Mapping):
+            raise TypeError(f"from_pydict expects a mapping, got {type(mapping).__name__}")
+        masks = masks or {}
+        dictionaries = dictionaries or {}
+        names = list(mapping)
+        if len(set(names)) != len(names):
+            raise ValueError(f"duplicate column names: {names}")
+        lengths = {}
+        for n, v in mapping.items():
+            if not isinstance(n, str):
+                raise TypeError(f"column names must be str, got {n!r}")
+            if isinstance(v, np.ndarray) and v.ndim != 1:
+                raise ValueError(f"column {n!r} must be 1-D, got shape {v.shape}")
+            try:
+                lengths[n] = len(v)
+            except TypeError as exc:
+                raise TypeError(
+                    f"column {n!r}: expected a numpy array or a list, got {type(v).__name__}"
+                ) from exc
+        if len(set(lengths.values())) > 1:
+            raise ValueError(f"columns have unequal lengths: {lengths}")
+        cols, valids, dicts = {}, {}, {}
+        for n, v in mapping.items():
+            data, valid, d = _as_column(n, v, masks.get(n), dictionaries.get(n))
+            cols[n], valids[n] = data, valid
+            if d is not None:
+                dicts[n] = d
+        return cls(cols, valids, dicts, num_rows=next(iter(lengths.values()), 0))
+
+    @classmethod
+    def from_records(
+        cls,
+        records: Iterable[Mapping[str, Any]],
+        *,
+        schema: Schema | None = None,
+        dictionaries: Mapping[str, StringDictionary] | None = None,
+    ) -> RecordBatch:
+        """Batch from a list of dicts (rows). A key missing from a row is null there.
+
+        Columns come in order of first appearance (or the ``schema`` order when given;
+        then the schema's types are used).
+        """
+        rows = list(records)
+        names: list[str] = list(schema.names) if schema is not None else []
+        seen = set(names)
+        for r in rows:
+            if not isinstance(r, Mapping):
+                raise TypeError(f"records must be dicts, got {type(r).__name__}: {r!r}")
+            if schema is None:
+                for k in r:
+                    if k not in seen:
+                        seen.add(k)
+                        names.append(k)
+        cols = {n: [r.get(n) for r in rows] for n in names}
+        batch = cls.from_pydict(cols, dictionaries=dictionaries)
+        if schema is not None:
+            batch = batch.cast(schema)
+        return batch
+
+    @classmethod
+    def from_numpy(cls, columns: Mapping[str, np.ndarray], **kw) -> RecordBatch:
+        """Alias of :meth:`from_pydict` for numpy columns."""
+        return cls.from_pydict(columns, **kw)
+
+    @classmethod
+    def from_arrow(
+        cls, table: Any, *, dictionaries: Mapping[str, StringDictionary] | None = None
+    ) -> RecordBatch:
+        """Batch from a pyarrow Table or RecordBatch (numeric columns without nulls are
+        zero-copy)."""
+        pa = _optional_import("pyarrow", "arrow")
+        if isinstance(table, pa.RecordBatch):
+            table = pa.Table.from_batches([table])
+        if not isinstance(table, pa.Table):
+            raise TypeError(f"from_arrow expects a pyarrow Table or RecordBatch, got {type(table)}")
+        dictionaries = dictionaries or {}
+        names = table.column_names
+        if len(set(names)) != len(names):
+            raise ValueError(f"duplicate column names: {names}")
+        cols, valids, dicts = {}, {}, {}
+        for name in names:
+            col = table.column(name)
+            arr = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
+            data, valid, d = _arrow_column(pa, name, arr, dictionaries.get(name))
+            cols[name], valids[name] = data, valid
+            if d is not None:
+                dicts[name] = d
+        return cls(cols, valids, dicts, num_rows=table.num_rows)
+
+    @classmethod
+    def from_pandas(
+        cls, df: Any, *, dictionaries: Mapping[str, StringDictionary] | None = None
+    ) -> RecordBatch:
+        """Batch from a pandas DataFrame (NaN in float columns stays a value; pandas
+        missing values of other columns become nulls)."""
+        pd = _optional_import("pandas", "pandas")
+        if not isinstance(df, pd.DataFrame):
+            raise TypeError(f"from_pandas expects a pandas DataFrame, got {type(df).__name__}")
+        dictionaries = dictionaries or {}
+        names = [str(c) for c in df.columns]
+        if len(set(names)) != len(names):
+            raise ValueError(f"duplicate column names: {names}")
+        cols, valids, dicts = {}, {}, {}
+        for name, (_, s) in zip(names, df.items()):
+            data, valid, d = _pandas_column(pd, name, s, dictionaries.get(name))
+            cols[name], valids[name] = data, valid
+            if d is not None:
+                dicts[name] = d
+        return cls(cols, valids, dicts, num_rows=len(df))
+
+    @classmethod
+    def from_polars(
+        cls, df: Any, *, dictionaries: Mapping[str, StringDictionary] | None = None
+    ) -> RecordBatch:
+        """Batch from a polars DataFrame (through Arrow)."""
+        pl = _optional_import("polars", "polars")
+        if not isinstance(df, pl.DataFrame):
+            raise TypeError(f"from_polars expects a polars DataFrame, got {type(df).__name__}")
+        pa = _optional_import("pyarrow", "polars")
+        table = df.to_arrow()
+        # polars exports strings as string views; plain strings dictionary-encode everywhere
+        fields = [
+            pa.field(f.name, pa.large_string()) if pa.types.is_string_view(f.type) else f
+            for f in table.schema
+        ]
+        table = table.cast(pa.schema(fields))
+        return cls.from_arrow(table, dictionaries=dictionaries)
+
+    # ---------------------------------------------------------------- basic access
+    def __len__(self) -> int:
+        return self._num_rows
+
+    @property
+    def num_rows(self) -> int:
+        return self._num_rows
+
+    @property
+    def num_columns(self) -> int:
+        return len(self._names)
+
+    @property
+    def column_names(self) -> list[str]:
+        return list(self._names)
+
+    @property
+    def schema(self) -> Schema:
+        return Schema([(n, self.type_of(n)) for n in self._names])
+
+    def type_of(self, name: str) -> str:
+        self._check(name)
+        return STRING if name in self._dicts else self._data[name].dtype.name
+
+    def _check(self, name: str) -> None:
+        if name not in self._data:
+            raise KeyError(f"no column {name!r} in batch (columns: {self._names})")
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._data
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        """Values of a column: numpy array (strings decoded to an object array, with
+        None at nulls)."""
+        self._check(name)
+        d = self._dicts.get(name)
+        if d is not None:
+            return d.decode(self._data[name], self._masks[name])
+        return self._data[name]
+
+    def column(self, name: str) -> np.ndarray:
+        """The stored array of a column (int32 codes for a string column)."""
+        self._check(name)
+        return self._data[name]
+
+    def validity(self, name: str) -> np.ndarray | None:
+        """Validity mask of a column (True = valid), or None when it has no nulls."""
+        self._check(name)
+        return self._masks[name]
+
+    def null_count(self, name: str) -> int:
+        m = self.validity(name)
+        return 0 if m is None else int((~m).sum())
+
+    def dictionary(self, name: str) -> StringDictionary | None:
+        """The StringDictionary of a string column (None for other columns)."""
+        self._check(name)
+        return self._dicts.get(name)
+
+    @property
+    def dictionaries(self) -> dict[str, StringDictionary]:
+        return dict(self._dicts)
+
+    def __repr__(self) -> str:
+        cols = ", ".join(f"{n}: {self.type_of(n)}" for n in self._names)
+        return f"RecordBatch({self._num_rows} rows; {cols})"
+
+    # ---------------------------------------------------------------- transforms
+    def _subset(self, names: list[str], data, masks) -> RecordBatch:
+        dicts = {n: self._dicts[n] for n in names if n in self._dicts}
+        n_rows = len(next(iter(data.values()))) if data else 0
+        return RecordBatch(data, masks, dicts, num_rows=n_rows if data else 0)
+
+    def select(self, names: Sequence[str]) -> RecordBatch:
+        """A batch with only ``names``, in that order (no copy)."""
+        names = list(names)
+        if len(set(names)) != len(names):
+            raise ValueError(f"duplicate column names in select: {names}")
+        for n in names:
+            self._check(n)
+        out = RecordBatch(
+            {n: self._data[n] for n in names},
+            {n: self._masks[n] for n in names},
+            {n: self._dicts[n] for n in names if n in self._dicts},
+            num_rows=self._num_rows,
+        )
+        return out
+
+    def take(self, indices: Sequence[int] | np.ndarray) -> RecordBatch:
+        """Rows at ``indices`` (negative indices count from the end)."""
+        idx = np.asarray(indices)
+        if idx.dtype == bool:
+            raise TypeError("take expects integer indices; use filter for a boolean mask")
+        idx = idx.astype(np.int64, copy=False)
+        if idx.ndim != 1:
+            raise ValueError(f"take expects 1-D indices, got shape {idx.shape}")
+        if len(idx) and (idx.max() >= self._num_rows or idx.min() < -self._num_rows):
+            raise IndexError(f"take: index out of range for a batch of {self._num_rows} rows")
+        return RecordBatch(
+            {n: a[idx] for n, a in self._data.items()},
+            {n: (None if m is None else m[idx]) for n, m in self._masks.items()},
+            self._dicts,
+            num_rows=len(idx),
+        )
+
+    def filter(self, mask: np.ndarray) -> RecordBatch:
+        """Rows where the boolean ``mask`` is True."""
+        mask = np.asarray(mask)
+        if mask.dtype != bool or mask.shape != (self._num_rows,):
+            raise ValueError(f"filter expects a boolean mask of length {self._num_rows}")
+        return self.take(np.flatnonzero(mask))
+
+    def slice(self, offset: int = 0, length: int | None = None) -> RecordBatch:
+        """Rows ``[offset, offset + length)`` (views, no copy)."""
+        if offset < 0:
+            raise ValueError(f"slice offset must be >= 0, got {offset}")
+        stop = self._num_rows if length is None else min(self._num_rows, offset + length)
+        start = min(offset, self._num_rows)
+        stop = max(stop, start)
+        return RecordBatch(
+            {n: a[start:stop] for n, a in self._data.items()},
+            {n: (None if m is None else m[start:stop]) for n, m in self._masks.items()},
+            self._dicts,
+            num_rows=stop - start,
+        )
+
+    @staticmethod
+    def concat(batches: Sequence[RecordBatch]) -> RecordBatch:
+        """Concatenate batches with the same column names and types.
+
+        String columns sharing a dictionary keep it; otherwise their values are
+        re-encoded into a copy of the first batch's dictionary.
+        """
+        batches = list(batches)
+        if not batches:
+            raise ValueError("concat needs at least one batch")
+        first = batches[0]
+        for i, b in enumerate(batches[1:], 1):
+            if b.column_names != first.column_names:
+                raise ValueError(
+                    f"concat: batch {i} has columns {b.column_names}, "
+                    f"batch 0 has {first.column_names}"
+                )
+            for n in first.column_names:
+                if b.type_of(n) != first.type_of(n):
+                    raise TypeError(
+                        f"concat: column {n!r} is {b.type_of(n)} in batch {i} "
+                        f"but {first.type_of(n)} in batch 0"
+                    )
+        data, masks, dicts = {}, {}, {}
+        total = sum(len(b) for b in batches)
+        for n in first.column_names:
+            d0 = first._dicts.get(n)
+            if d0 is not None:
+                if all(b._dicts[n] is d0 for b in batches):
+                    d = d0
+                    parts = [b._data[n] for b in batches]
+                else:
+                    d = d0.copy()
+                    parts = []
+                    for b in batches:
+                        mapping = d.mapping_from(b._dicts[n])
+                        codes = b._data[n]
+                        m = b._masks[n]
+                        out = np.full(len(codes), -1, dtype=np.int32)
+                        ok = codes >= 0 if m is None else m
+                        out[ok] = mapping[codes[ok]]
+                        parts.append(out)
+                dicts[n] = d
+                data[n] = np.concatenate(parts) if parts else np.empty(0, np.int32)
+            else:
+                data[n] = np.concatenate([b._data[n] for b in batches])
+            if any(b._masks[n] is not None for b in batches):
+                masks[n] = np.concatenate(
+                    [np.ones(len(b), bool) if b._masks[n] is None else b._masks[n] for b in batches]
+                )
+            else:
+                masks[n] = None
+        return RecordBatch(data, masks, dicts, num_rows=total)
+
+    def cast(self, schema: Schema) -> RecordBatch:
+        """A batch with the columns of ``schema``, converted to its types."""
+        data, masks, dicts = {}, {}, {}
+        for name, typ in schema:
+            self._check(name)
+            cur = self.type_of(name)
+            masks[name] = self._masks[name]
+            if typ == cur:
+                data[name] = self._data[name]
+                if name in self._dicts:
+                    dicts[name] = self._dicts[name]
+            elif typ == STRING or cur == STRING:
+                raise TypeError(f"column {name!r}: cannot cast {cur} to {typ}")
+            else:
+                data[name] = self._data[name].astype(typ)
+        return RecordBatch(data, masks, dicts, num_rows=self._num_rows)
+
+    def rename(self, mapping: Mapping[str, str]) -> RecordBatch:
+        names = [mapping.get(n, n) for n in self._names]
+        if len(set(names)) != len(names):
+            raise ValueError(f"rename gives duplicate column names: {names}")
+        return RecordBatch(
+            {mapping.get(n, n): self._data[n] for n in self._names},
+            {mapping.get(n, n): self._masks[n] for n in self._names},
+            {mapping.get(n, n): d for n, d in self._dicts.items()},
+            num_rows=self._num_rows,
+        )
+
+    # ---------------------------------------------------------------- equality
+    def equals(self, other: object, *, bitwise: bool = False) -> bool:
+        """Same names, types, nulls and values (strings compared as strings).
+
+        With ``bitwise=True`` float values must have identical bit patterns (so 0.0 and
+        -0.0 differ and NaNs must match bit for bit); otherwise NaN equals NaN.
+        """
+        if not isinstance(other, RecordBatch):
+            return False
+        if self._names != other._names or self._num_rows != other._num_rows:
+            return False
+        for n in self._names:
+            if self.type_of(n) != other.type_of(n):
+                return False
+            m1, m2 = self._masks[n], other._masks[n]
+            if (m1 is None) != (m2 is None):
+                return False
+            if m1 is not None and not np.array_equal(m1, m2):
+                return False
+            a, b = self._data[n], other._data[n]
+            if m1 is not None:
+                a, b = a[m1], b[m1]
+            d1 = self._dicts.get(n)
+            if d1 is not None:
+                d2 = other._dicts[n]
+                if d1 is not d2:
+                    a, b = d1.as_array()[a], d2.as_array()[b]
+                if not np.array_equal(a, b):
+                    return False
+            elif a.dtype.kind == "f":
+                if bitwise:
+                    width = {2: np.int16, 4: np.int32, 8: np.int64}[a.dtype.itemsize]
+                    if not np.array_equal(a.view(width), b.view(width)):
+                        return False
+                elif not np.array_equal(a, b, equal_nan=True):
+                    return False
+            elif not np.array_equal(a, b):
+                return False
+        return True
+
+    def __eq__(self, other: object) -> bool:
+        return self.equals(other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    # ---------------------------------------------------------------- exports
+    def _pylist(self, name: str) -> list[Any]:
+        data, m = self._data[name], self._masks[name]
+        d = self._dicts.get(name)
+        if d is not None:
+            vals = d.decode(data, m).tolist()
+        elif data.dtype.kind == "M":
+            vals = data.astype("datetime64[us]").astype(object).tolist()
+        else:
+            vals = data.tolist()
+        if m is not None:
+            for i in np.flatnonzero(~m).tolist():
+                vals[i] = None
+        return vals
+
+    def to_pydict(self) -> dict[str, list[Any]]:
+        """``{name: list of Python values}`` with None for null and str for strings."""
+        return {n: self._pylist(n) for n in self._names}
+
+    def to_records(self) -> list[dict[str, Any]]:
+        """List of row dicts."""
+        cols = self.to_pydict()
+        return [dict(zip(self._names, row)) for row in zip(*(cols[n] for n in self._names))]
+
+    def to_numpy(self) -> dict[str, np.ndarray]:
+        """``{name: numpy array}``; string columns decoded to object arrays, nulls
+        kept as masked arrays."""
+        out = {}
+        for n in self._names:
+            vals = self[n]
+            m = self._masks[n]
+            out[n] = vals if m is None else np.ma.MaskedArray(vals, mask=~m)
+        return out
+
+    def to_arrow(self, *, dictionary_strings: bool = False) -> Any:
+        """pyarrow Table (numeric columns without nulls are zero-copy). Strings come out
+        as ``string`` (or ``dictionary<int32, string>`` with ``dictionary_strings``)."""
+        pa = _optional_import("pyarrow", "arrow")
+        arrays = []
+        for n in self._names:
+            data, m = self._data[n], self._masks[n]
+            mask = None if m is None else ~m
+            d = self._dicts.get(n)
+            if d is not None:
+                codes = data if m is None else np.where(m, data, 0)
+                dict_arr = pa.array(d.as_array() if len(d) else [], type=pa.string())
+                arr = pa.DictionaryArray.from_arrays(pa.array(codes, mask=mask), dict_arr)
+                if not dictionary_strings:
+                    arr = arr.cast(pa.string())
+            else:
+                arr = pa.array(data, mask=mask)
+            arrays.append(arr)
+        return pa.Table.from_arrays(arrays, names=self._names)
+
+    def to_pandas(self) -> Any:
+        """pandas DataFrame; columns with nulls use pandas' nullable dtypes."""
+        pd = _optional_import("pandas", "pandas")
+        cols = {}
+        for n in self._names:
+            data, m = self._data[n], self._masks[n]
+            d = self._dicts.get(n)
+            if d is not None:
+                cols[n] = pd.array(d.decode(data, m), dtype="str")
+            elif m is None:
+                cols[n] = data
+            elif data.dtype.kind == "M":
+                vals = data.copy()
+                vals[~m] = np.datetime64("NaT")
+                cols[n] = vals
+            else:
+                cols[n] = pd.array(data, dtype=_PANDAS_NULLABLE[data.dtype.kind](data.dtype))
+                cols[n][~m] = pd.NA
+        return pd.DataFrame(cols, columns=self._names)
+
+    def to_polars(self) -> Any:
+        """polars DataFrame (through Arrow)."""
+        pl = _optional_import("polars", "polars")
+        return pl.from_arrow(self.to_arrow())
+
+
+def _pandas_int(dtype: np.dtype) -> str:
+    return {"i": "Int", "u": "UInt"}[dtype.kind] + str(dtype.itemsize * 8)
+
+
+_PANDAS_NULLABLE = {
+    "i": _pandas_int,
+    "u": _pandas_int,
+    "f": lambda dt: "Float" + str(dt.itemsize * 8),
+    "b": lambda dt: "boolean",
+}
+
+
+def _arrow_column(pa, name: str, arr, dictionary: StringDictionary | None):
+    t = arr.type
+    valid = None
+    if arr.null_count:
+        valid = arr.is_valid().to_numpy(zero_copy_only=False)
+    if pa.types.is_dictionary(t):
+        if not (pa.types.is_string(t.value_type) or pa.types.is_large_string(t.value_type)):
+            raise TypeError(f"column {name!r}: unsupported dictionary value type {t.value_type}")
+        values = arr.dictionary.to_pylist()
+        d = dictionary if dictionary is not None else StringDictionary()
+        mapping = d.encode_unique(values)
+        idx = arr.indices.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
+        codes = mapping[idx] if len(mapping) else np.zeros(len(idx), np.int32)
+        if valid is not None:
+            codes = np.where(valid, codes, -1).astype(np.int32)
+        return codes.astype(np.int32, copy=False), valid, d
+    if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t):
+        if pa.types.is_string_view(t):
+            arr = arr.cast(pa.large_string())
+        return _arrow_column(pa, name, arr.dictionary_encode(), dictionary)
+    if pa.types.is_boolean(t):
+        data = arr.fill_null(False).to_numpy(zero_copy_only=False)
+        return data, valid, None
+    if pa.types.is_integer(t) or pa.types.is_floating(t):
+        if pa.types.is_float16(t):
+            raise TypeError(f"column {name!r}: unsupported type {t}")
+        if valid is None:
+            data = arr.to_numpy(zero_copy_only=True)
+        else:
+            data = arr.fill_null(0).to_numpy(zero_copy_only=False)
+        return data, valid, None
+    if pa.types.is_timestamp(t) or pa.types.is_date(t):
+        if pa.types.is_date(t):
+            arr = arr.cast(pa.timestamp("ms"))
+        if t.tz is not None if pa.types.is_timestamp(t) else False:
+            arr = arr.cast(pa.timestamp(t.unit))
+        data = arr.to_numpy(zero_copy_only=False)
+        return data, valid, None
+    raise TypeError(f"column {name!r}: unsupported Arrow type {t}")
+
+
+def _pandas_column(pd, name: str, s, dictionary: StringDictionary | None):
+    dtype = s.dtype
+    if isinstance(dtype, pd.CategoricalDtype):
+        cats = [str(c) for c in dtype.categories]
+        d = dictionary if dictionary is not None else StringDictionary()
+        mapping = d.encode_unique(cats)
+        raw = s.cat.codes.to_numpy()
+        valid = raw >= 0
+        codes = np.where(valid, mapping[np.maximum(raw, 0)] if len(mapping) else 0, -1)
+        return codes.astype(np.int32), (None if valid.all() else valid), d
+    if isinstance(dtype, np.dtype) and dtype.kind in "iub":
+        return s.to_numpy(), None, None
+    if isinstance(dtype, np.dtype) and dtype.kind == "f":
+        # NaN in a float column is a value, not a null
+        return s.to_numpy(), None, None
+    if isinstance(dtype, np.dtype) and dtype.kind == "M":
+        data = s.to_numpy()
+        nat = np.isnat(data)
+        return data, (None if not nat.any() else ~nat), None
+    if isinstance(dtype, pd.DatetimeTZDtype):
+        data = s.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy()
+        nat = np.isnat(data)
+        return data, (None if not nat.any() else ~nat), None
+    na = s.isna().to_numpy()
+    valid = None if not na.any() else ~na
+    kind = getattr(dtype, "kind", "O")
+    if kind in "iufb" and not isinstance(dtype, np.dtype):
+        # pandas nullable extension type (Int64, Float64, boolean)
+        np_dtype = np.dtype(dtype.numpy_dtype)
+        fill = False if np_dtype.kind == "b" else 0
+        return s.to_numpy(dtype=np_dtype, na_value=fill), valid, None
+    # object / str dtype: strings (or values to infer)
+    vals = s.to_numpy(dtype=object, na_value=None)
+    return _as_column(name, vals, None, dictionary)
+
+
+def _unique_objects(values: np.ndarray) -> tuple[list[str], np.ndarray]:
+    """Distinct strings of an object array and the inverse index (C speed via Arrow
+    when pyarrow is installed)."""
+    try:
+        import pyarrow as pa
+    except ImportError:  # pragma: no cover - pyarrow is installed in the test env
+        pa = None
+    if pa is not None:
+        try:
+            enc = pa.array(values, type=pa.string()).dictionary_encode()
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+            raise TypeError(f"expected str values: {exc}") from exc
+        if enc.null_count:
+            raise TypeError("expected str values, found None")
+        return enc.dictionary.to_pylist(), enc.indices.to_numpy(zero_copy_only=False)
+    for v in values:
+        if not isinstance(v, str):
+            raise TypeError(f"expected str values, found {type(v).__name__} {v!r}")
+    uniques, inverse = np.unique(values.astype(str), return_inverse=True)
+    return [str(u) for u in uniques.tolist()], inverse
