@@ -1,0 +1,655 @@
+"""StreamExecutionEngine: a compiled query and its streaming state.
+
+The engine owns the plan, the generated kernels, the job's string dictionaries and the
+per-partition state (sharded once a processor binds it). Job processors
+(:mod:`velokern.processors`) decide how rows are routed to partitions and whether the
+partitions run serially or in parallel; they call :meth:`StreamExecutionEngine.prepare`
+(which validates a batch and changes no state) and then
+:meth:`StreamExecutionEngine.execute`.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from velokern.batch import STRING, RecordBatch, Schema, StringDictionary
+from velokern.kernels.codegen import KernelSpec, generate
+from velokern.kernels.compiler import load_module
+from velokern.kernels.hashtable import (
+    collect_all,
+    collect_touched,
+    rebuild_distinct,
+    rebuild_table,
+)
+from velokern.plan import BoundQuery, PlanError, bind, is_float, is_int, is_time
+from velokern.sql import parse_sql
+
+__all__ = ["Prepared", "Routing", "StreamExecutionEngine"]
+
+_INITIAL_GROUPS = 256
+_EMPTY_I64 = np.empty(0, dtype=np.int64)
+
+
+class SchemaError(ValueError):
+    """A batch that does not fit the job's schema (missing column, wrong type)."""
+
+
+@dataclass
+class Prepared:
+    """A validated batch, converted to kernel inputs. Making one changes no state."""
+
+    batch: RecordBatch
+    n: int
+    spec: KernelSpec
+    module: Any
+    C: tuple
+    M: tuple
+    R: tuple
+
+
+@dataclass
+class Routing:
+    """How a batch's rows reach partitions.
+
+    Partition p processes ``idx[starts[p]:ends[p]]`` (rows in bucketed order) when
+    ``idx`` is given, else the contiguous rows ``starts[p]:ends[p]``.
+    """
+
+    starts: np.ndarray
+    ends: np.ndarray
+    idx: np.ndarray | None = None
+    parallel: bool = False
+
+    @staticmethod
+    def single(n: int) -> Routing:
+        return Routing(np.zeros(1, np.int64), np.array([n], np.int64))
+
+
+def _kind(t: str) -> str:
+    if t == STRING:
+        return "string"
+    if is_int(t):
+        return "integer"
+    if is_float(t):
+        return "float"
+    if is_time(t):
+        return "timestamp"
+    return t
+
+
+class StreamExecutionEngine:
+    """A streaming SQL query compiled to numba kernels, with its state.
+
+    ``StreamExecutionEngine(sql, schema=None)``: the schema is taken from the first batch
+    when not given. Pass the engine to a job processor's ``process_batch``/``flush``.
+    """
+
+    def __init__(self, sql: str, schema: Schema | Mapping[str, str] | None = None):
+        self.sql = sql
+        self.query = parse_sql(sql)
+        self._bound: BoundQuery | None = None
+        self._dicts: dict[str, StringDictionary] = {}
+        self._nullable: set[str] = set()
+        self._variants: dict[frozenset, tuple[KernelSpec, Any]] = {}
+        self._state: list[np.ndarray] | None = None
+        self._spec: KernelSpec | None = None
+        self._num_partitions: int | None = None
+        self._seq = 0
+        self._lock = threading.Lock()
+        self._bufs: dict[str, np.ndarray] = {}
+        self._metrics: dict[str, Any] = {
+            "records_in": 0,
+            "records_filtered": 0,
+            "records_emitted": 0,
+            "records_rejected": 0,
+            "late_records": 0,
+            "batches": 0,
+            "batches_rejected": 0,
+            "partition_records": [],
+        }
+        if schema is not None:
+            self._bind_schema(schema if isinstance(schema, Schema) else Schema(schema))
+
+    # ---------------------------------------------------------------- plan
+    def _bind_schema(self, schema: Schema) -> None:
+        self._bound = bind(self.query, schema)
+        for c in self._bound.columns:
+            if schema[c] == STRING and c not in self._dicts:
+                self._dicts[c] = StringDictionary()
+
+    @property
+    def bound(self) -> BoundQuery | None:
+        return self._bound
+
+    @property
+    def schema(self) -> Schema | None:
+        return None if self._bound is None else self._bound.schema
+
+    @property
+    def is_stateful(self) -> bool:
+        return self.query.is_aggregate
+
+    @property
+    def group_by_columns(self) -> list[str]:
+        """Input columns the GROUP BY keys are computed from."""
+        from velokern.plan import columns_of
+
+        cols: list[str] = []
+        for k in self.query.group_by:
+            for c in columns_of(k):
+                if c not in cols:
+                    cols.append(c)
+        return cols
+
+    @property
+    def emit_mode(self) -> str:
+        if not self.is_stateful:
+            return "rows"
+        return self.query.emit or "changes"
+
+    @property
+    def dictionaries(self) -> dict[str, StringDictionary]:
+        """The job's string dictionaries (encode batches into these to skip remapping)."""
+        return dict(self._dicts)
+
+    @property
+    def num_partitions(self) -> int | None:
+        return self._num_partitions
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        m = dict(self._metrics)
+        m["partition_records"] = list(m["partition_records"])
+        m["groups"] = self.num_groups
+        return m
+
+    @property
+    def num_groups(self) -> int:
+        if self._state is None or self._spec is None:
+            return 0
+        return int(self._meta()[:, 0].sum())
+
+    def explain(self) -> str:
+        """The plan as text (also printed by ``velokern explain``)."""
+        q = self.query
+        lines = [f"StreamExecutionEngine: FROM {q.source}"]
+        if self._bound is not None:
+            b = self._bound
+            lines.append(f"  input columns: {', '.join(f'{c} {b.schema[c]}' for c in b.columns)}")
+            if b.where is not None:
+                lines.append(f"  filter: {_fmt(b.where)}")
+            if b.is_aggregate:
+                lines.append(f"  group by: {', '.join(_fmt(k) for k in b.keys) or '(all rows)'}")
+                lines.append("  aggregates: " + ", ".join(
+                    f"a{i}={_fmt(a)}" for i, a in enumerate(b.aggs)))
+                if b.having is not None:
+                    lines.append(f"  having: {_fmt(b.having)}")
+                lines.append(f"  emit: {b.emit.upper()}")
+            lines.append("  output: " + ", ".join(
+                f"{n} {t} = {_fmt(e)}" for (n, e), t in zip(b.outputs, b.output_types)))
+            kind = "stateful (hash table per partition)" if b.is_aggregate else "stateless"
+            lines.append(f"  kernels: fused, {kind}")
+        else:
+            lines.append("  (schema not bound yet: it is taken from the first batch)")
+            if q.where is not None:
+                lines.append(f"  filter: {_fmt(q.where)}")
+            if q.group_by:
+                lines.append(f"  group by: {', '.join(_fmt(k) for k in q.group_by)}")
+            lines.append("  output: " + ", ".join(n for n, _ in q.select) + (" *" if q.star else ""))
+        if self._num_partitions is not None:
+            lines.append(f"  partitions: {self._num_partitions}")
+        return "\n".join(lines)
+
+    # ---------------------------------------------------------------- input
+    def prepare(self, batch: RecordBatch) -> Prepared:
+        """Validate ``batch`` and convert it to kernel inputs; changes no state.
+
+        Raises a ValueError/TypeError naming the problem (missing column, wrong type,
+        schema change); the batch's records are then counted as rejected.
+        """
+        try:
+            return self._prepare(batch)
+        except (ValueError, TypeError, KeyError):
+            n = len(batch) if isinstance(batch, RecordBatch) else 0
+            with self._lock:
+                self._metrics["records_rejected"] += n
+                self._metrics["batches_rejected"] += 1
+            raise
+
+    def _prepare(self, batch: RecordBatch) -> Prepared:
+        if not isinstance(batch, RecordBatch):
+            raise TypeError(f"expected a RecordBatch, got {type(batch).__name__}")
+        if self._bound is None:
+            missing = [c for c in self._needed_columns() if c not in batch]
+            if missing:
+                raise SchemaError(f"batch lacks column(s) {missing} used by the query "
+                                  f"(batch columns: {batch.column_names})")
+            schema = batch.schema
+            bound = bind(self.query, schema)  # raises PlanError before any change
+            cols = bound.columns
+        else:
+            bound = self._bound
+            cols = bound.columns
+        schema = bound.schema
+        data, masks = {}, {}
+        for c in cols:
+            if c not in batch:
+                raise SchemaError(f"batch lacks column {c!r} used by the query "
+                                  f"(batch columns: {batch.column_names})")
+            want, got = schema[c], batch.type_of(c)
+            if _kind(want) != _kind(got) or (is_time(want) and want != got):
+                raise SchemaError(f"column {c!r} has type {got} in this batch but the job's "
+                                  f"schema has {want}")
+            arr = batch.column(c)
+            if got != want and want != STRING:
+                arr = arr.astype(want)
+            data[c] = arr
+            masks[c] = batch.validity(c)
+        # -- from here on nothing can fail on the data; adopt schema and dictionaries
+        if self._bound is None:
+            self._bound = bound
+        for c in cols:
+            if schema[c] == STRING:
+                data[c] = self._encode_strings(c, batch, data[c], masks[c])
+        new_nullable = {c for c in cols if masks[c] is not None} - self._nullable
+        if new_nullable:
+            self._nullable |= new_nullable
+        spec, module = self._variant()
+        n = len(batch)
+        C = []
+        for c, kind in spec.inputs:
+            arr = np.ascontiguousarray(data[c])
+            if is_time(schema[c]) or (kind == "bits"):
+                arr = arr.view(np.int64) if arr.dtype.itemsize == 8 else arr.view(np.int32)
+            C.append(arr)
+        M = []
+        for c in spec.nullable:
+            m = masks[c]
+            M.append(m if m is not None else self._ones(n))
+        lit = np.array([self._dicts[o].code_of(v) for o, v in spec.literals], dtype=np.int64)
+        R = [lit] + [self._dicts[c].ranks() for c in spec.rank_columns]
+        return Prepared(batch, n, spec, module, tuple(C), tuple(M), tuple(R))
+
+    def _needed_columns(self) -> list[str]:
+        from velokern.plan import columns_of, walk
+
+        q = self.query
+        cols: list[str] = []
+        exprs = [e for _, e in q.select] + q.group_by
+        exprs += [x for x in (q.where, q.having) if x is not None]
+        for e in exprs:
+            for c in columns_of(e):
+                if c not in cols:
+                    cols.append(c)
+        del walk
+        return cols
+
+    def _ones(self, n: int) -> np.ndarray:
+        buf = self._bufs.get("ones")
+        if buf is None or len(buf) < n:
+            buf = np.ones(max(n, 1024), dtype=bool)
+            self._bufs["ones"] = buf
+        return buf[:n]
+
+    def _encode_strings(self, c: str, batch: RecordBatch, codes: np.ndarray, mask) -> np.ndarray:
+        d = self._dicts.get(c)
+        bd = batch.dictionary(c)
+        if d is None:
+            self._dicts[c] = bd
+            return codes
+        if bd is d:
+            return codes
+        mapping = d.mapping_from(bd)
+        if len(mapping) == 0:
+            return np.full(len(codes), -1, np.int32)
+        safe = codes if mask is None else np.where(mask, codes, 0)
+        out = mapping[safe]
+        if mask is not None:
+            out = np.where(mask, out, -1).astype(np.int32)
+        return out
+
+    def _variant(self) -> tuple[KernelSpec, Any]:
+        key = frozenset(self._nullable)
+        v = self._variants.get(key)
+        if v is None:
+            spec = generate(self._bound, set(self._nullable))
+            module = load_module(spec.source)
+            v = (spec, module)
+            self._variants[key] = v
+        return v
+
+    # ---------------------------------------------------------------- partitions
+    def bind_partitions(self, n: int) -> None:
+        """Shard the state into ``n`` partitions (once; a live job cannot be resharded)."""
+        if not isinstance(n, (int, np.integer)) or n < 1:
+            raise ValueError(f"number of partitions must be a positive integer, got {n!r}")
+        if self._num_partitions is None:
+            self._num_partitions = int(n)
+            self._metrics["partition_records"] = [0] * int(n)
+        elif self._num_partitions != n:
+            raise ValueError(
+                f"this engine's state is already sharded into {self._num_partitions} "
+                f"partitions; it cannot be run with {n} (create a new engine)"
+            )
+
+    def key_bits(self, prep: Prepared) -> list[np.ndarray]:
+        """int64 grouping bits of every GROUP BY key of every row (for partitioning)."""
+        out = np.empty((prep.spec.num_keys, prep.n), dtype=np.int64)
+        prep.module.key_bits(prep.C, prep.M, prep.R, prep.n, out)
+        return list(out)
+
+    # ---------------------------------------------------------------- state
+    def _ensure_state(self, spec: KernelSpec) -> None:
+        if self._state is not None:
+            return
+        P = self._num_partitions
+        gcap = _INITIAL_GROUPS
+        k = max(spec.num_keys, 1)
+        arrays = []
+        for s in spec.state:
+            if s.kind == "table":
+                a = np.full((P, 2 * gcap), -1, dtype=np.int64)
+            elif s.kind == "group":
+                a = np.zeros((P, gcap), dtype=s.dtype)
+            elif s.kind == "group_k":
+                a = np.zeros((P, gcap, k), dtype=s.dtype)
+            elif s.kind == "meta":
+                a = np.zeros((P, len(spec.meta_cols)), dtype=np.int64)
+            elif s.kind.startswith("dtable:"):
+                a = np.full((P, 2 * gcap), -1, dtype=np.int64)
+            else:  # dentry
+                a = np.zeros((P, gcap), dtype=s.dtype)
+            arrays.append(a)
+        self._state = arrays
+        self._spec = spec
+
+    def _meta(self) -> np.ndarray:
+        for s, a in zip(self._spec.state, self._state):
+            if s.kind == "meta":
+                return a
+        raise AssertionError("no meta state")
+
+    def _grow(self) -> None:
+        """Double whatever is full (groups and/or a distinct set), rebuild its table."""
+        spec, st = self._spec, self._state
+        meta = self._meta()
+        names = [s.name for s in spec.state]
+        hashes = st[names.index("hashes")]
+        gcap = hashes.shape[1]
+        if meta[:, 0].max() >= gcap:
+            for k, s in enumerate(spec.state):
+                if s.kind in ("group", "group_k"):
+                    st[k] = _double(st[k])
+                elif s.kind == "table":
+                    st[k] = np.full((st[k].shape[0], st[k].shape[1] * 2), -1, np.int64)
+            rebuild_table(st[names.index("table")], st[names.index("hashes")], meta, 0)
+        for col_name, col in spec.meta_cols.items():
+            if not col_name.endswith("_nd"):
+                continue
+            a = col_name[: -len("_nd")]
+            dg = names.index(f"{a}_dgid")
+            if meta[:, col].max() >= st[dg].shape[1]:
+                for k, s in enumerate(spec.state):
+                    if s.kind == f"dentry:{a}":
+                        st[k] = _double(st[k])
+                    elif s.kind == f"dtable:{a}":
+                        st[k] = np.full((st[k].shape[0], st[k].shape[1] * 2), -1, np.int64)
+                rebuild_distinct(st[names.index(f"{a}_dtab")], st[dg],
+                                 st[names.index(f"{a}_dval")], meta, col)
+
+    # ---------------------------------------------------------------- execution
+    def execute(self, prep: Prepared, routing: Routing) -> RecordBatch:
+        """Run a prepared batch through the kernels; returns what the batch emits."""
+        if self._num_partitions is None:
+            raise RuntimeError("bind_partitions must be called before execute")
+        if len(routing.starts) != self._num_partitions and prep.spec.stateful:
+            raise ValueError(f"routing has {len(routing.starts)} partitions, the engine has "
+                             f"{self._num_partitions}")
+        with self._lock:
+            counts = (routing.ends - routing.starts).tolist()
+            pr = self._metrics["partition_records"]
+            for p, c in enumerate(counts):
+                if p < len(pr):
+                    pr[p] += int(c)
+            self._metrics["records_in"] += prep.n
+            self._metrics["batches"] += 1
+            if prep.spec.stateful:
+                out = self._execute_stateful(prep, routing)
+            else:
+                out = self._execute_stateless(prep, routing)
+            self._seq += prep.n
+            self._metrics["records_emitted"] += len(out)
+            return out
+
+    def _execute_stateless(self, prep: Prepared, r: Routing) -> RecordBatch:
+        spec = prep.spec
+        n = prep.n
+        O, OM, orow = self._out_buffers(spec, n)
+        idx = r.idx if r.idx is not None else _EMPTY_I64
+        use_idx = r.idx is not None
+        P = len(r.starts)
+        counts = np.zeros(P, dtype=np.int64)
+        if r.parallel and P > 1:
+            prep.module.project_all(prep.C, prep.M, prep.R, idx, use_idx, r.starts, r.ends,
+                                    O, OM, orow, counts)
+        else:
+            for p in range(P):
+                counts[p] = prep.module.project_part(prep.C, prep.M, prep.R, idx, use_idx,
+                                                     int(r.starts[p]), int(r.ends[p]), O, OM,
+                                                     orow)
+        total = int(counts.sum())
+        self._metrics["records_filtered"] += n - total
+        segs = [(int(s), int(s) + int(c)) for s, c in zip(r.starts, counts) if c > 0]
+        order = None
+        if use_idx and len(segs) > 1:
+            rows = np.concatenate([orow[a:b] for a, b in segs])
+            order = np.argsort(rows, kind="stable")
+        return self._assemble(spec, O, OM, segs, order)
+
+    def _out_buffers(self, spec: KernelSpec, n: int):
+        key = f"out:{id(spec)}"
+        bufs = self._bufs.get(key)
+        if bufs is None or len(bufs[2]) < n:
+            cap = max(n, 1024)
+            O = tuple(np.empty(cap, dtype=dt) for _, dt, _ in spec.outputs)
+            OM = tuple(np.empty(cap, dtype=bool) for _, _, m in spec.outputs if m)
+            orow = np.empty(cap, dtype=np.int64)
+            bufs = (O, OM, orow)
+            self._bufs[key] = bufs
+        return bufs
+
+    def _assemble(self, spec: KernelSpec, O, OM, segs, order) -> RecordBatch:
+        b = self._bound
+        cols, masks, dicts = {}, {}, {}
+        mi = 0
+        for k, ((name, _dt, has_mask), t, (_, e)) in enumerate(
+            zip(spec.outputs, b.output_types, b.outputs)
+        ):
+            arr = _gather(O[k], segs, order)
+            if has_mask:
+                masks[name] = _gather(OM[mi], segs, order)
+                mi += 1
+            if is_time(t):
+                arr = arr.view(t)
+            if t == STRING:
+                owner = _owner(b, e)
+                dicts[name] = self._dicts[owner]
+            cols[name] = arr
+        n = sum(bb - a for a, bb in segs)
+        return RecordBatch(cols, masks, dicts, num_rows=n)
+
+    def _execute_stateful(self, prep: Prepared, r: Routing) -> RecordBatch:
+        spec = prep.spec
+        self._ensure_state(spec)
+        idx = r.idx if r.idx is not None else _EMPTY_I64
+        use_idx = r.idx is not None
+        starts = r.starts.astype(np.int64, copy=True)
+        ends = r.ends.astype(np.int64, copy=False)
+        stops = np.empty_like(starts)
+        meta = self._meta()
+        filtered_before = int(meta[:, 2].sum())
+        while True:
+            S = tuple(self._state)
+            if r.parallel and len(starts) > 1:
+                prep.module.update_all(S, prep.C, prep.M, prep.R, idx, use_idx, starts, ends,
+                                       stops, self._seq)
+            else:
+                for p in range(len(starts)):
+                    stops[p] = prep.module.update_part(S, p, prep.C, prep.M, prep.R, idx,
+                                                       use_idx, int(starts[p]), int(ends[p]),
+                                                       self._seq)
+            if (stops >= ends).all():
+                break
+            self._grow()
+            starts = stops.copy()
+            meta = self._meta()
+        self._metrics["records_filtered"] += int(self._meta()[:, 2].sum()) - filtered_before
+        if self.emit_mode == "changes":
+            return self._emit(prep.module, prep.R, r.parallel, touched=True)
+        return self._empty_output(spec)
+
+    def _emit(self, module, R, parallel: bool, touched: bool) -> RecordBatch:
+        spec = self._spec
+        names = [s.name for s in spec.state]
+        meta = self._meta()
+        P = meta.shape[0]
+        total = int(meta[:, 1 if touched else 0].sum())
+        gids = np.empty(total, dtype=np.int64)
+        goffs = np.empty(P + 1, dtype=np.int64)
+        if touched:
+            collect_touched(self._state[names.index("touched")],
+                            self._state[names.index("tlist")], meta, 1, gids, goffs)
+        else:
+            collect_all(meta, 0, gids, goffs)
+        O = tuple(np.empty(total, dtype=dt) for _, dt, _ in spec.outputs)
+        OM = tuple(np.empty(total, dtype=bool) for _, _, m in spec.outputs if m)
+        oseq = np.empty(total, dtype=np.int64)
+        counts = np.zeros(P, dtype=np.int64)
+        obases = goffs[:P].copy()
+        S = tuple(self._state)
+        if parallel and P > 1:
+            module.emit_all(S, R, gids, goffs, O, OM, oseq, obases, counts)
+        else:
+            for p in range(P):
+                counts[p] = module.emit_part(S, p, R, gids, int(goffs[p]), int(goffs[p + 1]), O,
+                                             OM, oseq, int(obases[p]))
+        segs = [(int(a), int(a) + int(c)) for a, c in zip(obases, counts) if c > 0]
+        order = None
+        if len(segs) > 1:
+            seq = np.concatenate([oseq[a:b] for a, b in segs])
+            order = np.argsort(seq, kind="stable")
+        return self._assemble(spec, O, OM, segs, order)
+
+    def _empty_output(self, spec: KernelSpec) -> RecordBatch:
+        O = tuple(np.empty(0, dtype=dt) for _, dt, _ in spec.outputs)
+        OM = tuple(np.empty(0, dtype=bool) for _, _, m in spec.outputs if m)
+        return self._assemble(spec, O, OM, [], None)
+
+    def flush(self, parallel: bool = False) -> RecordBatch:
+        """End of input: emit what is still held (final group rows for EMIT FINAL)."""
+        with self._lock:
+            if self._bound is None:
+                return RecordBatch({})
+            spec, module = self._variant()
+            if not spec.stateful or self.emit_mode != "final":
+                return self._empty_output(spec)
+            if self._state is None:
+                if self._num_partitions is None:
+                    self.bind_partitions(1)
+                self._ensure_state(spec)
+            R = (np.array([self._dicts[o].code_of(v) for o, v in spec.literals], np.int64),
+                 *[self._dicts[c].ranks() for c in spec.rank_columns])
+            out = self._emit(module, R, parallel, touched=False)
+            self._metrics["records_emitted"] += len(out)
+            return out
+
+    def output_schema(self) -> Schema | None:
+        if self._bound is None:
+            return None
+        return Schema([(n, t) for (n, _), t in zip(self._bound.outputs,
+                                                   self._bound.output_types)])
+
+
+def _owner(b: BoundQuery, e) -> str:
+    from velokern.plan import AggRef, Col, KeyRef
+
+    if isinstance(e, Col):
+        return e.name
+    if isinstance(e, KeyRef):
+        return _owner(b, b.keys[e.i])
+    if isinstance(e, AggRef):
+        return _owner(b, b.aggs[e.i].arg)
+    raise PlanError(f"no dictionary for string expression {e}")
+
+
+def _gather(arr: np.ndarray, segs, order) -> np.ndarray:
+    if not segs:
+        return arr[:0].copy()
+    if len(segs) == 1:
+        a, b = segs[0]
+        out = arr[a:b].copy()
+    else:
+        out = np.concatenate([arr[a:b] for a, b in segs])
+    if order is not None:
+        out = out[order]
+    return out
+
+
+def _double(a: np.ndarray) -> np.ndarray:
+    shape = list(a.shape)
+    shape[1] *= 2
+    out = np.zeros(shape, dtype=a.dtype)
+    out[:, : a.shape[1]] = a
+    return out
+
+
+def _fmt(e) -> str:
+    from velokern.plan import (
+        Agg,
+        AggRef,
+        Binary,
+        Case,
+        Cast,
+        Col,
+        Func,
+        InList,
+        IsNull,
+        KeyRef,
+        Lit,
+        Unary,
+    )
+
+    if isinstance(e, Col):
+        return e.name
+    if isinstance(e, Lit):
+        return "NULL" if e.value is None else repr(e.value)
+    if isinstance(e, KeyRef):
+        return f"key{e.i}"
+    if isinstance(e, AggRef):
+        return f"a{e.i}"
+    if isinstance(e, Unary):
+        return f"(NOT {_fmt(e.x)})" if e.op == "not" else f"(-{_fmt(e.x)})"
+    if isinstance(e, Binary):
+        return f"({_fmt(e.l)} {e.op.upper() if e.op in ('and', 'or') else e.op} {_fmt(e.r)})"
+    if isinstance(e, IsNull):
+        return f"({_fmt(e.x)} IS {'NOT ' if e.negated else ''}NULL)"
+    if isinstance(e, InList):
+        vals = ", ".join(_fmt(v) for v in e.values)
+        return f"({_fmt(e.x)} {'NOT ' if e.negated else ''}IN ({vals}))"
+    if isinstance(e, Case):
+        parts = " ".join(f"WHEN {_fmt(c)} THEN {_fmt(v)}" for c, v in e.whens)
+        d = f" ELSE {_fmt(e.default)}" if e.default is not None else ""
+        return f"CASE {parts}{d} END"
+    if isinstance(e, Cast):
+        return f"CAST({_fmt(e.x)} AS {e.to})"
+    if isinstance(e, Func):
+        return f"{e.name.upper()}({', '.join(_fmt(a) for a in e.args)})"
+    if isinstance(e, Agg):
+        inner = "*" if e.arg is None else _fmt(e.arg)
+        return f"{e.func.upper()}({inner})"
+    return str(e)

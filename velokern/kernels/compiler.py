@@ -1,0 +1,66 @@
+"""Load generated kernel modules from an on-disk cache so numba can cache their code.
+
+A generated module is written once to ``<cache dir>/vk_<hash>.py`` (the hash covers the
+source and the velokern, numba and numpy versions) and imported from there; its
+functions use ``@njit(cache=True)``, so a new process that runs a query it has seen
+before loads machine code from numba's cache instead of compiling. The cache directory
+is ``$VELOKERN_CACHE_DIR`` or ``~/.cache/velokern/kernels``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import sys
+import tempfile
+import threading
+from pathlib import Path
+from types import ModuleType
+
+import numba
+import numpy as np
+
+from velokern._version import __version__
+
+_LOADED: dict[str, ModuleType] = {}
+_LOCK = threading.Lock()
+
+
+def cache_dir() -> Path:
+    env = os.environ.get("VELOKERN_CACHE_DIR")
+    base = Path(env) if env else Path.home() / ".cache" / "velokern" / "kernels"
+    base.mkdir(parents=True, exist_ok=True)
+    return base
+
+
+def source_key(source: str) -> str:
+    h = hashlib.sha256()
+    for part in (__version__, numba.__version__, np.__version__, source):
+        h.update(part.encode())
+        h.update(b"\0")
+    return h.hexdigest()[:24]
+
+
+def load_module(source: str) -> ModuleType:
+    """Import (writing first when new) the generated module with this source."""
+    key = source_key(source)
+    with _LOCK:
+        mod = _LOADED.get(key)
+        if mod is not None:
+            return mod
+        name = f"vk_{key}"
+        path = cache_dir() / f"{name}.py"
+        if not path.exists() or path.read_text() != source:
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{name}.", suffix=".tmp")
+            with os.fdopen(fd, "w") as f:
+                f.write(source)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        spec = importlib.util.spec_from_file_location(f"velokern._kernels.{name}", path)
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = mod
+        spec.loader.exec_module(mod)
+        _LOADED[key] = mod
+        return mod

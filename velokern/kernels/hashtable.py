@@ -1,0 +1,130 @@
+"""The group-by hash table: open addressing with linear probing over numpy arrays.
+
+Per partition: ``table`` (int64, a power of two, -1 = empty) maps slots to group ids;
+groups are numbered densely in order of creation (= order of first record) and hold
+their 64-bit ``hashes`` and key bits ``kbits[g, j]`` / null flags ``knull[g, j]``. The
+table is kept at most half full: the update kernel stops before a batch would overfill
+it, the engine grows the arrays and rebuilds the table with :func:`rebuild_table`, and
+the kernel resumes where it stopped.
+
+Distinct sets (COUNT(DISTINCT x)) use the same scheme over (group, value) pairs.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from velokern.kernels.scalar import JIT, mix64
+
+_SHIFT = np.uint64(20)
+
+
+@njit(**JIT)
+def slot_of(h, mask):
+    return np.int64((h >> _SHIFT) & np.uint64(mask))
+
+
+@njit(**JIT)
+def probe(table, hashes, kbits, knull, kv, kn, h, ng):
+    """Group id of key (kv, kn) with hash h; inserts it as group ``ng`` when absent."""
+    mask = len(table) - 1
+    s = slot_of(h, mask)
+    nk = len(kv)
+    while True:
+        g = table[s]
+        if g < 0:
+            table[s] = ng
+            hashes[ng] = h
+            for j in range(nk):
+                kbits[ng, j] = kv[j]
+                knull[ng, j] = kn[j]
+            return ng
+        if hashes[g] == h:
+            same = True
+            for j in range(nk):
+                if kbits[g, j] != kv[j] or knull[g, j] != kn[j]:
+                    same = False
+                    break
+            if same:
+                return g
+        s = (s + 1) & mask
+
+
+@njit(**JIT)
+def rebuild_table(table, hashes, meta, ng_col):
+    """Refill ``table[p]`` from the stored hashes of partition p's groups (all p)."""
+    for p in range(table.shape[0]):
+        t = table[p]
+        t[:] = -1
+        mask = len(t) - 1
+        for g in range(meta[p, ng_col]):
+            s = slot_of(hashes[p, g], mask)
+            while t[s] >= 0:
+                s = (s + 1) & mask
+            t[s] = g
+
+
+@njit(**JIT)
+def distinct_hash(g, v):
+    return mix64(mix64(np.uint64(g)) ^ np.uint64(v))
+
+
+@njit(**JIT)
+def distinct_insert(dtab, dgid, dval, g, v, nd):
+    """Insert (group g, value bits v) into a distinct set; True when it was new."""
+    mask = len(dtab) - 1
+    s = slot_of(distinct_hash(g, v), mask)
+    while True:
+        e = dtab[s]
+        if e < 0:
+            dtab[s] = nd
+            dgid[nd] = g
+            dval[nd] = v
+            return True
+        if dgid[e] == g and dval[e] == v:
+            return False
+        s = (s + 1) & mask
+
+
+@njit(**JIT)
+def rebuild_distinct(dtab, dgid, dval, meta, nd_col):
+    for p in range(dtab.shape[0]):
+        t = dtab[p]
+        t[:] = -1
+        mask = len(t) - 1
+        for e in range(meta[p, nd_col]):
+            s = slot_of(distinct_hash(dgid[p, e], dval[p, e]), mask)
+            while t[s] >= 0:
+                s = (s + 1) & mask
+            t[s] = e
+
+
+@njit(**JIT)
+def collect_touched(touched, tlist, meta, nt_col, gids, offsets):
+    """Sorted touched group ids of every partition into ``gids`` (partition p at
+    ``gids[offsets[p]:offsets[p+1]]``); clears the touched marks."""
+    pos = 0
+    for p in range(tlist.shape[0]):
+        offsets[p] = pos
+        nt = meta[p, nt_col]
+        seg = np.sort(tlist[p, :nt])
+        for t in range(nt):
+            g = seg[t]
+            gids[pos + t] = g
+            touched[p, g] = 0
+        pos += nt
+        meta[p, nt_col] = 0
+    offsets[tlist.shape[0]] = pos
+
+
+@njit(**JIT)
+def collect_all(meta, ng_col, gids, offsets):
+    """Every group id of every partition, in creation order."""
+    pos = 0
+    for p in range(meta.shape[0]):
+        offsets[p] = pos
+        for g in range(meta[p, ng_col]):
+            gids[pos + g] = g
+        pos += meta[p, ng_col]
+    offsets[meta.shape[0]] = pos

@@ -1,0 +1,125 @@
+"""Scalar helpers shared by every generated kernel (SQL semantics in one place).
+
+Each helper has a plain-Python twin in :mod:`velokern.kernels.slow` that the tests hold it
+to.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+_U = np.uint64
+_C1 = np.uint64(0x9E3779B97F4A7C15)
+_C2 = np.uint64(0xBF58476D1CE4E5B9)
+_C3 = np.uint64(0x94D049BB133111EB)
+_S30 = np.uint64(30)
+_S27 = np.uint64(27)
+_S31 = np.uint64(31)
+CANONICAL_NAN_BITS = np.int64(0x7FF8000000000000)
+
+JIT = {"cache": True, "nogil": True, "error_model": "numpy"}
+
+
+@njit(**JIT)
+def mix64(x):
+    """splitmix64 finaliser (the same function as the Cython shim's)."""
+    z = x + _C1
+    z = (z ^ (z >> _S30)) * _C2
+    z = (z ^ (z >> _S27)) * _C3
+    return z ^ (z >> _S31)
+
+
+@njit(**JIT)
+def combine(h, key_bits):
+    """Fold one int64 key into a running uint64 hash: ``mix64(h ^ uint64(key))``."""
+    return mix64(h ^ np.uint64(key_bits))
+
+
+@njit(**JIT)
+def float_key_bits(value, bits):
+    """Grouping bits of a float: -0.0 groups with 0.0 and every NaN with every NaN."""
+    if value == 0.0:
+        return np.int64(0)
+    if value != value:
+        return CANONICAL_NAN_BITS
+    return np.int64(bits)
+
+
+@njit(**JIT)
+def int_div(a, b):
+    """SQL integer division (truncates toward zero); caller checks ``b != 0``."""
+    q = a // b
+    if (a % b != 0) and ((a < 0) != (b < 0)):
+        q += 1
+    return q
+
+
+@njit(**JIT)
+def int_mod(a, b):
+    """SQL integer remainder (sign of the dividend); caller checks ``b != 0``."""
+    return a - b * int_div(a, b)
+
+
+@njit(**JIT)
+def round_half_away(x, digits):
+    """ROUND(x, digits) for doubles: half away from zero, as DuckDB does."""
+    if not math.isfinite(x):
+        return x
+    if digits == 0:
+        r = math.floor(abs(x) + 0.5)
+        return math.copysign(r, x)
+    p = 10.0**digits
+    y = x * p
+    if not math.isfinite(y):
+        return x
+    r = math.floor(abs(y) + 0.5)
+    return math.copysign(r, y) / p
+
+
+@njit(**JIT)
+def round_int(x, digits):
+    """ROUND(x, digits) for integers (only negative digits change the value)."""
+    if digits >= 0:
+        return x
+    p = np.int64(10) ** np.int64(-digits)
+    q = int_div(x, p)
+    r = x - q * p
+    if 2 * abs(r) >= p:
+        q += 1 if x > 0 else -1
+    return q * p
+
+
+@njit(**JIT)
+def float_to_int(x):
+    """CAST(double AS BIGINT): rounds half away from zero; (value, is_null) where NaN,
+    infinities and out-of-range values are NULL (TRY_CAST semantics)."""
+    if not math.isfinite(x):
+        return np.int64(0), True
+    r = math.copysign(math.floor(abs(x) + 0.5), x)
+    if r >= 9.223372036854775807e18 or r < -9.223372036854775808e18:
+        return np.int64(0), True
+    return np.int64(r), False
+
+
+@njit(**JIT)
+def f_lt(a, b):
+    """a < b with NaN ordered above every number (DuckDB's order)."""
+    if a != a:
+        return False
+    if b != b:
+        return True
+    return a < b
+
+
+@njit(**JIT)
+def f_eq(a, b):
+    """a = b where NaN equals NaN (DuckDB's semantics)."""
+    return a == b or (a != a and b != b)
+
+
+@njit(**JIT)
+def f_le(a, b):
+    return f_lt(a, b) or f_eq(a, b)

@@ -1,0 +1,423 @@
+"""SQL text -> :class:`velokern.plan.Query`, using sqlglot for standard SQL.
+
+velokern's streaming clauses are taken off the statement before sqlglot sees it, with
+sqlglot's own tokenizer (so text inside string literals is never touched):
+
+* ``EMIT CHANGES`` / ``EMIT FINAL`` at the end of the statement.
+
+Everything velokern does not run raises :class:`~velokern.plan.PlanError` naming the
+construct and its line and column.
+"""
+
+from __future__ import annotations
+
+import sqlglot
+from sqlglot import exp
+from sqlglot.errors import ParseError, TokenError
+from sqlglot.tokens import TokenType
+
+from velokern.batch import STRING
+from velokern.plan import (
+    BOOL,
+    FLOAT,
+    INT,
+    NULL,
+    Agg,
+    Binary,
+    Case,
+    Cast,
+    Col,
+    Expr,
+    Func,
+    InList,
+    IsNull,
+    Lit,
+    PlanError,
+    Query,
+    Unary,
+)
+
+__all__ = ["parse_sql"]
+
+DIALECT = "duckdb"
+
+_BINARY = {
+    exp.Add: "+",
+    exp.Sub: "-",
+    exp.Mul: "*",
+    exp.Div: "/",
+    exp.IntDiv: "//",
+    exp.Mod: "%",
+    exp.EQ: "=",
+    exp.NEQ: "<>",
+    exp.LT: "<",
+    exp.LTE: "<=",
+    exp.GT: ">",
+    exp.GTE: ">=",
+    exp.And: "and",
+    exp.Or: "or",
+}
+
+_AGGS = {
+    exp.Sum: "sum",
+    exp.Avg: "avg",
+    exp.Min: "min",
+    exp.Max: "max",
+    exp.Stddev: "stddev_samp",
+    exp.StddevSamp: "stddev_samp",
+    exp.StddevPop: "stddev_pop",
+    exp.Variance: "var_samp",
+    exp.VariancePop: "var_pop",
+    exp.FirstValue: "first_value",
+    exp.LastValue: "last_value",
+    exp.First: "first_value",
+    exp.Last: "last_value",
+}
+
+_ANON_AGGS = {"mean": "avg", "var_samp": "var_samp", "first": "first_value",
+              "last": "last_value"}
+
+_FUNCS = {exp.Abs: "abs", exp.Round: "round", exp.Floor: "floor", exp.Ceil: "ceil"}
+
+_CAST_TYPES = {
+    **{t: INT for t in ("BIGINT", "INT", "INTEGER", "SMALLINT", "TINYINT", "INT64", "INT32",
+                        "INT16", "INT8", "LONG", "UBIGINT", "UINTEGER", "USMALLINT", "UTINYINT")},
+    **{t: FLOAT for t in ("DOUBLE", "FLOAT64", "DOUBLE PRECISION", "DECIMAL", "NUMERIC")},
+    "BOOLEAN": BOOL,
+    "BOOL": BOOL,
+}
+
+# keyword tokens used to locate constructs that carry no position of their own
+_KEYWORD_OF = {
+    exp.Join: TokenType.JOIN,
+    exp.Order: TokenType.ORDER_BY,
+    exp.Limit: TokenType.LIMIT,
+    exp.Offset: TokenType.OFFSET,
+    exp.Subquery: TokenType.L_PAREN,
+    exp.Union: TokenType.UNION,
+    exp.Window: TokenType.OVER,
+    exp.Distinct: TokenType.DISTINCT,
+    exp.Qualify: TokenType.QUALIFY,
+}
+
+
+class _Ctx:
+    def __init__(self, sql: str, tokens):
+        self.sql = sql
+        self.tokens = tokens
+        self.positions: dict[int, tuple[int, int]] = {}
+
+    def pos(self, node: exp.Expression) -> tuple[int, int] | None:
+        for n in node.walk():
+            m = n.meta if hasattr(n, "meta") else {}
+            if "line" in m and "col" in m:
+                # sqlglot reports the column of the token's last character
+                start = m.get("start")
+                if start is not None:
+                    return _line_col(self.sql, start)
+                return (m["line"], m["col"])
+        tt = None
+        for cls, t in _KEYWORD_OF.items():
+            if isinstance(node, cls):
+                tt = t
+                break
+        if tt is not None:
+            for tok in self.tokens:
+                if tok.token_type == tt:
+                    return _line_col(self.sql, tok.start)
+        return None
+
+    def error(self, node: exp.Expression, msg: str) -> PlanError:
+        p = self.pos(node)
+        where = f" at line {p[0]}, column {p[1]}" if p else ""
+        return PlanError(f"{msg}{where}")
+
+    def mark(self, e: Expr, node: exp.Expression) -> Expr:
+        p = self.pos(node)
+        if p is not None:
+            self.positions[id(e)] = p
+        return e
+
+
+def _line_col(sql: str, offset: int) -> tuple[int, int]:
+    before = sql[:offset]
+    line = before.count("\n") + 1
+    col = offset - (before.rfind("\n") + 1) + 1
+    return line, col
+
+
+def _strip_streaming_clauses(sql: str) -> tuple[str, str | None, list]:
+    try:
+        tokens = sqlglot.tokenize(sql, read=DIALECT)
+    except TokenError as exc:
+        raise PlanError(f"cannot read SQL: {exc}") from exc
+    toks = list(tokens)
+    while toks and toks[-1].token_type == TokenType.SEMICOLON:
+        sql = sql[: toks[-1].start]
+        toks.pop()
+    emit = None
+    if len(toks) >= 2 and toks[-2].text.upper() == "EMIT":
+        word = toks[-1].text.upper()
+        if word not in ("CHANGES", "FINAL"):
+            raise PlanError(
+                f"EMIT must be followed by CHANGES or FINAL, got {toks[-1].text!r} at line "
+                f"{toks[-1].line}"
+            )
+        emit = word.lower()
+        sql = sql[: toks[-2].start]
+        toks = toks[:-2]
+    for t in toks:
+        if t.text.upper() == "EMIT":
+            line, col = _line_col(sql, t.start)
+            raise PlanError(f"EMIT CHANGES / EMIT FINAL must end the statement (line {line}, "
+                            f"column {col})")
+    return sql, emit, toks
+
+
+def parse_sql(sql: str) -> Query:
+    """Parse one streaming SELECT statement into a :class:`Query`."""
+    if not isinstance(sql, str) or not sql.strip():
+        raise PlanError("empty SQL: expected a SELECT statement")
+    body, emit, toks = _strip_streaming_clauses(sql)
+    try:
+        statements = sqlglot.parse(body, read=DIALECT)
+    except ParseError as exc:
+        errs = exc.errors or [{}]
+        e0 = errs[0]
+        raise PlanError(
+            f"SQL syntax error at line {e0.get('line', '?')}, column {e0.get('col', '?')}: "
+            f"{e0.get('description', exc)}"
+        ) from exc
+    statements = [s for s in statements if s is not None]
+    if len(statements) != 1:
+        raise PlanError(f"expected one SELECT statement, got {len(statements)}")
+    tree = statements[0]
+    ctx = _Ctx(body, toks)
+    if not isinstance(tree, exp.Select):
+        raise ctx.error(tree, f"only SELECT queries run on a stream, got {tree.key.upper()}")
+    args = tree.args
+    for key, what in (
+        ("joins", "JOIN (velokern reads a single stream)"),
+        ("order", "ORDER BY on an unbounded stream"),
+        ("limit", "LIMIT on an unbounded stream"),
+        ("offset", "OFFSET on an unbounded stream"),
+        ("distinct", "SELECT DISTINCT"),
+        ("qualify", "QUALIFY"),
+        ("windows", "named WINDOW definitions"),
+        ("with_", "WITH (common table expressions)"),
+        ("with", "WITH (common table expressions)"),
+        ("laterals", "LATERAL"),
+        ("pivots", "PIVOT"),
+    ):
+        v = args.get(key)
+        if v:
+            node = v[0] if isinstance(v, list) else v
+            raise ctx.error(node, f"unsupported SQL construct: {what}")
+    frm = args.get("from_") or args.get("from")
+    if frm is None:
+        raise PlanError("a streaming query needs FROM <stream name>")
+    src = frm.this
+    if not isinstance(src, exp.Table) or not isinstance(src.this, exp.Identifier):
+        raise ctx.error(src, "unsupported SQL construct: FROM must name one stream "
+                             "(subqueries and table functions are not supported)")
+    source = src.name
+    alias = src.alias or None
+    qualifiers = {source, alias} - {None}
+
+    conv = _Converter(ctx, qualifiers)
+    select: list[tuple[str, Expr]] = []
+    star = False
+    for item in tree.expressions:
+        if isinstance(item, exp.Star) or (isinstance(item, exp.Column) and
+                                          isinstance(item.this, exp.Star)):
+            star = True
+            continue
+        if isinstance(item, exp.Alias):
+            name = item.alias
+            e = conv.expr(item.this)
+        else:
+            e = conv.expr(item)
+            name = item.name if isinstance(item, exp.Column) else _readable_name(item)
+        select.append((name, e))
+    where = conv.expr(args["where"].this) if args.get("where") else None
+    group_by: list[Expr] = []
+    grp = args.get("group")
+    if grp is not None:
+        aliases = {n: e for n, e in select}
+        for g in grp.expressions:
+            if isinstance(g, exp.Literal) and not g.is_string:
+                k = int(g.this)
+                if not 1 <= k <= len(select):
+                    raise ctx.error(g, f"GROUP BY position {k} is out of range")
+                group_by.append(select[k - 1][1])
+            elif (isinstance(g, exp.Column) and not g.table and g.name in aliases
+                  and not _is_input_column_name(g.name, select)):
+                group_by.append(aliases[g.name])
+            else:
+                group_by.append(conv.expr(g))
+        for key in ("rollup", "cube", "grouping_sets"):
+            if grp.args.get(key):
+                raise ctx.error(grp, f"unsupported SQL construct: GROUP BY {key.upper()}")
+    having = conv.expr(args["having"].this) if args.get("having") else None
+    return Query(source=source, select=select, where=where, group_by=group_by, having=having,
+                 emit=emit, star=star, sql=sql, positions=ctx.positions)
+
+
+def _is_input_column_name(name: str, select) -> bool:
+    # "GROUP BY x" where x is both an alias and (probably) an input column: SQL resolves
+    # to the input column, so we only use the alias when it is not a plain column itself.
+    return any(isinstance(e, Col) and e.name == name for _, e in select)
+
+
+def _readable_name(node: exp.Expression) -> str:
+    return node.sql(dialect=DIALECT)
+
+
+class _Converter:
+    def __init__(self, ctx: _Ctx, qualifiers: set[str]):
+        self.ctx = ctx
+        self.qualifiers = qualifiers
+
+    def expr(self, node: exp.Expression) -> Expr:
+        return self.ctx.mark(self._expr(node), node)
+
+    def _expr(self, node: exp.Expression) -> Expr:  # noqa: C901 - one dispatch table
+        ctx = self.ctx
+        if isinstance(node, exp.Paren):
+            return self.expr(node.this)
+        if isinstance(node, exp.Column):
+            if isinstance(node.this, exp.Star):
+                raise ctx.error(node, "'*' is only allowed as SELECT * or COUNT(*)")
+            if node.table and node.table not in self.qualifiers:
+                raise ctx.error(node, f"unknown stream {node.table!r} in column "
+                                      f"{node.sql(dialect=DIALECT)!r}")
+            return Col(node.name)
+        if isinstance(node, exp.Literal):
+            if node.is_string:
+                return Lit(node.this, STRING)
+            text = node.this
+            try:
+                return Lit(int(text), INT)
+            except ValueError:
+                return Lit(float(text), FLOAT)
+        if isinstance(node, exp.Boolean):
+            return Lit(bool(node.this), BOOL)
+        if isinstance(node, exp.Null):
+            return Lit(None, NULL)
+        if isinstance(node, exp.Neg):
+            inner = self.expr(node.this)
+            if isinstance(inner, Lit) and inner.type in (INT, FLOAT):
+                return Lit(-inner.value, inner.type)
+            return Unary("neg", inner)
+        if isinstance(node, exp.Not):
+            inner = node.this
+            if isinstance(inner, exp.Is):
+                return IsNull(self._is_null_arg(inner), negated=True)
+            if isinstance(inner, exp.In):
+                x = self._in(inner)
+                return InList(x.x, x.values, negated=True)
+            if isinstance(inner, exp.Between):
+                return Unary("not", self.expr(inner))
+            return Unary("not", self.expr(inner))
+        if isinstance(node, exp.Is):
+            return IsNull(self._is_null_arg(node))
+        for cls, op in _BINARY.items():
+            if type(node) is cls:
+                return Binary(op, self.expr(node.this), self.expr(node.expression))
+        if isinstance(node, exp.Between):
+            x = self.expr(node.this)
+            lo, hi = self.expr(node.args["low"]), self.expr(node.args["high"])
+            if node.args.get("symmetric"):
+                raise ctx.error(node, "unsupported SQL construct: BETWEEN SYMMETRIC")
+            return Binary("and", Binary(">=", x, lo), Binary("<=", x, hi))
+        if isinstance(node, exp.In):
+            return self._in(node)
+        if isinstance(node, exp.Case):
+            if node.this is not None:
+                base = self.expr(node.this)
+                whens = tuple(
+                    (Binary("=", base, self.expr(w.this)), self.expr(w.args["true"]))
+                    for w in node.args["ifs"]
+                )
+            else:
+                whens = tuple(
+                    (self.expr(w.this), self.expr(w.args["true"])) for w in node.args["ifs"]
+                )
+            default = node.args.get("default")
+            return Case(whens, None if default is None else self.expr(default))
+        if isinstance(node, exp.If):
+            default = node.args.get("false")
+            return Case(((self.expr(node.this), self.expr(node.args["true"])),),
+                        None if default is None else self.expr(default))
+        if isinstance(node, (exp.Cast, exp.TryCast)):
+            to = node.to.sql(dialect=DIALECT).upper()
+            base = to.split("(")[0].strip()
+            if base not in _CAST_TYPES:
+                raise ctx.error(node, f"unsupported CAST target type {to}")
+            return Cast(self.expr(node.this), _CAST_TYPES[base])
+        for cls, name in _FUNCS.items():
+            if type(node) is cls:
+                args = [self.expr(node.this)]
+                extra = node.args.get("decimals")
+                if extra is not None:
+                    args.append(self.expr(extra))
+                return Func(name, tuple(args))
+        if isinstance(node, exp.Coalesce):
+            args = [self.expr(node.this)] + [self.expr(a) for a in node.expressions]
+            return Func("coalesce", tuple(args))
+        if isinstance(node, exp.IgnoreNulls):
+            inner = self._expr(node.this)
+            if not isinstance(inner, Agg) or inner.func not in ("first_value", "last_value"):
+                raise ctx.error(node, "IGNORE NULLS is supported on FIRST_VALUE/LAST_VALUE only")
+            return Agg(inner.func, inner.arg, ignore_nulls=True)
+        if isinstance(node, exp.RespectNulls):
+            return self._expr(node.this)
+        if isinstance(node, exp.Count):
+            arg = node.this
+            if arg is None or isinstance(arg, exp.Star):
+                return Agg("count_star", None)
+            if isinstance(arg, exp.Distinct):
+                if len(arg.expressions) != 1:
+                    raise ctx.error(node, "COUNT(DISTINCT ...) takes exactly one expression")
+                return Agg("count_distinct", self.expr(arg.expressions[0]), distinct=True)
+            return Agg("count", self.expr(arg))
+        for cls, name in _AGGS.items():
+            if type(node) is cls:
+                arg = node.this
+                if isinstance(arg, exp.Distinct):
+                    raise ctx.error(node, f"unsupported SQL construct: "
+                                          f"{name.upper()}(DISTINCT ...)")
+                if node.args.get("expressions"):
+                    raise ctx.error(node, f"{name.upper()} takes one argument")
+                return Agg(name, self.expr(arg))
+        if isinstance(node, exp.Anonymous):
+            fname = node.name.lower()
+            if fname in _ANON_AGGS and len(node.expressions) == 1:
+                return Agg(_ANON_AGGS[fname], self.expr(node.expressions[0]))
+            raise ctx.error(node, f"unknown function {node.name.upper()}")
+        if isinstance(node, exp.Window):
+            raise ctx.error(node, "unsupported SQL construct: window function OVER (...)")
+        if isinstance(node, (exp.Subquery, exp.Select, exp.Exists)):
+            raise ctx.error(node, "unsupported SQL construct: subquery")
+        if isinstance(node, exp.Star):
+            raise ctx.error(node, "'*' is only allowed as SELECT * or COUNT(*)")
+        if isinstance(node, exp.Func):
+            raise ctx.error(node, f"unsupported function {node.sql_name()}")
+        raise ctx.error(node, f"unsupported SQL construct: {node.key.upper()} "
+                              f"({node.sql(dialect=DIALECT)})")
+
+    def _is_null_arg(self, node: exp.Is) -> Expr:
+        if not isinstance(node.expression, exp.Null):
+            raise self.ctx.error(node, "only IS NULL / IS NOT NULL are supported after IS")
+        return self.expr(node.this)
+
+    def _in(self, node: exp.In) -> InList:
+        if node.args.get("query") is not None:
+            raise self.ctx.error(node, "unsupported SQL construct: IN (subquery)")
+        vals = []
+        for v in node.expressions:
+            e = self.expr(v)
+            if not isinstance(e, Lit):
+                raise self.ctx.error(v, "IN (...) accepts literal values only")
+            vals.append(e)
+        return InList(self.expr(node.this), tuple(vals))
