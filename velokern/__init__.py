@@ -1,6 +1,34 @@
 """velokern: streaming SQL over columnar record batches, compiled to numba kernels."""
 
 from velokern._version import __version__
+from velokern.api import as_batch, run_sql
 from velokern.batch import RecordBatch, Schema, StringDictionary
+from velokern.engine import StreamExecutionEngine
+from velokern.plan import PlanError
+from velokern.processors import (
+    ConfigError,
+    JobProcessor,
+    JobProcessorConfig,
+    JobProcessorFactory,
+    PartitionedJobCoordinator,
+    SimpleJobProcessor,
+    StrategyError,
+)
 
-__all__ = ["RecordBatch", "Schema", "StringDictionary", "__version__"]
+__all__ = [
+    "ConfigError",
+    "JobProcessor",
+    "JobProcessorConfig",
+    "JobProcessorFactory",
+    "PartitionedJobCoordinator",
+    "PlanError",
+    "RecordBatch",
+    "Schema",
+    "SimpleJobProcessor",
+    "StrategyError",
+    "StreamExecutionEngine",
+    "StringDictionary",
+    "__version__",
+    "as_batch",
+    "run_sql",
+]

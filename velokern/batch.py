@@ -91,7 +91,9 @@ class StringDictionary:
         never does, so a comparison is always right with the current ranks.
         """
         if self._ranks is None or len(self._ranks) != len(self._values):
-            order = np.argsort(np.asarray(self._values, dtype=str), kind="stable")
+            # an object array sorts with Python's str comparison (code point order);
+            # a numpy unicode array would drop trailing NULs and tie "a" with "a\0"
+            order = np.argsort(self.as_array(), kind="stable")
             ranks = np.empty(len(order), dtype=np.int32)
             ranks[order] = np.arange(len(order), dtype=np.int32)
             self._ranks = ranks
@@ -124,28 +126,14 @@ class StringDictionary:
         return out
 
     def encode(self, values: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
-        """Codes (int32) for an array of strings; null positions get code -1."""
+        """Codes (int32) for an array of strings; null positions get code -1.
+
+        New values get codes in order of their first appearance in ``values``.
+        """
         values = np.asarray(values)
-        n = len(values)
-        codes = np.full(n, -1, dtype=np.int32)
-        if n == 0:
-            return codes
         sel = values if valid is None else values[valid]
-        if len(sel) == 0:
-            return codes
-        if sel.dtype == object:
-            uniques, inverse = _unique_objects(sel)
-        else:
-            if sel.dtype.kind == "S":
-                sel = sel.astype(str)
-            uniques, inverse = np.unique(sel, return_inverse=True)
-            uniques = [str(u) for u in uniques.tolist()]
-        mapped = self.encode_unique(uniques)
-        if valid is None:
-            codes[:] = mapped[inverse]
-        else:
-            codes[valid] = mapped[inverse]
-        return codes
+        uniques, inverse = _factorize(sel)
+        return _PendingStrings(uniques, inverse, valid, len(values), self).encode()[0]
 
     def decode(self, codes: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
         """Object array of strings for ``codes`` (None where not valid)."""
@@ -165,6 +153,66 @@ class StringDictionary:
 
     def copy(self) -> StringDictionary:
         return StringDictionary(self._values)
+
+
+class _PendingStrings:
+    """A string column that has been checked but not yet encoded.
+
+    Encoding adds new values to a job's dictionary, so constructors encode only once
+    every column of a batch has been checked: a constructor that fails leaves the
+    dictionaries it was given untouched.
+    """
+
+    __slots__ = ("dictionary", "inverse", "num_rows", "uniques", "valid")
+
+    def __init__(
+        self,
+        uniques: Sequence[str],
+        inverse: np.ndarray,
+        valid: np.ndarray | None,
+        num_rows: int,
+        dictionary: StringDictionary | None,
+    ):
+        self.uniques = uniques  # distinct str values
+        self.inverse = inverse  # index into uniques of every valid row
+        self.valid = valid  # None when no nulls
+        self.num_rows = num_rows
+        self.dictionary = dictionary
+
+    def encode(self) -> tuple[np.ndarray, StringDictionary]:
+        d = self.dictionary if self.dictionary is not None else StringDictionary()
+        codes = np.full(self.num_rows, -1, dtype=np.int32)
+        if len(self.uniques) and len(self.inverse):
+            mapped = d.encode_unique(self.uniques)[self.inverse]
+            if self.valid is None:
+                codes[:] = mapped
+            else:
+                codes[self.valid] = mapped
+        return codes, d
+
+
+def _factorize(values: np.ndarray) -> tuple[list[str], np.ndarray]:
+    """Distinct strings of a 1-D array of strings (object, unicode or bytes) in order of
+    first appearance, and the index into them of every value."""
+    if values.dtype == object:
+        return _unique_objects(values)
+    if values.dtype.kind == "S":
+        try:
+            values = np.char.decode(values, "utf-8")
+        except UnicodeDecodeError as exc:
+            raise TypeError(f"bytes values are not valid UTF-8: {exc}") from exc
+    if values.dtype.kind == "T":
+        values = values.astype(object)
+        return _unique_objects(values)
+    if values.dtype.kind != "U":
+        raise TypeError(f"expected strings, got dtype {values.dtype}")
+    if len(values) == 0:
+        return [], np.empty(0, dtype=np.intp)
+    uniques, first, inverse = np.unique(values, return_index=True, return_inverse=True)
+    order = np.argsort(first, kind="stable")
+    rank = np.empty(len(order), dtype=np.intp)
+    rank[order] = np.arange(len(order), dtype=np.intp)
+    return [str(u) for u in uniques[order].tolist()], rank[inverse.reshape(-1)]
 
 
 # --------------------------------------------------------------------------- schema
@@ -228,26 +276,77 @@ class Schema:
         return f"Schema({inner})"
 
 
-def _normalise_type_name(name: str, typ: str | np.dtype) -> str:
-    if isinstance(typ, str) and typ in (STRING, "str", "utf8", "varchar"):
+def _normalise_type_name(name: str, typ: str | np.dtype | type) -> str:
+    if typ is str or (isinstance(typ, str) and typ in (STRING, "str", "utf8", "varchar")):
         return STRING
     try:
         dt = np.dtype(typ)
     except TypeError as exc:
         raise TypeError(f"column {name!r}: unknown type {typ!r}") from exc
-    if dt in _SUPPORTED_NUMERIC or dt.kind == "M":
+    if _supported_dtype(dt):
         return dt.name
-    raise TypeError(f"column {name!r}: unsupported type {typ!r}")
+    raise TypeError(f"column {name!r}: unsupported type {typ!r}{_datetime_hint(dt)}")
+
+
+#: datetime64 units a column may have (the ones Arrow, pandas and polars share, and days)
+_DATETIME_UNITS = ("D", "s", "ms", "us", "ns")
+#: other datetime64 units, converted exactly to a supported one on input
+_DATETIME_COARSE = {"Y": "D", "M": "D", "W": "D", "h": "s", "m": "s"}
+
+
+def _supported_dtype(dt: np.dtype) -> bool:
+    if dt in _SUPPORTED_NUMERIC:
+        return True
+    return dt.kind == "M" and np.datetime_data(dt) in [(u, 1) for u in _DATETIME_UNITS]
+
+
+def _datetime_hint(dt: np.dtype) -> str:
+    if dt.kind == "M":
+        return f" (datetime64 columns need one of the units {', '.join(_DATETIME_UNITS)})"
+    return ""
+
+
+def _normalise_datetime(name: str, data: np.ndarray) -> np.ndarray:
+    """datetime64 data in a supported unit (converted exactly) or a TypeError."""
+    unit, count = np.datetime_data(data.dtype)
+    if unit in _DATETIME_UNITS and count == 1:
+        return data
+    target = _DATETIME_COARSE.get(unit, unit if unit in _DATETIME_UNITS else None)
+    if target is None:
+        raise TypeError(
+            f"column {name!r}: unsupported dtype {data.dtype}{_datetime_hint(data.dtype)}"
+        )
+    return data.astype(f"datetime64[{target}]")
 
 
 # --------------------------------------------------------------------------- columns
-def _infer_list(name: str, values: Sequence[Any]) -> tuple[np.ndarray, np.ndarray | None, str]:
-    """Column from a Python list with None for null: (data, valid-or-None, kind)."""
+def _naive_utc(v: _dt.datetime) -> _dt.datetime:
+    if v.tzinfo is not None and v.utcoffset() is not None:
+        return v.astimezone(_dt.timezone.utc).replace(tzinfo=None)
+    return v.replace(tzinfo=None)
+
+
+def _datetime_value(v: Any) -> np.datetime64:
+    if isinstance(v, np.datetime64):
+        return v
+    to64 = getattr(v, "to_datetime64", None)  # pandas Timestamp: keep nanoseconds
+    if to64 is not None:
+        return to64()
+    return np.datetime64(_naive_utc(v), "us")
+
+
+def _infer_list(name: str, values: list[Any]) -> tuple[np.ndarray, np.ndarray | None, str]:
+    """Column from a Python list with None for null: (data, valid-or-None, kind).
+
+    ``kind`` is 'bool', 'int', 'float', 'str', 'datetime' or 'date'. Strings come back
+    as an object array (None at nulls), everything else as a numpy array.
+    """
     n = len(values)
     valid = np.fromiter((v is not None for v in values), dtype=bool, count=n)
-    present = [v for v in values if v is not None]
     kinds = set()
-    for v in present:
+    for v in values:
+        if v is None:
+            continue
         if isinstance(v, (bool, np.bool_)):
             kinds.add("bool")
         elif isinstance(v, (int, np.integer)):
@@ -258,6 +357,8 @@ def _infer_list(name: str, values: Sequence[Any]) -> tuple[np.ndarray, np.ndarra
             kinds.add("str")
         elif isinstance(v, (_dt.datetime, np.datetime64)):
             kinds.add("datetime")
+        elif isinstance(v, _dt.date):
+            kinds.add("date")
         else:
             raise TypeError(
                 f"column {name!r}: unsupported value {v!r} of type {type(v).__name__}"
@@ -274,20 +375,57 @@ def _infer_list(name: str, values: Sequence[Any]) -> tuple[np.ndarray, np.ndarra
         arr = np.empty(n, dtype=object)
         arr[:] = values
         return arr, mask, "str"
-    fill = {"bool": False, "int": 0, "float": 0.0}.get(kind)
-    if kind == "datetime":
-        data = np.array(
-            [np.datetime64(v, "us") if v is not None else np.datetime64("NaT") for v in values],
-            dtype="datetime64[us]",
-        )
+    if kind in ("datetime", "date"):
+        if kind == "date":
+            conv = [None if v is None else np.datetime64(v, "D") for v in values]
+        else:
+            conv = [None if v is None else _datetime_value(v) for v in values]
+        dtype = np.array([c for c in conv if c is not None]).dtype  # finest unit present
+        nat = np.datetime64("NaT")
+        data = np.array([nat if c is None else c for c in conv], dtype=dtype)
         return data, mask, kind
+    fill = {"bool": False, "int": 0, "float": 0.0}[kind]
     dtype = {"bool": np.bool_, "int": np.int64, "float": np.float64}[kind]
     filled = values if all_valid else [fill if v is None else v for v in values]
     try:
         data = np.array(filled, dtype=dtype)
-    except OverflowError as exc:
-        raise TypeError(f"column {name!r}: integer value out of the int64 range") from exc
+    except OverflowError:
+        # integers beyond int64 fit uint64 when none is negative
+        try:
+            data = np.array(filled, dtype=np.uint64)
+        except OverflowError as exc:
+            raise TypeError(
+                f"column {name!r}: integer value out of the int64/uint64 range"
+            ) from exc
     return data, mask, kind
+
+
+def _string_dtype_to_objects(arr: np.ndarray) -> np.ndarray:
+    """numpy StringDType array -> object array with None at its missing values."""
+    out = arr.astype(object)
+    if hasattr(arr.dtype, "na_object"):
+        na = arr.dtype.na_object
+        is_na = (lambda v: v is na) if not isinstance(na, float) else (lambda v: v != v)
+        for i, v in enumerate(out.tolist()):
+            if not isinstance(v, str) and is_na(v):
+                out[i] = None
+    return out
+
+
+def _pending(
+    values: np.ndarray, valid: np.ndarray | None, dictionary: StringDictionary | None
+) -> _PendingStrings:
+    sel = values if valid is None else values[valid]
+    uniques, inverse = _factorize(sel)
+    return _PendingStrings(uniques, inverse, valid, len(values), dictionary)
+
+
+def _and_valid(a: np.ndarray | None, b: np.ndarray | None) -> np.ndarray | None:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return a & b
 
 
 def _as_column(
@@ -295,54 +433,64 @@ def _as_column(
     values: Any,
     mask: np.ndarray | None,
     dictionary: StringDictionary | None,
-) -> tuple[np.ndarray, np.ndarray | None, StringDictionary | None]:
-    """Normalise one input column: (data, valid-or-None, dictionary-or-None)."""
+) -> tuple[np.ndarray | None, np.ndarray | None, _PendingStrings | None]:
+    """Check and normalise one input column without changing any dictionary.
+
+    Returns ``(data, valid-or-None, None)`` for a numeric/bool/datetime column and
+    ``(None, valid-or-None, pending)`` for a string column, whose codes come from
+    ``pending.encode()`` once every column of the batch has been checked.
+    """
     valid = None
     if isinstance(values, np.ma.MaskedArray):
+        if values.ndim != 1:
+            raise ValueError(f"column {name!r} must be 1-D, got shape {values.shape}")
         m = np.ma.getmaskarray(values)
         valid = ~m if m.any() else None
         values = np.ma.getdata(values)
     if isinstance(values, np.ndarray):
-        arr = values
-        if arr.ndim != 1:
-            raise ValueError(f"column {name!r} must be 1-D, got shape {arr.shape}")
-        if arr.dtype.kind in "USOT":
-            if arr.dtype == object:
-                # an object column may hold None for null and must hold one kind of value
-                data, v, kind = _infer_list(name, arr.tolist())
-                valid = v if valid is None else (valid & v if v is not None else valid)
-                if kind != "str":
-                    arr = data
-                else:
-                    arr = data
-                    d = dictionary if dictionary is not None else StringDictionary()
-                    return d.encode(arr, valid), valid, d
-            else:
-                d = dictionary if dictionary is not None else StringDictionary()
-                return d.encode(arr.astype(str) if arr.dtype.kind == "S" else arr, valid), valid, d
-        if arr.dtype not in _SUPPORTED_NUMERIC and arr.dtype.kind != "M":
-            raise TypeError(f"column {name!r}: unsupported dtype {arr.dtype}")
-        data = arr
+        if values.ndim != 1:
+            raise ValueError(f"column {name!r} must be 1-D, got shape {values.shape}")
+        if values.dtype.kind == "T":
+            values = _string_dtype_to_objects(values)
     elif isinstance(values, (list, tuple)):
-        data, valid, kind = _infer_list(name, list(values))
-        if kind == "str":
-            d = dictionary if dictionary is not None else StringDictionary()
-            return d.encode(data, valid), valid, d
+        values = list(values)
     else:
         raise TypeError(
             f"column {name!r}: expected a numpy array or a list, got {type(values).__name__}"
         )
-    if data.dtype.kind == "M":
-        nat = np.isnat(data)
-        if nat.any():
-            valid = ~nat if valid is None else valid & ~nat
+    n = len(values)
     if mask is not None:
         m = np.asarray(mask, dtype=bool)
-        if m.shape != data.shape:
+        if m.shape != (n,):
             raise ValueError(
-                f"column {name!r}: validity mask has shape {m.shape}, column has {data.shape}"
+                f"column {name!r}: validity mask has shape {m.shape}, column has ({n},)"
             )
-        valid = m if valid is None else valid & m
+        valid = _and_valid(valid, m)
+    if isinstance(values, list) or values.dtype == object:
+        # Python values (None = null), of one kind; positions already null are not read
+        lst = values if isinstance(values, list) else values.tolist()
+        if valid is not None:
+            lst = list(lst)
+            for i in np.flatnonzero(~valid).tolist():
+                lst[i] = None
+        data, v, kind = _infer_list(name, lst)
+        valid = _and_valid(valid, v)
+        if kind == "str":
+            return None, valid, _pending(data, valid, dictionary)
+    elif values.dtype.kind in "US":
+        try:
+            return None, valid, _pending(values, valid, dictionary)
+        except TypeError as exc:
+            raise TypeError(f"column {name!r}: {exc}") from exc
+    else:
+        data = values
+    if data.dtype.kind == "M":
+        data = _normalise_datetime(name, data)
+        nat = np.isnat(data)
+        if nat.any():
+            valid = _and_valid(valid, ~nat)
+    elif data.dtype not in _SUPPORTED_NUMERIC:
+        raise TypeError(f"column {name!r}: unsupported dtype {data.dtype}")
     if valid is not None and valid.all():
         valid = None
     return data, valid, None
@@ -393,10 +541,17 @@ class RecordBatch:
                     f"(lengths: {lengths})"
                 )
             if n in dictionaries:
+                if not isinstance(dictionaries[n], StringDictionary):
+                    raise TypeError(
+                        f"string column {n!r}: expected a StringDictionary, "
+                        f"got {type(dictionaries[n]).__name__}"
+                    )
                 if a.dtype != np.int32:
                     raise TypeError(f"string column {n!r}: codes must be int32, got {a.dtype}")
-            elif a.dtype not in _SUPPORTED_NUMERIC and a.dtype.kind != "M":
-                raise TypeError(f"column {n!r}: unsupported dtype {a.dtype}")
+            elif not _supported_dtype(a.dtype):
+                raise TypeError(
+                    f"column {n!r}: unsupported dtype {a.dtype}{_datetime_hint(a.dtype)}"
+                )
             m = masks.get(n)
             if m is not None:
                 m = np.asarray(m, dtype=bool)
@@ -438,27 +593,43 @@ class RecordBatch:
         names = list(mapping)
         if len(set(names)) != len(names):
             raise ValueError(f"duplicate column names: {names}")
+        unknown = sorted(set(masks) - set(names), key=str)
+        if unknown:
+            raise ValueError(f"masks given for unknown columns {unknown} (columns: {names})")
         lengths = {}
         for n, v in mapping.items():
             if not isinstance(n, str):
                 raise TypeError(f"column names must be str, got {n!r}")
             if isinstance(v, np.ndarray) and v.ndim != 1:
                 raise ValueError(f"column {n!r} must be 1-D, got shape {v.shape}")
-            try:
-                lengths[n] = len(v)
-            except TypeError as exc:
+            if isinstance(v, (str, bytes)) or not hasattr(v, "__len__"):
                 raise TypeError(
                     f"column {n!r}: expected a numpy array or a list, got {type(v).__name__}"
-                ) from exc
+                )
+            lengths[n] = len(v)
         if len(set(lengths.values())) > 1:
             raise ValueError(f"columns have unequal lengths: {lengths}")
-        cols, valids, dicts = {}, {}, {}
+        # check every column first, then encode strings: a failure changes no dictionary
+        cols, valids, pending = {}, {}, {}
         for n, v in mapping.items():
-            data, valid, d = _as_column(n, v, masks.get(n), dictionaries.get(n))
+            data, valid, p = _as_column(n, v, masks.get(n), dictionaries.get(n))
             cols[n], valids[n] = data, valid
-            if d is not None:
-                dicts[n] = d
-        return cls(cols, valids, dicts, num_rows=next(iter(lengths.values()), 0))
+            if p is not None:
+                pending[n] = p
+        return cls._build(cols, valids, pending, next(iter(lengths.values()), 0))
+
+    @classmethod
+    def _build(
+        cls,
+        cols: dict[str, np.ndarray | None],
+        valids: dict[str, np.ndarray | None],
+        pending: dict[str, _PendingStrings],
+        num_rows: int,
+    ) -> RecordBatch:
+        dicts = {}
+        for n, p in pending.items():
+            cols[n], dicts[n] = p.encode()
+        return cls(cols, valids, dicts, num_rows=num_rows)
 
     @classmethod
     def from_records(
@@ -485,10 +656,26 @@ class RecordBatch:
                         seen.add(k)
                         names.append(k)
         cols = {n: [r.get(n) for r in rows] for n in names}
-        batch = cls.from_pydict(cols, dictionaries=dictionaries)
-        if schema is not None:
-            batch = batch.cast(schema)
-        return batch
+        if schema is None:
+            return cls.from_pydict(cols, dictionaries=dictionaries)
+        # cast with fresh dictionaries first, so a failed cast changes no job dictionary
+        batch = cls.from_pydict(cols).cast(schema)
+        return batch._into_dictionaries(dictionaries or {})
+
+    def _into_dictionaries(self, dictionaries: Mapping[str, StringDictionary]) -> RecordBatch:
+        """The same batch with string columns re-encoded into ``dictionaries``."""
+        data, dicts = dict(self._data), dict(self._dicts)
+        for n, d in dictionaries.items():
+            cur = self._dicts.get(n)
+            if cur is None or cur is d:
+                continue
+            codes, m = self._data[n], self._masks[n]
+            out = np.full(len(codes), -1, dtype=np.int32)
+            ok = codes >= 0 if m is None else m
+            if ok.any():
+                out[ok] = d.mapping_from(cur)[codes[ok]]
+            data[n], dicts[n] = out, d
+        return RecordBatch(data, self._masks, dicts, num_rows=self._num_rows)
 
     @classmethod
     def from_numpy(cls, columns: Mapping[str, np.ndarray], **kw) -> RecordBatch:
@@ -510,15 +697,15 @@ class RecordBatch:
         names = table.column_names
         if len(set(names)) != len(names):
             raise ValueError(f"duplicate column names: {names}")
-        cols, valids, dicts = {}, {}, {}
-        for name in names:
-            col = table.column(name)
+        cols, valids, pending = {}, {}, {}
+        for i, name in enumerate(names):
+            col = table.column(i)
             arr = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
-            data, valid, d = _arrow_column(pa, name, arr, dictionaries.get(name))
+            data, valid, p = _arrow_column(pa, name, arr, dictionaries.get(name))
             cols[name], valids[name] = data, valid
-            if d is not None:
-                dicts[name] = d
-        return cls(cols, valids, dicts, num_rows=table.num_rows)
+            if p is not None:
+                pending[name] = p
+        return cls._build(cols, valids, pending, table.num_rows)
 
     @classmethod
     def from_pandas(
@@ -533,13 +720,13 @@ class RecordBatch:
         names = [str(c) for c in df.columns]
         if len(set(names)) != len(names):
             raise ValueError(f"duplicate column names: {names}")
-        cols, valids, dicts = {}, {}, {}
-        for name, (_, s) in zip(names, df.items()):
-            data, valid, d = _pandas_column(pd, name, s, dictionaries.get(name))
+        cols, valids, pending = {}, {}, {}
+        for i, name in enumerate(names):
+            data, valid, p = _pandas_column(pd, name, df.iloc[:, i], dictionaries.get(name))
             cols[name], valids[name] = data, valid
-            if d is not None:
-                dicts[name] = d
-        return cls(cols, valids, dicts, num_rows=len(df))
+            if p is not None:
+                pending[name] = p
+        return cls._build(cols, valids, pending, len(df))
 
     @classmethod
     def from_polars(
@@ -905,25 +1092,30 @@ _PANDAS_NULLABLE = {
 
 
 def _arrow_column(pa, name: str, arr, dictionary: StringDictionary | None):
+    """One Arrow array -> ``(data, valid-or-None, pending-strings-or-None)``."""
     t = arr.type
     valid = None
     if arr.null_count:
         valid = arr.is_valid().to_numpy(zero_copy_only=False)
     if pa.types.is_dictionary(t):
-        if not (pa.types.is_string(t.value_type) or pa.types.is_large_string(t.value_type)):
-            raise TypeError(f"column {name!r}: unsupported dictionary value type {t.value_type}")
-        values = arr.dictionary.to_pylist()
-        d = dictionary if dictionary is not None else StringDictionary()
-        mapping = d.encode_unique(values)
-        idx = arr.indices.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
-        codes = mapping[idx] if len(mapping) else np.zeros(len(idx), np.int32)
-        if valid is not None:
-            codes = np.where(valid, codes, -1).astype(np.int32)
-        return codes.astype(np.int32, copy=False), valid, d
+        vt = t.value_type
+        if not (pa.types.is_string(vt) or pa.types.is_large_string(vt)):
+            # a dictionary of non-strings is just a compressed column of its values
+            return _arrow_column(pa, name, arr.dictionary_decode(), dictionary)
+        if arr.dictionary.null_count:
+            # null dictionary entries: decode and re-encode so validity is in the indices
+            return _arrow_column(pa, name, arr.dictionary_decode(), dictionary)
+        idx = arr.indices.fill_null(0).to_numpy(zero_copy_only=False).astype(np.intp)
+        inverse = idx if valid is None else idx[valid]
+        uniques = arr.dictionary.to_pylist()
+        return None, valid, _PendingStrings(uniques, inverse, valid, len(arr), dictionary)
     if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t):
         if pa.types.is_string_view(t):
             arr = arr.cast(pa.large_string())
         return _arrow_column(pa, name, arr.dictionary_encode(), dictionary)
+    if pa.types.is_null(t):
+        # a column of nulls only, with no type: float64 like an all-None list
+        return np.zeros(len(arr), dtype=np.float64), np.zeros(len(arr), dtype=bool), None
     if pa.types.is_boolean(t):
         data = arr.fill_null(False).to_numpy(zero_copy_only=False)
         return data, valid, None
@@ -935,55 +1127,67 @@ def _arrow_column(pa, name: str, arr, dictionary: StringDictionary | None):
         else:
             data = arr.fill_null(0).to_numpy(zero_copy_only=False)
         return data, valid, None
-    if pa.types.is_timestamp(t) or pa.types.is_date(t):
-        if pa.types.is_date(t):
-            arr = arr.cast(pa.timestamp("ms"))
-        if t.tz is not None if pa.types.is_timestamp(t) else False:
+    if pa.types.is_timestamp(t):
+        if t.tz is not None:
+            # the instants stay the same: epoch values are UTC with or without a zone
             arr = arr.cast(pa.timestamp(t.unit))
-        data = arr.to_numpy(zero_copy_only=False)
-        return data, valid, None
+        return arr.to_numpy(zero_copy_only=False), valid, None
+    if pa.types.is_date32(t):
+        return arr.to_numpy(zero_copy_only=False).astype("datetime64[D]"), valid, None
+    if pa.types.is_date64(t):
+        return arr.to_numpy(zero_copy_only=False).astype("datetime64[ms]"), valid, None
     raise TypeError(f"column {name!r}: unsupported Arrow type {t}")
 
 
 def _pandas_column(pd, name: str, s, dictionary: StringDictionary | None):
+    """One pandas Series -> ``(data, valid-or-None, pending-strings-or-None)``."""
     dtype = s.dtype
     if isinstance(dtype, pd.CategoricalDtype):
-        cats = [str(c) for c in dtype.categories]
-        d = dictionary if dictionary is not None else StringDictionary()
-        mapping = d.encode_unique(cats)
-        raw = s.cat.codes.to_numpy()
-        valid = raw >= 0
-        codes = np.where(valid, mapping[np.maximum(raw, 0)] if len(mapping) else 0, -1)
-        return codes.astype(np.int32), (None if valid.all() else valid), d
-    if isinstance(dtype, np.dtype) and dtype.kind in "iub":
-        return s.to_numpy(), None, None
-    if isinstance(dtype, np.dtype) and dtype.kind == "f":
+        cats = dtype.categories.tolist()
+        if all(isinstance(c, str) for c in cats):
+            raw = s.cat.codes.to_numpy()
+            valid = raw >= 0
+            if valid.all():
+                valid, inverse = None, raw.astype(np.intp)
+            else:
+                inverse = raw[valid].astype(np.intp)
+            return None, valid, _PendingStrings(cats, inverse, valid, len(s), dictionary)
+        # categories of other values: the column of those values
+        vals = s.astype(object).to_numpy()
+        vals[s.isna().to_numpy()] = None
+        return _as_column(name, vals, None, dictionary)
+    if isinstance(dtype, getattr(pd, "ArrowDtype", ())):
+        pa = _optional_import("pyarrow", "pandas")
+        arr = pa.array(s.array)
+        if isinstance(arr, pa.ChunkedArray):
+            arr = arr.combine_chunks()
+        return _arrow_column(pa, name, arr, dictionary)
+    if isinstance(dtype, np.dtype) and dtype.kind in "iubf":
         # NaN in a float column is a value, not a null
-        return s.to_numpy(), None, None
+        return _as_column(name, s.to_numpy(), None, dictionary)
     if isinstance(dtype, np.dtype) and dtype.kind == "M":
-        data = s.to_numpy()
-        nat = np.isnat(data)
-        return data, (None if not nat.any() else ~nat), None
+        return _as_column(name, s.to_numpy(), None, dictionary)
     if isinstance(dtype, pd.DatetimeTZDtype):
         data = s.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy()
-        nat = np.isnat(data)
-        return data, (None if not nat.any() else ~nat), None
-    na = s.isna().to_numpy()
-    valid = None if not na.any() else ~na
+        return _as_column(name, data, None, dictionary)
     kind = getattr(dtype, "kind", "O")
     if kind in "iufb" and not isinstance(dtype, np.dtype):
-        # pandas nullable extension type (Int64, Float64, boolean)
+        # pandas nullable extension type (Int64, Float64, boolean): NaN stays a value
+        na = s.isna().to_numpy()
         np_dtype = np.dtype(dtype.numpy_dtype)
         fill = False if np_dtype.kind == "b" else 0
-        return s.to_numpy(dtype=np_dtype, na_value=fill), valid, None
-    # object / str dtype: strings (or values to infer)
+        data = s.to_numpy(dtype=np_dtype, na_value=fill)
+        return _as_column(name, data, ~na if na.any() else None, dictionary)
+    # object / str dtype: strings (or Python values to infer), pandas' NA -> null
     vals = s.to_numpy(dtype=object, na_value=None)
     return _as_column(name, vals, None, dictionary)
 
 
 def _unique_objects(values: np.ndarray) -> tuple[list[str], np.ndarray]:
-    """Distinct strings of an object array and the inverse index (C speed via Arrow
-    when pyarrow is installed)."""
+    """Distinct strings of an object array in order of first appearance and the index
+    into them of every value (C speed via Arrow when pyarrow is installed)."""
+    if len(values) == 0:
+        return [], np.empty(0, dtype=np.intp)
     try:
         import pyarrow as pa
     except ImportError:  # pragma: no cover - pyarrow is installed in the test env
@@ -996,8 +1200,10 @@ def _unique_objects(values: np.ndarray) -> tuple[list[str], np.ndarray]:
         if enc.null_count:
             raise TypeError("expected str values, found None")
         return enc.dictionary.to_pylist(), enc.indices.to_numpy(zero_copy_only=False)
-    for v in values:
+    index: dict[str, int] = {}  # pragma: no cover
+    inverse = np.empty(len(values), dtype=np.intp)  # pragma: no cover
+    for i, v in enumerate(values.tolist()):  # pragma: no cover
         if not isinstance(v, str):
             raise TypeError(f"expected str values, found {type(v).__name__} {v!r}")
-    uniques, inverse = np.unique(values.astype(str), return_inverse=True)
-    return [str(u) for u in uniques.tolist()], inverse
+        inverse[i] = index.setdefault(v, len(index))
+    return list(index), inverse  # pragma: no cover

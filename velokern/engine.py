@@ -215,11 +215,15 @@ class StreamExecutionEngine:
         try:
             return self._prepare(batch)
         except (ValueError, TypeError, KeyError):
-            n = len(batch) if isinstance(batch, RecordBatch) else 0
-            with self._lock:
-                self._metrics["records_rejected"] += n
-                self._metrics["batches_rejected"] += 1
+            self.reject(batch)
             raise
+
+    def reject(self, batch: object) -> None:
+        """Count a batch that could not be processed (its records are 'rejected')."""
+        n = len(batch) if isinstance(batch, RecordBatch) else 0
+        with self._lock:
+            self._metrics["records_rejected"] += n
+            self._metrics["batches_rejected"] += 1
 
     def _prepare(self, batch: RecordBatch) -> Prepared:
         if not isinstance(batch, RecordBatch):

@@ -1,0 +1,177 @@
+"""Partitioning strategies: how V2 routes a batch's rows to partitions.
+
+=============  =====================================================================
+``hash``       GROUP BY keys -> ``mix(keys) % n`` (Cython shim), stable bucketing.
+               Stateful queries; every key lives in one partition.
+``sticky``     the ``__partition__`` column (e.g. a Kafka partition) ``% n``. Stateless
+               queries, or stateful ones whose source is declared keyed by (a subset
+               of) the GROUP BY columns, so a group never spans two partitions.
+``smart``      stateful: ``sticky`` when the source is declared keyed by the GROUP BY
+               columns, else ``hash``; stateless: ``fan_in``.
+``round_robin`` row i -> partition ``i % n``. Stateless queries only.
+``fan_in``     contiguous slices of the batch, one per partition, outputs fanned back
+               in slice order; no bucketing at all. Stateless queries only.
+=============  =====================================================================
+
+A strategy that cannot give the right answer for a query is rejected by
+:meth:`Strategy.validate` when the job is set up. Default: ``hash`` for stateful
+queries, ``fan_in`` for stateless ones. Every strategy keeps each partition's rows in
+arrival order, so outputs equal V1's bit for bit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from velokern import _shim
+from velokern.engine import Prepared, Routing, StreamExecutionEngine
+
+__all__ = ["PARTITION_COLUMN", "Strategy", "StrategyError", "make_strategy"]
+
+PARTITION_COLUMN = "__partition__"
+
+
+class StrategyError(ValueError):
+    """A partitioning strategy that cannot run this query correctly."""
+
+
+class Strategy:
+    name = ""
+
+    def __init__(self, keyed_by: Sequence[str] | None = None):
+        self.keyed_by = tuple(keyed_by) if keyed_by else ()
+
+    def validate(self, engine: StreamExecutionEngine) -> None:
+        """Raise StrategyError when this strategy would give wrong answers."""
+
+    def route(self, engine: StreamExecutionEngine, prep: Prepared, n: int) -> Routing:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+def _bucketed(pids: np.ndarray, n: int) -> Routing:
+    order, offsets = _shim.stable_bucket(pids, n)
+    return Routing(offsets[:-1].copy(), offsets[1:].copy(), idx=order, parallel=True)
+
+
+def _keyed_ok(engine: StreamExecutionEngine, keyed_by: tuple[str, ...]) -> bool:
+    groups = set(engine.group_by_columns)
+    return bool(keyed_by) and set(keyed_by) <= groups
+
+
+class HashStrategy(Strategy):
+    name = "hash"
+
+    def validate(self, engine):
+        if not engine.is_stateful:
+            raise StrategyError("strategy 'hash' partitions by GROUP BY keys; this query has "
+                                "none (use fan_in, round_robin or sticky)")
+
+    def route(self, engine, prep, n):
+        if prep.spec.num_keys == 0:
+            # a global aggregate is one group: it lives in partition 0
+            starts = np.zeros(n, np.int64)
+            ends = np.zeros(n, np.int64)
+            ends[0] = prep.n
+            return Routing(starts, ends, parallel=True)
+        pids = _shim.partition_ids(engine.key_bits(prep), n)
+        return _bucketed(pids, n)
+
+
+class StickyStrategy(Strategy):
+    name = "sticky"
+
+    def validate(self, engine):
+        if engine.is_stateful and not _keyed_ok(engine, self.keyed_by):
+            raise StrategyError(
+                "strategy 'sticky' routes rows by the __partition__ column; for a GROUP BY "
+                "query that is only correct when the source is declared keyed by the GROUP "
+                f"BY columns {engine.group_by_columns} (keyed_by=...), so a group never spans "
+                "two partitions; use 'hash' or 'smart'"
+            )
+
+    def route(self, engine, prep, n):
+        b = prep.batch
+        if PARTITION_COLUMN not in b:
+            raise StrategyError(f"strategy 'sticky' needs a {PARTITION_COLUMN!r} column; the "
+                                f"batch has {b.column_names}")
+        col = b.column(PARTITION_COLUMN)
+        if col.dtype.kind not in "iu":
+            raise StrategyError(f"column {PARTITION_COLUMN!r} must hold integers, got "
+                                f"{b.type_of(PARTITION_COLUMN)}")
+        if b.validity(PARTITION_COLUMN) is not None:
+            raise StrategyError(f"column {PARTITION_COLUMN!r} has nulls")
+        if len(col) and col.min() < 0:
+            raise StrategyError(f"column {PARTITION_COLUMN!r} has a negative value "
+                                f"{int(col.min())}")
+        pids = (col.astype(np.int64) % n).astype(np.int32)
+        return _bucketed(pids, n)
+
+
+class SmartStrategy(Strategy):
+    name = "smart"
+
+    def _pick(self, engine) -> Strategy:
+        if not engine.is_stateful:
+            return FanInStrategy()
+        if _keyed_ok(engine, self.keyed_by):
+            return StickyStrategy(self.keyed_by)
+        return HashStrategy()
+
+    def validate(self, engine):
+        self._pick(engine).validate(engine)
+
+    def route(self, engine, prep, n):
+        return self._pick(engine).route(engine, prep, n)
+
+    def describe(self, engine) -> str:
+        return self._pick(engine).name
+
+
+class _StatelessOnly(Strategy):
+    def validate(self, engine):
+        if engine.is_stateful:
+            raise StrategyError(
+                f"strategy {self.name!r} spreads the rows of one group over several "
+                "partitions, which is only correct for stateless queries; this query has "
+                "GROUP BY/aggregates (use 'hash', or 'smart')"
+            )
+
+
+class RoundRobinStrategy(_StatelessOnly):
+    name = "round_robin"
+
+    def route(self, engine, prep, n):
+        pids = (np.arange(prep.n, dtype=np.int64) % n).astype(np.int32)
+        return _bucketed(pids, n)
+
+
+class FanInStrategy(_StatelessOnly):
+    name = "fan_in"
+
+    def route(self, engine, prep, n):
+        bounds = np.linspace(0, prep.n, n + 1).astype(np.int64)
+        return Routing(bounds[:-1].copy(), bounds[1:].copy(), parallel=True)
+
+
+_BY_NAME = {s.name: s for s in (HashStrategy, StickyStrategy, SmartStrategy,
+                                RoundRobinStrategy, FanInStrategy)}
+
+
+def make_strategy(name: str | None, engine: StreamExecutionEngine,
+                  keyed_by: Sequence[str] | None = None) -> Strategy:
+    """The named strategy (or the default for the query), validated against it."""
+    if name is None:
+        s: Strategy = HashStrategy() if engine.is_stateful else FanInStrategy()
+    else:
+        cls = _BY_NAME.get(name)
+        if cls is None:
+            raise StrategyError(f"unknown partitioning strategy {name!r}: expected one of "
+                                f"{', '.join(_BY_NAME)}")
+        s = cls(keyed_by)
+    s.validate(engine)
+    return s
