@@ -360,9 +360,7 @@ def _infer_list(name: str, values: list[Any]) -> tuple[np.ndarray, np.ndarray | 
         elif isinstance(v, _dt.date):
             kinds.add("date")
         else:
-            raise TypeError(
-                f"column {name!r}: unsupported value {v!r} of type {type(v).__name__}"
-            )
+            raise TypeError(f"column {name!r}: unsupported value {v!r} of type {type(v).__name__}")
     all_valid = bool(valid.all())
     mask = None if all_valid else valid
     if not kinds:
@@ -839,6 +837,8 @@ class RecordBatch:
         idx = np.asarray(indices)
         if idx.dtype == bool:
             raise TypeError("take expects integer indices; use filter for a boolean mask")
+        if idx.dtype.kind not in "iu" and idx.size:
+            raise TypeError(f"take expects integer indices, got dtype {idx.dtype}")
         idx = idx.astype(np.int64, copy=False)
         if idx.ndim != 1:
             raise ValueError(f"take expects 1-D indices, got shape {idx.shape}")
@@ -862,6 +862,8 @@ class RecordBatch:
         """Rows ``[offset, offset + length)`` (views, no copy)."""
         if offset < 0:
             raise ValueError(f"slice offset must be >= 0, got {offset}")
+        if length is not None and length < 0:
+            raise ValueError(f"slice length must be >= 0, got {length}")
         stop = self._num_rows if length is None else min(self._num_rows, offset + length)
         start = min(offset, self._num_rows)
         stop = max(stop, start)
@@ -926,22 +928,39 @@ class RecordBatch:
                 masks[n] = None
         return RecordBatch(data, masks, dicts, num_rows=total)
 
-    def cast(self, schema: Schema) -> RecordBatch:
-        """A batch with the columns of ``schema``, converted to its types."""
+    def cast(self, schema: Schema | Mapping[str, Any]) -> RecordBatch:
+        """A batch with the columns of ``schema``, converted to its types.
+
+        Numeric casts are checked like Arrow's safe casts: a valid value that does not
+        survive a cast to an integer type (NaN, overflow, a fraction) raises ValueError.
+        A column with no valid value (all null, or no rows) casts to any type,
+        including string; other casts to or from string raise TypeError.
+        """
+        if not isinstance(schema, Schema):
+            schema = Schema(schema)
+        n_rows = self._num_rows
         data, masks, dicts = {}, {}, {}
         for name, typ in schema:
             self._check(name)
             cur = self.type_of(name)
-            masks[name] = self._masks[name]
+            m = self._masks[name]
+            masks[name] = m
+            all_null = n_rows == 0 or (m is not None and not m.any())
             if typ == cur:
                 data[name] = self._data[name]
                 if name in self._dicts:
                     dicts[name] = self._dicts[name]
+            elif all_null:
+                if typ == STRING:
+                    data[name] = np.full(n_rows, -1, dtype=np.int32)
+                    dicts[name] = StringDictionary()
+                else:
+                    data[name] = np.zeros(n_rows, dtype=typ)
             elif typ == STRING or cur == STRING:
                 raise TypeError(f"column {name!r}: cannot cast {cur} to {typ}")
             else:
-                data[name] = self._data[name].astype(typ)
-        return RecordBatch(data, masks, dicts, num_rows=self._num_rows)
+                data[name] = _safe_cast(name, self._data[name], m, np.dtype(typ))
+        return RecordBatch(data, masks, dicts, num_rows=n_rows)
 
     def rename(self, mapping: Mapping[str, str]) -> RecordBatch:
         names = [mapping.get(n, n) for n in self._names]
@@ -1006,7 +1025,7 @@ class RecordBatch:
         if d is not None:
             vals = d.decode(data, m).tolist()
         elif data.dtype.kind == "M":
-            vals = data.astype("datetime64[us]").astype(object).tolist()
+            vals = _datetime_pylist(data)
         else:
             vals = data.tolist()
         if m is not None:
@@ -1020,6 +1039,8 @@ class RecordBatch:
 
     def to_records(self) -> list[dict[str, Any]]:
         """List of row dicts."""
+        if not self._names:
+            return [{} for _ in range(self._num_rows)]
         cols = self.to_pydict()
         return [dict(zip(self._names, row)) for row in zip(*(cols[n] for n in self._names))]
 
@@ -1069,8 +1090,9 @@ class RecordBatch:
                 vals[~m] = np.datetime64("NaT")
                 cols[n] = vals
             else:
-                cols[n] = pd.array(data, dtype=_PANDAS_NULLABLE[data.dtype.kind](data.dtype))
-                cols[n][~m] = pd.NA
+                # masked arrays built from values and mask, so NaN stays a value
+                cls = _PANDAS_MASKED[data.dtype.kind](pd)
+                cols[n] = cls(data, ~m)
         return pd.DataFrame(cols, columns=self._names)
 
     def to_polars(self) -> Any:
@@ -1079,16 +1101,47 @@ class RecordBatch:
         return pl.from_arrow(self.to_arrow())
 
 
-def _pandas_int(dtype: np.dtype) -> str:
-    return {"i": "Int", "u": "UInt"}[dtype.kind] + str(dtype.itemsize * 8)
+def _safe_cast(name: str, src: np.ndarray, valid: np.ndarray | None, to: np.dtype) -> np.ndarray:
+    with np.errstate(invalid="ignore", over="ignore"):
+        out = src.astype(to)
+        if to.kind not in "iu" or src.dtype.kind == "M":
+            return out
+        back = out.astype(src.dtype)
+    ok = back == src
+    if valid is not None:
+        ok |= ~valid
+    if not ok.all():
+        i = int(np.flatnonzero(~ok)[0])
+        raise ValueError(
+            f"column {name!r}: value {src[i].item()!r} at row {i} cannot be cast "
+            f"to {to.name} without loss"
+        )
+    return out
 
 
-_PANDAS_NULLABLE = {
-    "i": _pandas_int,
-    "u": _pandas_int,
-    "f": lambda dt: "Float" + str(dt.itemsize * 8),
-    "b": lambda dt: "boolean",
+_PANDAS_MASKED = {
+    "i": lambda pd: pd.arrays.IntegerArray,
+    "u": lambda pd: pd.arrays.IntegerArray,
+    "f": lambda pd: pd.arrays.FloatingArray,
+    "b": lambda pd: pd.arrays.BooleanArray,
 }
+
+
+def _datetime_pylist(data: np.ndarray) -> list[Any]:
+    """Python values of a datetime64 column, as pyarrow's ``to_pylist`` gives them:
+    ``datetime.date`` for days, ``datetime.datetime`` for s/ms/us, and pandas
+    ``Timestamp`` for ns (when pandas is installed; a datetime cannot hold ns)."""
+    unit = np.datetime_data(data.dtype)[0]
+    if unit == "D":
+        return data.astype(object).tolist()
+    if unit == "ns":
+        try:
+            import pandas as pd
+        except ImportError:  # pragma: no cover - pandas is installed in the test env
+            pd = None
+        if pd is not None:
+            return [None if v is pd.NaT else v for v in pd.Series(data).tolist()]
+    return data.astype("datetime64[us]").astype(object).tolist()
 
 
 def _arrow_column(pa, name: str, arr, dictionary: StringDictionary | None):
@@ -1153,7 +1206,7 @@ def _pandas_column(pd, name: str, s, dictionary: StringDictionary | None):
                 inverse = raw[valid].astype(np.intp)
             return None, valid, _PendingStrings(cats, inverse, valid, len(s), dictionary)
         # categories of other values: the column of those values
-        vals = s.astype(object).to_numpy()
+        vals = np.array(s.astype(object).to_numpy(), dtype=object)
         vals[s.isna().to_numpy()] = None
         return _as_column(name, vals, None, dictionary)
     if isinstance(dtype, getattr(pd, "ArrowDtype", ())):

@@ -1,0 +1,28 @@
+# make run  -- set up .venv (if missing) and run the demo job
+# make test -- set up .venv (if missing) and run ruff and the whole test suite
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.velokern-installed
+
+.PHONY: run test lint bench clean
+
+$(STAMP): pyproject.toml setup.py velokern/_shim.pyx
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[test]"
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(PY) -m velokern demo
+
+test: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check velokern tests
+
+clean:
+	rm -rf $(VENV) build *.egg-info velokern/*.so velokern/_shim.c

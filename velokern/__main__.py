@@ -1,0 +1,5 @@
+import sys
+
+from velokern.cli import main
+
+sys.exit(main())

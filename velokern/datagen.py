@@ -1,0 +1,104 @@
+"""Seeded generators of the reference streams (record i of each scenario is defined by
+its index, so any batch cutting gives the same stream).
+
+Every generator yields RecordBatches whose string columns share one StringDictionary
+per column (as a job's source would), so engines see stable codes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+
+from velokern.batch import RecordBatch, StringDictionary
+
+__all__ = ["SCENARIOS", "market_data", "orders", "trades"]
+
+#: SQL of the reference scenarios that velokern runs today (windows come later).
+SCENARIOS = {
+    "S0": "SELECT order_id, customer_id, order_date, total_amount FROM orders "
+          "WHERE total_amount > 100",
+    "S2": "SELECT symbol, COUNT(*) AS trade_count, AVG(price) AS avg_price, "
+          "MIN(price) AS min_price, MAX(price) AS max_price, SUM(quantity) AS total_quantity "
+          "FROM market_data GROUP BY symbol",
+}
+
+
+def _dictionary(prefix: str, k: int) -> StringDictionary:
+    return StringDictionary(f"{prefix}{j}" for j in range(k))
+
+
+def _cuts(total: int, batch_size: int) -> Iterator[tuple[int, int]]:
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    for start in range(0, total, batch_size):
+        yield start, min(total, start + batch_size)
+
+
+def orders(total: int, batch_size: int = 100_000, *, seed: int = 0,
+           random: bool = False) -> Iterator[RecordBatch]:
+    """S0 input: order_id = i, customer_id = i % 1000, order_date a string (one of 365
+    days), total_amount = 150 + i % 100 (or, with ``random``, a float spread around
+    the 100 threshold)."""
+    days = _dictionary("2024-01-", 0)
+    for d in range(365):
+        day = np.datetime64("2024-01-01") + d
+        days.code_of(str(day))
+    rng = np.random.default_rng(seed)
+    for a, b in _cuts(total, batch_size):
+        i = np.arange(a, b, dtype=np.int64)
+        amount = rng.normal(100.0, 40.0, b - a) if random else 150.0 + (i % 100)
+        yield RecordBatch(
+            {
+                "order_id": i,
+                "customer_id": i % 1000,
+                "order_date": (i % 365).astype(np.int32),
+                "total_amount": amount.astype(np.float64),
+            },
+            dictionaries={"order_date": days},
+        )
+
+
+def market_data(total: int, batch_size: int = 100_000, *, symbols: int = 200, seed: int = 0,
+                random: bool = False) -> Iterator[RecordBatch]:
+    """S2 input: symbol ``SYM{i % symbols}`` (random symbols with ``random``), price a
+    float around 100, quantity an integer in [1, 1000), timestamp = i * 1000 (ms)."""
+    sym = _dictionary("SYM", symbols)
+    rng = np.random.default_rng(seed)
+    for a, b in _cuts(total, batch_size):
+        i = np.arange(a, b, dtype=np.int64)
+        codes = rng.integers(0, symbols, b - a) if random else i % symbols
+        yield RecordBatch(
+            {
+                "symbol": codes.astype(np.int32),
+                "price": 100.0 + rng.standard_normal(b - a) * 5.0,
+                "quantity": rng.integers(1, 1000, b - a),
+                "timestamp": i * 1000,
+            },
+            dictionaries={"symbol": sym},
+        )
+
+
+def trades(total: int, batch_size: int = 100_000, *, seed: int = 0) -> Iterator[RecordBatch]:
+    """A trade stream for the demo: trader_id random among ``T0..T49``, symbol
+    ``SYM{i % 100}``, side, price, quantity, trade_time = 1_000_000 + i * 1000 (ms)."""
+    traders = _dictionary("T", 50)
+    sym = _dictionary("SYM", 100)
+    side = StringDictionary(["BUY", "SELL"])
+    rng = np.random.default_rng(seed)
+    base = 50.0 + np.arange(100) * 2.5
+    for a, b in _cuts(total, batch_size):
+        i = np.arange(a, b, dtype=np.int64)
+        s = (i % 100).astype(np.int32)
+        yield RecordBatch(
+            {
+                "trader_id": rng.integers(0, 50, b - a).astype(np.int32),
+                "symbol": s,
+                "side": rng.integers(0, 2, b - a).astype(np.int32),
+                "price": base[s] * (1.0 + rng.standard_normal(b - a) * 0.01),
+                "quantity": rng.integers(1, 500, b - a),
+                "trade_time": 1_000_000 + i * 1000,
+            },
+            dictionaries={"trader_id": traders, "symbol": sym, "side": side},
+        )
