@@ -28,13 +28,194 @@ so numba nopython code can call them through
 ``numba.core.extending.get_cython_function_address("velokern._shim", name)``.
 """
 
-from libc.stdint cimport int64_t, uint64_t, int32_t, uint8_t
-from cpython.mem cimport PyMem_Malloc, PyMem_Free
+from libc.stdint cimport int32_t, int64_t, uint64_t
+from cpython.mem cimport PyMem_Calloc, PyMem_Free, PyMem_Malloc
 
 import numpy as np
 
 cdef extern from *:
     """
+    #include <stdint.h>
+    #include <string.h>
+
+    /* GCC on x86-64 Linux: the hashing loops are also compiled for AVX2 (four 64-bit
+       lanes) and the best version is picked at load time; elsewhere plain C. */
+    #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+    #define VK_CLONES __attribute__((target_clones("avx2", "default")))
+    #else
+    #define VK_CLONES
+    #endif
+
+    /* ---- exact division by a run-time invariant divisor (Granlund & Montgomery 1994,
+       fig. 4.1): q = floor(x / d) with one 64x64->128 multiply instead of a `div`. */
+    typedef struct { uint64_t d, m; int sh1, sh2; } vk_divider;
+
+    static vk_divider vk__divider(uint64_t d) {          /* d >= 1 */
+        vk_divider r;
+        int l = 0;
+        while (l < 64 && (((uint64_t)1) << l) < d) l++;  /* l = ceil(log2(d)) */
+        r.d = d;
+    #if defined(__SIZEOF_INT128__)
+        {
+            unsigned __int128 two_l = ((unsigned __int128)1) << l;
+            r.m = (uint64_t)((((unsigned __int128)(two_l - d)) << 64) / d + 1);
+        }
+    #else
+        r.m = 0;
+    #endif
+        r.sh1 = l < 1 ? l : 1;
+        r.sh2 = l > 0 ? l - 1 : 0;
+        return r;
+    }
+
+    static inline uint64_t vk__mod(uint64_t x, vk_divider v) {
+    #if defined(__SIZEOF_INT128__)
+        uint64_t t1 = (uint64_t)(((unsigned __int128)v.m * x) >> 64);
+        uint64_t q = (t1 + ((x - t1) >> v.sh1)) >> v.sh2;
+        return x - q * v.d;
+    #else
+        return x % v.d;
+    #endif
+    }
+
+    static inline uint64_t vk__splitmix64(uint64_t x) {
+        uint64_t z = x + 0x9E3779B97F4A7C15ULL;
+        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+        z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+        return z ^ (z >> 31);
+    }
+
+    /* h[j] = hash of row start + j over the key columns, j < len (column by column, so
+       every loop is a plain vectorisable map) */
+    VK_CLONES
+    static void vk__hash_rows(const int64_t *const *cols, int ncols, Py_ssize_t start,
+                              Py_ssize_t len, uint64_t *restrict h) {
+        Py_ssize_t j;
+        int c;
+        const int64_t *restrict k = cols[0] + start;
+        for (j = 0; j < len; j++) h[j] = vk__splitmix64((uint64_t)k[j]);
+        for (c = 1; c < ncols; c++) {
+            k = cols[c] + start;
+            for (j = 0; j < len; j++) h[j] = vk__splitmix64(h[j] ^ (uint64_t)k[j]);
+        }
+    }
+
+    /* one key column, a power-of-two partition count: hash and mask in one pass */
+    VK_CLONES
+    static void vk__pids_pow2(const int64_t *restrict k, Py_ssize_t m, uint64_t mask,
+                              int32_t *restrict out) {
+        Py_ssize_t i;
+        for (i = 0; i < m; i++) out[i] = (int32_t)(vk__splitmix64((uint64_t)k[i]) & mask);
+    }
+
+    VK_CLONES
+    static void vk__mask_hashes(const uint64_t *restrict h, Py_ssize_t len, uint64_t mask,
+                                int32_t *restrict out) {
+        Py_ssize_t j;
+        for (j = 0; j < len; j++) out[j] = (int32_t)(h[j] & mask);
+    }
+
+    static void vk__mod_hashes(const uint64_t *restrict h, Py_ssize_t len, vk_divider v,
+                               int32_t *restrict out) {
+        Py_ssize_t j;
+        for (j = 0; j < len; j++) out[j] = (int32_t)vk__mod(h[j], v);
+    }
+
+    /* Counting rows per partition. With few partitions, four interleaved histograms
+       keep successive increments of one counter from waiting on each other. */
+    #define VK_HIST_MAX 1024
+    static void vk__hist(const int32_t *restrict p, Py_ssize_t len, int64_t n,
+                         int64_t *restrict h) {          /* h: 4 * n if n <= VK_HIST_MAX */
+        Py_ssize_t i = 0;
+        if (n <= VK_HIST_MAX) {
+            for (; i + 4 <= len; i += 4) {
+                h[p[i]]++; h[n + p[i + 1]]++; h[2 * n + p[i + 2]]++; h[3 * n + p[i + 3]]++;
+            }
+        }
+        for (; i < len; i++) h[p[i]]++;
+    }
+
+    static void vk__hist_sum(const int64_t *h, int64_t n, int64_t *counts) {
+        int64_t j;
+        if (n <= VK_HIST_MAX) {
+            for (j = 0; j < n; j++) counts[j] += h[j] + h[n + j] + h[2 * n + j] + h[3 * n + j];
+        } else {
+            for (j = 0; j < n; j++) counts[j] += h[j];
+        }
+    }
+
+    #define VK_CHUNK 2048
+    /* out[i] = hash(row i) mod n; when hist is not NULL (4 * n zeroed entries, or n
+       when n > VK_HIST_MAX) the rows of every partition are counted into it while the
+       chunk just written is still in L1. */
+    static void vk__partition_rows(const int64_t *const *cols, int ncols, Py_ssize_t m,
+                                   uint64_t n, int32_t *out, int64_t *hist) {
+        uint64_t h[VK_CHUNK];
+        Py_ssize_t s, len;
+        const int pow2 = (n & (n - 1)) == 0;
+        const vk_divider v = vk__divider(n);
+        if (ncols == 1 && pow2 && hist == NULL) {
+            vk__pids_pow2(cols[0], m, n - 1, out);
+            return;
+        }
+        for (s = 0; s < m; s += VK_CHUNK) {
+            len = m - s < VK_CHUNK ? m - s : VK_CHUNK;
+            if (ncols == 1 && pow2) {
+                vk__pids_pow2(cols[0] + s, len, n - 1, out + s);
+            } else {
+                vk__hash_rows(cols, ncols, s, len, h);
+                if (pow2) vk__mask_hashes(h, len, n - 1, out + s);
+                else vk__mod_hashes(h, len, v, out + s);
+            }
+            if (hist) vk__hist(out + s, len, (int64_t)n, hist);
+        }
+    }
+
+    /* off[p + 1] += rows of partition p (off has n + 1 entries). Returns -1, or the
+       first row whose id is outside [0, n) (then off is left unchanged). */
+    static Py_ssize_t vk__count_ids(const int32_t *p, Py_ssize_t m, int64_t n, int64_t *off,
+                                    int64_t *hist) {
+        Py_ssize_t i;
+        const uint32_t un = (uint32_t)n;
+        uint32_t bad = 0;
+        for (i = 0; i < m; i++) bad |= (uint32_t)((uint32_t)p[i] >= un);
+        if (bad) {
+            for (i = 0; i < m; i++) if ((uint32_t)p[i] >= un) return i;
+        }
+        vk__hist(p, m, n, hist);
+        vk__hist_sum(hist, n, off + 1);
+        return -1;
+    }
+
+    /* prefix sums of the counts in off, then a stable scatter of row indices. For at
+       most 8 partitions, the rows of each partition met so far in a block of up to 255
+       rows are 8-bit lanes of one register, so a row's destination never waits for the
+       store of the row before it (pos[p]++ in memory costs a store-to-load round trip
+       per row). */
+    static void vk__scatter_ids(const int32_t *restrict p, Py_ssize_t m, int64_t n,
+                                int64_t *off, int64_t *pos, int64_t *restrict order) {
+        Py_ssize_t i = 0, end;
+        int64_t j;
+        for (j = 0; j < n; j++) { off[j + 1] += off[j]; pos[j] = off[j]; }
+        if (n <= 8) {
+            int64_t base[8];
+            for (j = 0; j < n; j++) base[j] = pos[j];
+            while (i < m) {
+                uint64_t c = 0;
+                end = m - i > 255 ? i + 255 : m;
+                for (; i < end; i++) {
+                    uint32_t v = (uint32_t)p[i];
+                    unsigned sh = 8u * v;
+                    order[base[v] + (int64_t)((c >> sh) & 0xFF)] = i;
+                    c += (uint64_t)1 << sh;
+                }
+                for (j = 0; j < n; j++) base[j] += (int64_t)((c >> (8 * j)) & 0xFF);
+            }
+            return;
+        }
+        for (i = 0; i < m; i++) order[pos[p[i]]++] = i;
+    }
+
     #ifdef __linux__
     #ifndef _GNU_SOURCE
     #define _GNU_SOURCE
@@ -76,13 +257,16 @@ cdef extern from *:
     int vk__pin(int cpu) nogil
     int vk__cpus(long long *out, int max_words) nogil
     int vk__set_cpus(const long long *words, int n_words) nogil
-
-
-cdef inline uint64_t splitmix64(uint64_t x) noexcept nogil:
-    cdef uint64_t z = x + <uint64_t>0x9E3779B97F4A7C15ULL
-    z = (z ^ (z >> 30)) * <uint64_t>0xBF58476D1CE4E5B9ULL
-    z = (z ^ (z >> 27)) * <uint64_t>0x94D049BB133111EBULL
-    return z ^ (z >> 31)
+    void vk__hash_rows(const int64_t **cols, int ncols, Py_ssize_t start, Py_ssize_t len,
+                       uint64_t *h) nogil
+    void vk__partition_rows(const int64_t **cols, int ncols, Py_ssize_t m, uint64_t n,
+                            int32_t *out, int64_t *hist) nogil
+    Py_ssize_t vk__count_ids(const int32_t *p, Py_ssize_t m, int64_t n, int64_t *off,
+                             int64_t *hist) nogil
+    void vk__hist_sum(const int64_t *h, int64_t n, int64_t *counts) nogil
+    void vk__scatter_ids(const int32_t *p, Py_ssize_t m, int64_t n, int64_t *off,
+                         int64_t *pos, int64_t *order) nogil
+    int VK_HIST_MAX
 
 
 cdef api int vk_pin_current_thread(int cpu) noexcept nogil:
@@ -103,48 +287,123 @@ cdef api int vk_set_current_thread_cpus(const long long *words, int n_words) noe
     return vk__set_cpus(words, n_words)
 
 
-def hash_keys(keys):
-    """Mixed 64-bit hash (as uint64) of one or more equal-length int64 key columns."""
-    cdef Py_ssize_t n, i
-    cdef const int64_t[::1] col
+cdef int32_t _MAX_PARTITIONS = 2147483647
+
+
+cdef list _key_columns(keys):
+    """The key columns as a list of contiguous 1-D int64 arrays of one length."""
     if isinstance(keys, np.ndarray):
         keys = [keys]
     keys = list(keys)
     if not keys:
-        raise ValueError("hash_keys needs at least one key column")
-    n = len(keys[0])
-    out = np.zeros(n, dtype=np.uint64)
-    cdef uint64_t[::1] h = out
+        raise ValueError("at least one key column is needed")
+    cols = []
+    n = -1
     for k, arr in enumerate(keys):
         arr = np.ascontiguousarray(arr)
         if arr.ndim != 1:
             raise ValueError(f"key column {k} must be 1-D, got shape {arr.shape}")
         if arr.dtype != np.int64:
             raise TypeError(f"key column {k} must be int64, got {arr.dtype}")
-        if arr.shape[0] != n:
+        if n < 0:
+            n = arr.shape[0]
+        elif arr.shape[0] != n:
             raise ValueError(
                 f"key column {k} has {arr.shape[0]} rows, key column 0 has {n}")
-        col = arr
-        with nogil:
-            for i in range(n):
-                h[i] = splitmix64(h[i] ^ <uint64_t>col[i])
+        cols.append(arr)
+    return cols
+
+
+cdef const int64_t **_column_pointers(list cols) except NULL:
+    cdef Py_ssize_t k, ncols = len(cols)
+    cdef const int64_t[::1] mv
+    cdef const int64_t **ptrs = <const int64_t **>PyMem_Malloc(
+        (ncols if ncols > 0 else 1) * sizeof(int64_t *))
+    if ptrs == NULL:
+        raise MemoryError()
+    for k in range(ncols):
+        mv = cols[k]
+        # the arrays in `cols` keep the buffers alive while the pointers are used
+        ptrs[k] = &mv[0] if mv.shape[0] > 0 else NULL
+    return ptrs
+
+
+cdef Py_ssize_t _check_partitions(Py_ssize_t n) except -1:
+    if n < 1:
+        raise ValueError(f"number of partitions must be >= 1, got {n}")
+    if n > _MAX_PARTITIONS:
+        raise ValueError(f"number of partitions must be <= {_MAX_PARTITIONS}, got {n}")
+    return n
+
+
+def hash_keys(keys):
+    """Mixed 64-bit hash (as uint64) of one or more equal-length int64 key columns."""
+    cols = _key_columns(keys)
+    cdef Py_ssize_t m = cols[0].shape[0]
+    cdef int ncols = len(cols)
+    out = np.empty(m, dtype=np.uint64)
+    if m == 0:
+        return out
+    cdef uint64_t[::1] h = out
+    cdef const int64_t **ptrs = _column_pointers(cols)
+    with nogil:
+        vk__hash_rows(ptrs, ncols, 0, m, &h[0])
+    PyMem_Free(ptrs)
+    return out
+
+
+cdef int64_t *_new_hist(Py_ssize_t n) except NULL:
+    """Zeroed scratch counters for ``n`` partitions (four interleaved histograms)."""
+    cdef Py_ssize_t size = 4 * n if n <= VK_HIST_MAX else n
+    cdef int64_t *hist = <int64_t *>PyMem_Calloc(size, sizeof(int64_t))
+    if hist == NULL:
+        raise MemoryError()
+    return hist
+
+
+cdef _partition(list cols, Py_ssize_t n, int64_t *counts):
+    """Partition ids of the rows; adds each partition's row count to ``counts[p]``
+    unless ``counts`` is NULL."""
+    cdef Py_ssize_t m = cols[0].shape[0]
+    cdef int ncols = len(cols)
+    out = np.empty(m, dtype=np.int32)
+    if m == 0:
+        return out
+    cdef int32_t[::1] o = out
+    cdef int64_t *hist = NULL
+    if counts != NULL:
+        hist = _new_hist(n)
+    cdef const int64_t **ptrs = _column_pointers(cols)
+    with nogil:
+        vk__partition_rows(ptrs, ncols, m, <uint64_t>n, &o[0], hist)
+        if hist != NULL:
+            vk__hist_sum(hist, n, counts)
+    PyMem_Free(ptrs)
+    PyMem_Free(hist)
     return out
 
 
 def partition_ids(keys, Py_ssize_t n):
     """Partition id (int32, in [0, n)) of every row: ``hash_keys(keys) % n``."""
-    if n < 1:
-        raise ValueError(f"number of partitions must be >= 1, got {n}")
-    hashed = hash_keys(keys)
-    cdef const uint64_t[::1] h = hashed
-    cdef Py_ssize_t m = h.shape[0], i
-    out = np.empty(m, dtype=np.int32)
-    cdef int32_t[::1] o = out
-    cdef uint64_t un = <uint64_t>n
+    _check_partitions(n)
+    return _partition(_key_columns(keys), n, NULL)
+
+
+cdef _scatter(pids_arr, Py_ssize_t n, offsets):
+    """The stable scatter of rows by partition, ``offsets[1:]`` holding the counts."""
+    cdef const int32_t[::1] p = pids_arr
+    cdef Py_ssize_t m = p.shape[0]
+    order = np.empty(m, dtype=np.int64)
+    cdef int64_t[::1] o = order
+    cdef int64_t[::1] off = offsets
+    cdef int64_t *pos = <int64_t *>PyMem_Malloc(n * sizeof(int64_t))
+    if pos == NULL:
+        raise MemoryError()
     with nogil:
-        for i in range(m):
-            o[i] = <int32_t>(h[i] % un)
-    return out
+        vk__scatter_ids(&p[0] if m > 0 else NULL, m, n, &off[0], pos,
+                        &o[0] if m > 0 else NULL)
+    PyMem_Free(pos)
+    return order
 
 
 def stable_bucket(pids, Py_ssize_t n):
@@ -154,54 +413,49 @@ def stable_bucket(pids, Py_ssize_t n):
     partition, each partition's rows in arrival order; rows of partition p are
     ``order[offsets[p]:offsets[p + 1]]``.
     """
-    if n < 1:
-        raise ValueError(f"number of partitions must be >= 1, got {n}")
+    _check_partitions(n)
     arr = np.ascontiguousarray(pids)
     if arr.ndim != 1:
         raise ValueError(f"partition ids must be 1-D, got shape {arr.shape}")
     if arr.dtype != np.int32:
         if arr.dtype.kind not in "iu":
             raise TypeError(f"partition ids must be integers, got {arr.dtype}")
+        if arr.shape[0]:
+            # check before narrowing to int32, which could wrap a bad id into range
+            bad_rows = np.flatnonzero((arr < 0) | (arr >= n))
+            if bad_rows.shape[0]:
+                i = int(bad_rows[0])
+                raise ValueError(
+                    f"partition id {arr[i]} at row {i} is outside [0, {n})")
         arr = arr.astype(np.int32)
     cdef const int32_t[::1] p = arr
-    cdef Py_ssize_t m = p.shape[0], i, bad = -1
-    order = np.empty(m, dtype=np.int64)
+    cdef Py_ssize_t m = p.shape[0]
+    cdef Py_ssize_t bad = -1
     offsets = np.zeros(n + 1, dtype=np.int64)
-    cdef int64_t[::1] o = order
     cdef int64_t[::1] off = offsets
-    cdef int64_t *pos = <int64_t *>PyMem_Malloc(n * sizeof(int64_t))
-    if pos == NULL:
-        raise MemoryError()
-    cdef int32_t v
-    try:
+    cdef int64_t *hist
+    if m > 0:
+        hist = _new_hist(n)
         with nogil:
-            for i in range(m):
-                v = p[i]
-                if v < 0 or v >= n:
-                    bad = i
-                    break
-                off[v + 1] += 1
-            if bad < 0:
-                for i in range(n):
-                    off[i + 1] += off[i]
-                    pos[i] = off[i]
-                for i in range(m):
-                    v = p[i]
-                    o[pos[v]] = i
-                    pos[v] += 1
-    finally:
-        PyMem_Free(pos)
+            bad = vk__count_ids(&p[0], m, n, &off[0], hist)
+        PyMem_Free(hist)
     if bad >= 0:
         raise ValueError(
             f"partition id {arr[bad]} at row {bad} is outside [0, {n})")
-    return order, offsets
+    return _scatter(arr, n, offsets), offsets
 
 
 def bucket_by_keys(keys, Py_ssize_t n):
-    """``partition_ids`` then ``stable_bucket``: returns ``(pids, order, offsets)``."""
-    pids = partition_ids(keys, n)
-    order, offsets = stable_bucket(pids, n)
-    return pids, order, offsets
+    """``partition_ids`` then ``stable_bucket``: returns ``(pids, order, offsets)``.
+
+    The rows of each partition are counted while the ids are computed.
+    """
+    _check_partitions(n)
+    cols = _key_columns(keys)
+    offsets = np.zeros(n + 1, dtype=np.int64)
+    cdef int64_t[::1] off = offsets
+    pids = _partition(cols, n, &off[1])
+    return pids, _scatter(pids, n, offsets), offsets
 
 
 def pin_current_thread(int cpu):

@@ -260,9 +260,10 @@ class StreamExecutionEngine:
         for c in cols:
             if schema[c] == STRING:
                 data[c] = self._encode_strings(c, batch, data[c], masks[c])
-        new_nullable = {c for c in cols if masks[c] is not None} - self._nullable
-        if new_nullable:
-            self._nullable |= new_nullable
+        # Kernel variants: either no column is nullable, or (once any used column has had
+        # a null) all are, so a query compiles at most two variants.
+        if any(masks[c] is not None for c in cols) and not self._nullable:
+            self._nullable = set(cols)
         spec, module = self._variant()
         n = len(batch)
         C = []
@@ -371,6 +372,9 @@ class StreamExecutionEngine:
             arrays.append(a)
         self._state = arrays
         self._spec = spec
+        if spec.num_keys == 0:
+            module = self._variant()[1]
+            module.init_global(tuple(arrays), 0)
 
     def _meta(self) -> np.ndarray:
         for s, a in zip(self._spec.state, self._state):

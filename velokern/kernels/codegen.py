@@ -659,8 +659,19 @@ def _gen_aggregate(bq: BoundQuery, spec: KernelSpec, types) -> str:
     src += ["@njit(**JIT)", "def key_bits(C, M, R, n, out):"]
     src += _indent(_prologue_inputs(spec), 4)
     src += _indent(["for i in range(n):"], 4)
-    src += _indent(kb.lines, 8)
-    src += ["    return 0", ""]
+    src += _indent(kb.lines or ["pass"], 8)
+    src += ["    return 0", "", ""]
+    if K == 0:
+        # a global aggregate has exactly one group, which exists before any record
+        init = ["ng = meta[0]", "kvs = np.empty(0, np.int64)", "kns = np.empty(0, np.uint8)",
+                "g = probe(table, hashes, kbits, knull, kvs, kns, np.uint64(0), ng)",
+                "if g == ng:", "    meta[0] = ng + 1", "    first_seq[g] = 0",
+                "    touched[g] = 0"]
+        for ai, a in enumerate(bq.aggs):
+            init += _indent(REGISTRY[a.func].init.format(a=f"a{ai}", g="g").split("\n"), 4)
+        src += ["@njit(**JIT)", "def init_global(S, p):"]
+        src += _indent(bind_state + init + ["return 0"], 4)
+        src += [""]
     return "\n".join(src)
 
 

@@ -1,7 +1,7 @@
 """Load generated kernel modules from an on-disk cache so numba can cache their code.
 
 A generated module is written once to ``<cache dir>/vk_<hash>.py`` (the hash covers the
-source and the velokern, numba and numpy versions) and imported from there; its
+source, the helper kernels it calls, and the velokern, numba and numpy versions) and imported from there; its
 functions use ``@njit(cache=True)``, so a new process that runs a query it has seen
 before loads machine code from numba's cache instead of compiling. The cache directory
 is ``$VELOKERN_CACHE_DIR`` or ``~/.cache/velokern/kernels``.
@@ -34,9 +34,22 @@ def cache_dir() -> Path:
     return base
 
 
+def _helpers_digest() -> str:
+    """Digest of the hand-written kernels generated code calls: numba's cache does not
+    notice when a called function changes, so they are part of every module's key."""
+    h = hashlib.sha256()
+    here = Path(__file__).parent
+    for name in ("scalar.py", "hashtable.py"):
+        h.update((here / name).read_bytes())
+    return h.hexdigest()
+
+
+_HELPERS = _helpers_digest()
+
+
 def source_key(source: str) -> str:
     h = hashlib.sha256()
-    for part in (__version__, numba.__version__, np.__version__, source):
+    for part in (__version__, numba.__version__, np.__version__, _HELPERS, source):
         h.update(part.encode())
         h.update(b"\0")
     return h.hexdigest()[:24]

@@ -64,19 +64,43 @@ def int_mod(a, b):
 
 
 @njit(**JIT)
+def two_prod_err(a, b):
+    """Exact error of the product: a * b == fl(a * b) + err (Dekker's algorithm)."""
+    p = a * b
+    split = 134217729.0  # 2**27 + 1
+    t = split * a
+    ah = t - (t - a)
+    al = a - ah
+    t = split * b
+    bh = t - (t - b)
+    bl = b - bh
+    return ((ah * bh - p) + ah * bl + al * bh) + al * bl
+
+
+@njit(**JIT)
 def round_half_away(x, digits):
-    """ROUND(x, digits) for doubles: half away from zero, as DuckDB does."""
+    """ROUND(x, digits) for doubles: half away from zero, decided on the exact value of
+    ``x`` (so ROUND(-0.15, 1) is -0.1, because -0.15 is stored as -0.1499999...)."""
     if not math.isfinite(x):
         return x
+    ax = abs(x)
     if digits == 0:
-        r = math.floor(abs(x) + 0.5)
+        r = math.floor(ax + 0.5) if ax < 4503599627370496.0 else ax
         return math.copysign(r, x)
-    p = 10.0**digits
-    y = x * p
-    if not math.isfinite(y):
-        return x
-    r = math.floor(abs(y) + 0.5)
-    return math.copysign(r, y) / p
+    if digits > 0:
+        p = 10.0**digits
+        y = ax * p
+        if not math.isfinite(y) or y >= 4503599627370496.0:
+            return x
+        fl = math.floor(y)
+        frac = y - fl
+        if frac > 0.5 or (frac == 0.5 and two_prod_err(ax, p) >= 0.0):
+            fl += 1.0
+        return math.copysign(fl / p, x)
+    p = 10.0 ** (-digits)
+    y = ax / p
+    r = math.floor(y + 0.5)
+    return math.copysign(r * p, x)
 
 
 @njit(**JIT)
@@ -94,11 +118,14 @@ def round_int(x, digits):
 
 @njit(**JIT)
 def float_to_int(x):
-    """CAST(double AS BIGINT): rounds half away from zero; (value, is_null) where NaN,
-    infinities and out-of-range values are NULL (TRY_CAST semantics)."""
+    """CAST(double AS BIGINT): rounds half to even, as DuckDB does; (value, is_null) where
+    NaN, infinities and out-of-range values are NULL (TRY_CAST semantics)."""
     if not math.isfinite(x):
         return np.int64(0), True
-    r = math.copysign(math.floor(abs(x) + 0.5), x)
+    r = math.floor(x)
+    d = x - r
+    if d > 0.5 or (d == 0.5 and np.fmod(r, 2.0) != 0.0):
+        r += 1.0
     if r >= 9.223372036854775807e18 or r < -9.223372036854775808e18:
         return np.int64(0), True
     return np.int64(r), False
