@@ -54,12 +54,32 @@ def make_stream(
     }
 
 
+STRING_COLUMNS = ("s", "s2")
+
+
 def to_batch(cols: dict, dictionaries: dict[str, StringDictionary] | None = None,
              extra: dict | None = None) -> RecordBatch:
+    """RecordBatch of a make_stream() dict; s and s2 are strings even when all null."""
     cols = dict(cols)
     if extra:
         cols.update(extra)
-    return RecordBatch.from_pydict(cols, dictionaries=dictionaries)
+    dictionaries = dict(dictionaries or {})
+    plain = {n: v for n, v in cols.items() if n not in STRING_COLUMNS}
+    b = RecordBatch.from_pydict(plain)
+    data = {n: b.column(n) for n in b.column_names}
+    masks = {n: b.validity(n) for n in b.column_names}
+    dicts = b.dictionaries
+    for n in STRING_COLUMNS:
+        if n in cols:
+            vals = np.asarray(cols[n], dtype=object)
+            valid = np.array([v is not None for v in vals], dtype=bool)
+            d = dictionaries.get(n) or StringDictionary()
+            data[n] = d.encode(vals, valid)
+            masks[n] = valid
+            dicts[n] = d
+    order = list(cols)
+    return RecordBatch({n: data[n] for n in order}, {n: masks[n] for n in order},
+                       dicts, num_rows=len(next(iter(data.values()))))
 
 
 def cut(batch: RecordBatch, sizes: list[int]) -> list[RecordBatch]:

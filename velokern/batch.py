@@ -482,6 +482,8 @@ def _as_column(
             raise TypeError(f"column {name!r}: {exc}") from exc
     else:
         data = values
+    if not data.dtype.isnative:
+        data = data.astype(data.dtype.newbyteorder("="))
     if data.dtype.kind == "M":
         data = _normalise_datetime(name, data)
         nat = np.isnat(data)
@@ -1102,12 +1104,17 @@ class RecordBatch:
 
 
 def _safe_cast(name: str, src: np.ndarray, valid: np.ndarray | None, to: np.dtype) -> np.ndarray:
+    """``src.astype(to)``; to an integer type, every valid value must survive exactly."""
     with np.errstate(invalid="ignore", over="ignore"):
         out = src.astype(to)
-        if to.kind not in "iu" or src.dtype.kind == "M":
-            return out
-        back = out.astype(src.dtype)
-    ok = back == src
+    if to.kind not in "iu":
+        return out
+    vals = src.view(np.int64) if src.dtype.kind == "M" else src
+    info = np.iinfo(to)
+    with np.errstate(invalid="ignore"):
+        ok = (vals >= info.min) & (vals <= info.max)  # exact for Python-int bounds
+        if vals.dtype.kind == "f":
+            ok &= out.astype(vals.dtype) == vals  # NaN, fractions, float rounding
     if valid is not None:
         ok |= ~valid
     if not ok.all():

@@ -69,6 +69,8 @@ def _ref_var(ddof, root):
         v = _nonnull(vals)
         if len(v) <= ddof:
             return None
+        if len(v) == 1:
+            return 0.0
         arr = np.asarray(v, dtype=np.float64)
         out = float(np.var(arr, ddof=ddof))
         return math.sqrt(out) if root else out
@@ -157,12 +159,15 @@ def _welford(name, ddof, root):
     val = f"{{a}}_m2[{{g}}] / ({{a}}_c[{{g}}] - {ddof})"
     if root:
         val = f"np.sqrt({val})"
+    # as DuckDB: the population forms of a single value are 0 (even for NaN/inf)
+    single = "0.0" if ddof == 0 else val
     return AggKind(
         name,
         _WELFORD_STATE,
         _WELFORD_INIT,
         _WELFORD_UPDATE,
-        f"{{a}}n = {{a}}_c[{{g}}] <= {ddof}\n{{a}}v = ({val}) if not {{a}}n else 0.0",
+        f"{{a}}n = {{a}}_c[{{g}}] <= {ddof}\n"
+        f"{{a}}v = (({single}) if {{a}}_c[{{g}}] == 1 else ({val})) if not {{a}}n else 0.0",
         _ref_var(ddof, root),
     )
 
