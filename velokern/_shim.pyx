@@ -38,9 +38,11 @@ cdef extern from *:
     #include <stdint.h>
     #include <string.h>
 
-    /* GCC on x86-64 Linux: the hashing loops are also compiled for AVX2 (four 64-bit
-       lanes) and the best version is picked at load time; elsewhere plain C. */
-    #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+    /* GCC on x86-64 glibc Linux: the hashing loops are also compiled for AVX2 (four
+       64-bit lanes) and the loader picks the best version (an ifunc); elsewhere plain
+       C. The results are the same bits either way. */
+    #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) \
+        && defined(__linux__) && defined(__GLIBC__)
     #define VK_CLONES __attribute__((target_clones("avx2", "default")))
     #else
     #define VK_CLONES
@@ -171,19 +173,27 @@ cdef extern from *:
         }
     }
 
-    /* off[p + 1] += rows of partition p (off has n + 1 entries). Returns -1, or the
-       first row whose id is outside [0, n) (then off is left unchanged). */
-    static Py_ssize_t vk__count_ids(const int32_t *p, Py_ssize_t m, int64_t n, int64_t *off,
-                                    int64_t *hist) {
-        Py_ssize_t i;
+    /* off[p + 1] += rows of partition p (off has n + 1 entries; hist is the zeroed
+       scratch of vk__hist). Returns -1, or the first row whose id is outside [0, n)
+       (then off is left unchanged). */
+    static Py_ssize_t vk__count_ids(const int32_t *restrict p, Py_ssize_t m, int64_t n,
+                                    int64_t *off, int64_t *restrict h) {
+        Py_ssize_t i = 0;
         const uint32_t un = (uint32_t)n;
-        uint32_t bad = 0;
-        for (i = 0; i < m; i++) bad |= (uint32_t)((uint32_t)p[i] >= un);
-        if (bad) {
-            for (i = 0; i < m; i++) if ((uint32_t)p[i] >= un) return i;
+        if (n <= VK_HIST_MAX) {
+            for (; i + 4 <= m; i += 4) {
+                uint32_t a = (uint32_t)p[i], b = (uint32_t)p[i + 1];
+                uint32_t c = (uint32_t)p[i + 2], d = (uint32_t)p[i + 3];
+                if ((a >= un) | (b >= un) | (c >= un) | (d >= un)) break;
+                h[a]++; h[n + b]++; h[2 * n + c]++; h[3 * n + d]++;
+            }
         }
-        vk__hist(p, m, n, hist);
-        vk__hist_sum(hist, n, off + 1);
+        for (; i < m; i++) {
+            uint32_t a = (uint32_t)p[i];
+            if (a >= un) return i;
+            h[a]++;
+        }
+        vk__hist_sum(h, n, off + 1);
         return -1;
     }
 
@@ -235,7 +245,7 @@ cdef extern from *:
         if (sched_getaffinity(0, sizeof(set), &set) != 0) return -1;
         for (i = 0; i < max_words; i++) out[i] = 0;
         for (i = 0; i < CPU_SETSIZE && i < 64 * max_words; i++) {
-            if (CPU_ISSET(i, &set)) { out[i / 64] |= (1LL << (i % 64)); n++; }
+            if (CPU_ISSET(i, &set)) { out[i / 64] |= (long long)(1ULL << (i % 64)); n++; }
         }
         return n;
     }
@@ -244,7 +254,7 @@ cdef extern from *:
         int i;
         CPU_ZERO(&set);
         for (i = 0; i < CPU_SETSIZE && i < 64 * n_words; i++) {
-            if ((words[i / 64] >> (i % 64)) & 1LL) CPU_SET(i, &set);
+            if (((unsigned long long)words[i / 64] >> (i % 64)) & 1ULL) CPU_SET(i, &set);
         }
         return sched_setaffinity(0, sizeof(set), &set);
     }
@@ -470,10 +480,11 @@ def current_thread_cpus():
     cdef long long got = vk_current_thread_cpus(words, 16)
     if got < 0:
         raise OSError("the CPU affinity of the current thread cannot be read here")
+    cdef int w, b
     cpus = set()
     for w in range(16):
         for b in range(64):
-            if (words[w] >> b) & 1:
+            if ((<unsigned long long>words[w]) >> b) & 1:
                 cpus.add(w * 64 + b)
     return cpus
 
@@ -481,11 +492,17 @@ def current_thread_cpus():
 def set_current_thread_cpus(cpus):
     """Set the calling thread's CPU set; raises OSError on failure."""
     cdef long long words[16]
+    cdef unsigned long long bits[16]
+    cdef int w, cpu
     for w in range(16):
-        words[w] = 0
+        bits[w] = 0
+    cpus = list(cpus)
     for c in cpus:
         if c < 0 or c >= 1024:
             raise ValueError(f"CPU {c} is outside [0, 1024)")
-        words[c // 64] |= (1 << (c % 64))
+        cpu = c
+        bits[cpu // 64] |= (<unsigned long long>1) << (cpu % 64)  # bit 63 too
+    for w in range(16):
+        words[w] = <long long>bits[w]
     if vk_set_current_thread_cpus(words, 16) != 0:
         raise OSError(f"could not set the current thread's CPUs to {sorted(cpus)}")

@@ -48,7 +48,7 @@ class Prepared:
     spec: KernelSpec
     module: Any
     C: tuple
-    M: tuple
+    M: np.ndarray
     R: tuple
 
 
@@ -272,13 +272,15 @@ class StreamExecutionEngine:
             if is_time(schema[c]) or (kind == "bits"):
                 arr = arr.view(np.int64) if arr.dtype.itemsize == 8 else arr.view(np.int32)
             C.append(arr)
-        M = []
-        for c in spec.nullable:
-            m = masks[c]
-            M.append(m if m is not None else self._ones(n))
+        # validity masks travel as one [columns, rows] array: a short argument tuple keeps
+        # numba's parallel compilation fast
+        M = np.ones((max(len(spec.nullable), 1), n if spec.nullable else 0), dtype=np.bool_)
+        for k, c in enumerate(spec.nullable):
+            if masks[c] is not None:
+                M[k] = masks[c]
         lit = np.array([self._dicts[o].code_of(v) for o, v in spec.literals], dtype=np.int64)
         R = [lit] + [self._dicts[c].ranks() for c in spec.rank_columns]
-        return Prepared(batch, n, spec, module, tuple(C), tuple(M), tuple(R))
+        return Prepared(batch, n, spec, module, tuple(C), M, tuple(R))
 
     def _needed_columns(self) -> list[str]:
         from velokern.plan import columns_of, walk
@@ -293,13 +295,6 @@ class StreamExecutionEngine:
                     cols.append(c)
         del walk
         return cols
-
-    def _ones(self, n: int) -> np.ndarray:
-        buf = self._bufs.get("ones")
-        if buf is None or len(buf) < n:
-            buf = np.ones(max(n, 1024), dtype=bool)
-            self._bufs["ones"] = buf
-        return buf[:n]
 
     def _encode_strings(self, c: str, batch: RecordBatch, codes: np.ndarray, mask) -> np.ndarray:
         d = self._dicts.get(c)
@@ -350,65 +345,54 @@ class StreamExecutionEngine:
 
     # ---------------------------------------------------------------- state
     def _ensure_state(self, spec: KernelSpec) -> None:
+        """Allocate the state (layout: velokern.kernels.codegen.STATE_SLOTS)."""
         if self._state is not None:
             return
         P = self._num_partitions
-        gcap = _INITIAL_GROUPS
+        cap = _INITIAL_GROUPS
         k = max(spec.num_keys, 1)
-        arrays = []
-        for s in spec.state:
-            if s.kind == "table":
-                a = np.full((P, 2 * gcap), -1, dtype=np.int64)
-            elif s.kind == "group":
-                a = np.zeros((P, gcap), dtype=s.dtype)
-            elif s.kind == "group_k":
-                a = np.zeros((P, gcap, k), dtype=s.dtype)
-            elif s.kind == "meta":
-                a = np.zeros((P, len(spec.meta_cols)), dtype=np.int64)
-            elif s.kind.startswith("dtable:"):
-                a = np.full((P, 2 * gcap), -1, dtype=np.int64)
-            else:  # dentry
-                a = np.zeros((P, gcap), dtype=s.dtype)
-            arrays.append(a)
-        self._state = arrays
+        nd = max(len(spec.distinct), 1)
+        rows = spec.pack_rows
+        self._state = [
+            np.full((P, 2 * cap), -1, dtype=np.int64),  # table
+            np.zeros((P, cap), dtype=np.uint64),  # hashes
+            np.zeros((P, cap, k), dtype=np.int64),  # kbits
+            np.zeros((P, cap, k), dtype=np.uint8),  # knull
+            np.zeros((P, max(rows["I"], 1), cap), dtype=np.int64),  # I
+            np.zeros((P, max(rows["F"], 1), cap), dtype=np.float64),  # F
+            np.zeros((P, max(rows["B"], 1), cap), dtype=np.uint8),  # B
+            np.zeros((P, len(spec.meta_cols)), dtype=np.int64),  # meta
+            np.full((P, nd, 2 * cap), -1, dtype=np.int64),  # dtab
+            np.zeros((P, nd, cap), dtype=np.int64),  # dgid
+            np.zeros((P, nd, cap), dtype=np.int64),  # dval
+        ]
         self._spec = spec
         if spec.num_keys == 0:
             module = self._variant()[1]
-            module.init_global(tuple(arrays), 0)
+            module.init_global(tuple(self._state), 0)
 
     def _meta(self) -> np.ndarray:
-        for s, a in zip(self._spec.state, self._state):
-            if s.kind == "meta":
-                return a
-        raise AssertionError("no meta state")
+        return self._state[7]
 
     def _grow(self) -> None:
-        """Double whatever is full (groups and/or a distinct set), rebuild its table."""
+        """Double whatever is full (groups and/or distinct sets), rebuild its tables."""
         spec, st = self._spec, self._state
         meta = self._meta()
-        names = [s.name for s in spec.state]
-        hashes = st[names.index("hashes")]
-        gcap = hashes.shape[1]
-        if meta[:, 0].max() >= gcap:
-            for k, s in enumerate(spec.state):
-                if s.kind in ("group", "group_k"):
-                    st[k] = _double(st[k])
-                elif s.kind == "table":
-                    st[k] = np.full((st[k].shape[0], st[k].shape[1] * 2), -1, np.int64)
-            rebuild_table(st[names.index("table")], st[names.index("hashes")], meta, 0)
-        for col_name, col in spec.meta_cols.items():
-            if not col_name.endswith("_nd"):
-                continue
-            a = col_name[: -len("_nd")]
-            dg = names.index(f"{a}_dgid")
-            if meta[:, col].max() >= st[dg].shape[1]:
-                for k, s in enumerate(spec.state):
-                    if s.kind == f"dentry:{a}":
-                        st[k] = _double(st[k])
-                    elif s.kind == f"dtable:{a}":
-                        st[k] = np.full((st[k].shape[0], st[k].shape[1] * 2), -1, np.int64)
-                rebuild_distinct(st[names.index(f"{a}_dtab")], st[dg],
-                                 st[names.index(f"{a}_dval")], meta, col)
+        if meta[:, 0].max() >= st[1].shape[1]:
+            st[1] = _double(st[1], 1)
+            st[2] = _double(st[2], 1)
+            st[3] = _double(st[3], 1)
+            for k in (4, 5, 6):
+                st[k] = _double(st[k], 2)
+            st[0] = np.full((st[0].shape[0], st[0].shape[1] * 2), -1, np.int64)
+            rebuild_table(st[0], st[1], meta, 0)
+        cols = [spec.meta_cols[f"{a}_nd"] for a in spec.distinct]
+        if cols and max(meta[:, c].max() for c in cols) >= st[9].shape[2]:
+            st[9] = _double(st[9], 2)
+            st[10] = _double(st[10], 2)
+            st[8] = np.full(st[8].shape[:2] + (st[8].shape[2] * 2,), -1, np.int64)
+            for d, c in enumerate(cols):
+                rebuild_distinct(st[8][:, d], st[9][:, d], st[10][:, d], meta, c)
 
     # ---------------------------------------------------------------- execution
     def execute(self, prep: Prepared, routing: Routing) -> RecordBatch:
@@ -437,19 +421,19 @@ class StreamExecutionEngine:
     def _execute_stateless(self, prep: Prepared, r: Routing) -> RecordBatch:
         spec = prep.spec
         n = prep.n
-        O, OM, orow = self._out_buffers(spec, n)
+        OI, OF, OB, OM, orow = self._out_buffers(spec, n)
         idx = r.idx if r.idx is not None else _EMPTY_I64
         use_idx = r.idx is not None
         P = len(r.starts)
         counts = np.zeros(P, dtype=np.int64)
         if r.parallel and P > 1:
             prep.module.project_all(prep.C, prep.M, prep.R, idx, use_idx, r.starts, r.ends,
-                                    O, OM, orow, counts)
+                                    OI, OF, OB, OM, orow, counts)
         else:
             for p in range(P):
                 counts[p] = prep.module.project_part(prep.C, prep.M, prep.R, idx, use_idx,
-                                                     int(r.starts[p]), int(r.ends[p]), O, OM,
-                                                     orow)
+                                                     int(r.starts[p]), int(r.ends[p]), OI, OF,
+                                                     OB, OM, orow)
         total = int(counts.sum())
         self._metrics["records_filtered"] += n - total
         segs = [(int(s), int(s) + int(c)) for s, c in zip(r.starts, counts) if c > 0]
@@ -457,37 +441,36 @@ class StreamExecutionEngine:
         if use_idx and len(segs) > 1:
             rows = np.concatenate([orow[a:b] for a, b in segs])
             order = np.argsort(rows, kind="stable")
-        return self._assemble(spec, O, OM, segs, order)
+        return self._assemble(spec, (OI, OF, OB, OM), segs, order)
 
     def _out_buffers(self, spec: KernelSpec, n: int):
         key = f"out:{id(spec)}"
         bufs = self._bufs.get(key)
-        if bufs is None or len(bufs[2]) < n:
-            cap = max(n, 1024)
-            O = tuple(np.empty(cap, dtype=dt) for _, dt, _ in spec.outputs)
-            OM = tuple(np.empty(cap, dtype=bool) for _, _, m in spec.outputs if m)
-            orow = np.empty(cap, dtype=np.int64)
-            bufs = (O, OM, orow)
+        if bufs is None or bufs[-1].shape[0] < n:
+            bufs = _alloc_outputs(spec, max(n, 1024)) + (np.empty(max(n, 1024), np.int64),)
             self._bufs[key] = bufs
         return bufs
 
-    def _assemble(self, spec: KernelSpec, O, OM, segs, order) -> RecordBatch:
+    def _assemble(self, spec: KernelSpec, packs, segs, order) -> RecordBatch:
         b = self._bound
+        OI, OF, OB, OM = packs
+        by_pack = {"OI": OI, "OF": OF, "OB": OB}
         cols, masks, dicts = {}, {}, {}
-        mi = 0
-        for k, ((name, _dt, has_mask), t, (_, e)) in enumerate(
-            zip(spec.outputs, b.output_types, b.outputs)
-        ):
-            arr = _gather(O[k], segs, order)
-            if has_mask:
-                masks[name] = _gather(OM[mi], segs, order)
-                mi += 1
+        for oc, t, (_, e) in zip(spec.outputs, b.output_types, b.outputs):
+            arr = _gather(by_pack[oc.pack][oc.row], segs, order)
+            if oc.mask_row >= 0:
+                masks[oc.name] = _gather(OM[oc.mask_row], segs, order)
             if is_time(t):
                 arr = arr.view(t)
-            if t == STRING:
-                owner = _owner(b, e)
-                dicts[name] = self._dicts[owner]
-            cols[name] = arr
+            elif t == STRING:
+                arr = arr.astype(np.int32)
+                dicts[oc.name] = self._dicts[_owner(b, e)]
+            elif arr.dtype != np.dtype(oc.dtype):
+                if np.dtype(oc.dtype).kind == "u" and np.dtype(oc.dtype).itemsize == 8:
+                    arr = arr.view(np.uint64)
+                else:
+                    arr = arr.astype(oc.dtype)
+            cols[oc.name] = arr
         n = sum(bb - a for a, bb in segs)
         return RecordBatch(cols, masks, dicts, num_rows=n)
 
@@ -523,40 +506,38 @@ class StreamExecutionEngine:
 
     def _emit(self, module, R, parallel: bool, touched: bool) -> RecordBatch:
         spec = self._spec
-        names = [s.name for s in spec.state]
+        st = self._state
         meta = self._meta()
         P = meta.shape[0]
         total = int(meta[:, 1 if touched else 0].sum())
         gids = np.empty(total, dtype=np.int64)
         goffs = np.empty(P + 1, dtype=np.int64)
         if touched:
-            collect_touched(self._state[names.index("touched")],
-                            self._state[names.index("tlist")], meta, 1, gids, goffs)
+            trow = next(a.row for a in spec.state if a.name == "touched")
+            lrow = next(a.row for a in spec.state if a.name == "tlist")
+            collect_touched(st[6][:, trow], st[4][:, lrow], meta, 1, gids, goffs)
         else:
             collect_all(meta, 0, gids, goffs)
-        O = tuple(np.empty(total, dtype=dt) for _, dt, _ in spec.outputs)
-        OM = tuple(np.empty(total, dtype=bool) for _, _, m in spec.outputs if m)
+        OI, OF, OB, OM = _alloc_outputs(spec, total)
         oseq = np.empty(total, dtype=np.int64)
         counts = np.zeros(P, dtype=np.int64)
         obases = goffs[:P].copy()
-        S = tuple(self._state)
+        S = tuple(st)
         if parallel and P > 1:
-            module.emit_all(S, R, gids, goffs, O, OM, oseq, obases, counts)
+            module.emit_all(S, R, gids, goffs, OI, OF, OB, OM, oseq, obases, counts)
         else:
             for p in range(P):
-                counts[p] = module.emit_part(S, p, R, gids, int(goffs[p]), int(goffs[p + 1]), O,
-                                             OM, oseq, int(obases[p]))
+                counts[p] = module.emit_part(S, p, R, gids, int(goffs[p]), int(goffs[p + 1]),
+                                             OI, OF, OB, OM, oseq, int(obases[p]))
         segs = [(int(a), int(a) + int(c)) for a, c in zip(obases, counts) if c > 0]
         order = None
         if len(segs) > 1:
             seq = np.concatenate([oseq[a:b] for a, b in segs])
             order = np.argsort(seq, kind="stable")
-        return self._assemble(spec, O, OM, segs, order)
+        return self._assemble(spec, (OI, OF, OB, OM), segs, order)
 
     def _empty_output(self, spec: KernelSpec) -> RecordBatch:
-        O = tuple(np.empty(0, dtype=dt) for _, dt, _ in spec.outputs)
-        OM = tuple(np.empty(0, dtype=bool) for _, _, m in spec.outputs if m)
-        return self._assemble(spec, O, OM, [], None)
+        return self._assemble(spec, _alloc_outputs(spec, 0), [], None)
 
     def flush(self, parallel: bool = False) -> RecordBatch:
         """End of input: emit what is still held (final group rows for EMIT FINAL)."""
@@ -608,12 +589,24 @@ def _gather(arr: np.ndarray, segs, order) -> np.ndarray:
     return out
 
 
-def _double(a: np.ndarray) -> np.ndarray:
+def _double(a: np.ndarray, axis: int) -> np.ndarray:
+    """Copy of ``a`` with twice the capacity along ``axis`` (new slots zeroed)."""
     shape = list(a.shape)
-    shape[1] *= 2
+    shape[axis] *= 2
     out = np.zeros(shape, dtype=a.dtype)
-    out[:, : a.shape[1]] = a
+    out[(slice(None),) * axis + (slice(0, a.shape[axis]),)] = a
     return out
+
+
+def _alloc_outputs(spec: KernelSpec, n: int):
+    """Output packs (OI int64, OF float64, OB bool, OM bool masks), ``n`` rows each."""
+    rows = spec.out_rows()
+    return (
+        np.empty((max(rows["OI"], 1), n), dtype=np.int64),
+        np.empty((max(rows["OF"], 1), n), dtype=np.float64),
+        np.empty((max(rows["OB"], 1), n), dtype=np.bool_),
+        np.empty((max(rows["OM"], 1), n), dtype=np.bool_),
+    )
 
 
 def _fmt(e) -> str:

@@ -32,7 +32,6 @@ from velokern.plan import (
     FLOAT,
     INT,
     NULL,
-    Agg,
     AggRef,
     Binary,
     BoundQuery,
@@ -69,11 +68,35 @@ PJIT = dict(cache=True, nogil=True, error_model="numpy", parallel=True)
 """
 
 
+#: The fixed state layout: S = (table, hashes, kbits, knull, I, F, B, meta, dtab, dgid, dval)
+#: where I/F/B pack every per-group int64/float64/uint8 array of the query as rows of one
+#: [partitions, rows, capacity] array. A fixed, short tuple keeps numba's parallel
+#: compilation fast (its cost grows steeply with the number of arrays in a tuple).
+STATE_SLOTS = ("table", "hashes", "kbits", "knull", "I", "F", "B", "meta", "dtab", "dgid",
+               "dval")
+PACKS = {"int64": "I", "int32": "I", "float64": "F", "uint8": "B"}
+
+
 @dataclass
 class StateArray:
+    """A named per-group array: row ``row`` of pack ``pack`` (I, F or B)."""
+
     name: str
     dtype: str
-    kind: str  # "table" | "group" | "group_k" | "meta" | "dtable:<a>" | "dentry:<a>"
+    pack: str
+    row: int
+
+
+@dataclass
+class OutCol:
+    """An output column: row ``row`` of output pack ``pack`` (OI, OF or OB), its final
+    dtype, and its row in OM (-1 when it cannot be null)."""
+
+    name: str
+    dtype: str
+    pack: str
+    row: int
+    mask_row: int
 
 
 @dataclass
@@ -86,10 +109,20 @@ class KernelSpec:
     nullable: list[str]  # columns whose masks are in M, in order
     literals: list[tuple[str, str]]  # (owner column, string) -> R[0][k]
     rank_columns: list[str]  # string columns whose ranks are R[1 + k]
-    outputs: list[tuple[str, str, bool]]  # (name, storage dtype, has mask)
+    outputs: list[OutCol]
     state: list[StateArray] = field(default_factory=list)
+    pack_rows: dict[str, int] = field(default_factory=dict)  # rows of I, F, B
     meta_cols: dict[str, int] = field(default_factory=dict)
+    distinct: list[str] = field(default_factory=list)  # aggregate prefixes with a set
     num_keys: int = 0
+
+    def out_rows(self) -> dict[str, int]:
+        rows = {"OI": 0, "OF": 0, "OB": 0, "OM": 0}
+        for o in self.outputs:
+            rows[o.pack] += 1
+            if o.mask_row >= 0:
+                rows["OM"] += 1
+        return rows
 
 
 def _indent(lines: list[str], n: int) -> list[str]:
@@ -444,34 +477,25 @@ def _prologue_inputs(spec: KernelSpec) -> list[str]:
 
 def _out_lines(g: _Gen, outputs, pos: str) -> list[str]:
     """Evaluate outputs and store them at index ``pos``; records the output spec."""
+    from velokern.plan import numpy_dtype
+
     spec = g.spec
     spec.outputs = []
-    lines_before = len(g.lines)
     stores = []
-    o = 0
+    rows = {"OI": 0, "OF": 0, "OB": 0}
     om = 0
     for (name, e), t in outputs:
         v, n = g.gen(e)
-        has_mask = n != "False"
-        from velokern.plan import numpy_dtype
-
-        dt = numpy_dtype(t)
-        if is_time(t):
-            dt_name = "int64"
-        else:
-            dt_name = dt.name
-        spec.outputs.append((name, dt_name, has_mask))
-        if t == BOOL:
-            stores.append(f"O[{o}][{pos}] = {v}")
-        elif is_float(t):
-            stores.append(f"O[{o}][{pos}] = {v}")
-        else:
-            stores.append(f"O[{o}][{pos}] = {v}")
-        if has_mask:
-            stores.append(f"OM[{om}][{pos}] = not {n}")
+        dt = "int64" if is_time(t) else numpy_dtype(t).name
+        pack = "OB" if t == BOOL else ("OF" if is_float(t) else "OI")
+        mask_row = -1
+        stores.append(f"{pack}[{rows[pack]}, {pos}] = {v}")
+        if n != "False":
+            mask_row = om
+            stores.append(f"OM[{om}, {pos}] = not {n}")
             om += 1
-        o += 1
-    del lines_before
+        spec.outputs.append(OutCol(name, dt, pack, rows[pack], mask_row))
+        rows[pack] += 1
     return stores
 
 
@@ -484,58 +508,59 @@ def _gen_stateless(bq: BoundQuery, spec: KernelSpec, types) -> str:
     loop = g.lines + stores + ["orow[k] = i", "k += 1"]
     pro = _prologue_inputs(spec)
     src = ["@njit(**JIT)",
-           "def project_part(C, M, R, idx, use_idx, start, end, O, OM, orow):"]
+           "def project_part(C, M, R, idx, use_idx, start, end, OI, OF, OB, OM, orow):"]
     src += _indent(pro, 4)
     src += _indent(["k = start", "for j in range(start, end):",
                     "    i = idx[j] if use_idx else j"], 4)
     src += _indent(loop, 8)
     src += _indent(["return k - start"], 4)
     src += ["", "", "@njit(**PJIT)",
-            "def project_all(C, M, R, idx, use_idx, starts, ends, O, OM, orow, counts):",
+            "def project_all(C, M, R, idx, use_idx, starts, ends, OI, OF, OB, OM, orow, counts):",
             "    for p in prange(len(starts)):",
-            "        counts[p] = project_part(C, M, R, idx, use_idx, starts[p], ends[p], O, OM, "
-            "orow)", ""]
+            "        counts[p] = project_part(C, M, R, idx, use_idx, starts[p], ends[p], OI, OF, "
+            "OB, OM, orow)", ""]
     return "\n".join(src)
 
 
 def _gen_aggregate(bq: BoundQuery, spec: KernelSpec, types) -> str:
     K = len(bq.keys)
     track = bq.emit == "changes"
-    # ---- state layout
-    st = [
-        StateArray("table", "int64", "table"),
-        StateArray("hashes", "uint64", "group"),
-        StateArray("kbits", "int64", "group_k"),
-        StateArray("knull", "uint8", "group_k"),
-        StateArray("first_seq", "int64", "group"),
-        StateArray("touched", "uint8", "group"),
-        StateArray("tlist", "int64", "group"),
-        StateArray("meta", "int64", "meta"),
-    ]
+    # ---- state layout (see STATE_SLOTS)
+    rows = {"I": 0, "F": 0, "B": 0}
+    st: list[StateArray] = []
+
+    def add(name: str, dtype: str) -> None:
+        pack = PACKS[dtype]
+        st.append(StateArray(name, dtype, pack, rows[pack]))
+        rows[pack] += 1
+
+    add("first_seq", "int64")
+    add("tlist", "int64")
+    add("touched", "uint8")
     meta_cols = {"ngroups": 0, "ntouched": 1, "filtered": 2}
     key_ctypes = [compute_type(t) if not is_time(t) else INT for t in bq.key_types]
     for j, t in enumerate(bq.key_types):
-        dt = "int32" if t == STRING else ("int64" if is_time(t) else compute_type(t))
-        st.append(StateArray(f"kv{j}", dt, "group"))
-    agg_state: list[list[str]] = []
+        add(f"kv{j}", _state_type(t))
+    distinct: list[str] = []
     for ai, (a, at) in enumerate(zip(bq.aggs, bq.agg_arg_types)):
         kind = REGISTRY[a.func]
-        arg_ct = "int64" if at is None else (
-            "int32" if at == STRING else ("int64" if is_time(at) else
-                                          (FLOAT if at == NULL else compute_type(at))))
-        names = []
+        arg_ct = _state_type(at)
         for suffix, dt in kind.state(arg_ct):
-            st.append(StateArray(f"a{ai}_{suffix}", dt, "group"))
-            names.append(f"a{ai}_{suffix}")
+            add(f"a{ai}_{suffix}", dt)
         if a.func == "count_distinct":
             meta_cols[f"a{ai}_nd"] = len(meta_cols)
-            st.append(StateArray(f"a{ai}_dtab", "int64", f"dtable:a{ai}"))
-            st.append(StateArray(f"a{ai}_dgid", "int64", f"dentry:a{ai}"))
-            st.append(StateArray(f"a{ai}_dval", "int64", f"dentry:a{ai}"))
-        agg_state.append(names)
+            distinct.append(f"a{ai}")
     spec.state = st
+    spec.pack_rows = rows
     spec.meta_cols = meta_cols
-    bind_state = [f"{s.name} = S[{k}][p]" for k, s in enumerate(st)]
+    spec.distinct = distinct
+    bind_state = [f"{name} = S[{k}][p]" for k, name in enumerate(STATE_SLOTS)
+                  if name in ("table", "hashes", "kbits", "knull", "meta")]
+    bind_state += [f"{pk}_ = S[{STATE_SLOTS.index(pk)}][p]" for pk in ("I", "F", "B")]
+    bind_state += [f"{a.name} = {a.pack}_[{a.row}]" for a in st]
+    for d, a in enumerate(distinct):
+        bind_state += [f"{a}_dtab = S[8][p, {d}]", f"{a}_dgid = S[9][p, {d}]",
+                       f"{a}_dval = S[10][p, {d}]"]
 
     # ---- update kernel
     g = _Gen(bq, spec, types)
@@ -640,17 +665,17 @@ def _gen_aggregate(bq: BoundQuery, spec: KernelSpec, types) -> str:
     # outputs that are aggregates/keys may be null even when the generator thinks not
     body = e.lines + stores + ["oseq[obase + k] = first_seq[g]", "k += 1"]
     src += ["@njit(**JIT)",
-            "def emit_part(S, p, R, gids, gstart, gend, O, OM, oseq, obase):"]
+            "def emit_part(S, p, R, gids, gstart, gend, OI, OF, OB, OM, oseq, obase):"]
     src += _indent(["LIT = R[0]"] + [f"RANK{k} = R[{k + 1}]"
                                      for k in range(len(spec.rank_columns))] + bind_state, 4)
     src += _indent(["k = 0", "for t in range(gstart, gend):", "    g = gids[t]"], 4)
     src += _indent(body, 8)
     src += _indent(["return k"], 4)
     src += ["", "", "@njit(**PJIT)",
-            "def emit_all(S, R, gids, goffs, O, OM, oseq, obases, counts):",
+            "def emit_all(S, R, gids, goffs, OI, OF, OB, OM, oseq, obases, counts):",
             "    for p in prange(len(obases)):",
-            "        counts[p] = emit_part(S, p, R, gids, goffs[p], goffs[p + 1], O, OM, oseq, "
-            "obases[p])", ""]
+            "        counts[p] = emit_part(S, p, R, gids, goffs[p], goffs[p + 1], OI, OF, OB, OM, "
+            "oseq, obases[p])", ""]
     # ---- key bits (for hash partitioning)
     kb = _Gen(bq, spec, types)
     for j, (ke, t) in enumerate(zip(bq.keys, bq.key_types)):
@@ -675,10 +700,21 @@ def _gen_aggregate(bq: BoundQuery, spec: KernelSpec, types) -> str:
     return "\n".join(src)
 
 
+def _state_type(t: str | None) -> str:
+    """Storage dtype (a PACKS key) of an aggregate's held value of input type ``t``."""
+    if t is None or is_int(t) or is_time(t):
+        return "int64"
+    if t == STRING:
+        return "int32"
+    if t == BOOL:
+        return "uint8"
+    return "float64"
+
+
 def _nd_list(distinct: list[int]) -> str:
     if not distinct:
         return "(0,)"
     return "(" + ", ".join(f"a{ai}_nd" for ai in distinct) + ",)"
 
 
-__all__ = ["KernelSpec", "StateArray", "generate", "Agg"]
+__all__ = ["STATE_SLOTS", "KernelSpec", "OutCol", "StateArray", "generate"]
