@@ -6,9 +6,14 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import settings
 
 import velokern as vk
 from velokern.batch import RecordBatch, StringDictionary
+
+# numba compiles on first call: no per-example deadline
+settings.register_profile("velokern", deadline=None)
+settings.load_profile("velokern")
 
 
 def make_stream(

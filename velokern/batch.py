@@ -9,7 +9,9 @@ keeps for its whole life, so a string has the same code in every batch of the jo
 from __future__ import annotations
 
 import datetime as _dt
+import operator
 from collections.abc import Iterable, Mapping, Sequence
+from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -117,13 +119,13 @@ class StringDictionary:
         return self._index.get(value, default)
 
     def encode_unique(self, uniques: Sequence[str]) -> np.ndarray:
-        """Codes (int32) of distinct values, adding the new ones."""
-        out = np.empty(len(uniques), dtype=np.int32)
-        index = self._index
-        for j, v in enumerate(uniques):
-            c = index.get(v)
-            out[j] = self.code_of(v) if c is None else c
-        return out
+        """Codes (int32) of distinct values, adding the new ones (in the given order)."""
+        codes = list(map(self._index.get, uniques))  # C-speed lookups
+        if None in codes:
+            for j, c in enumerate(codes):
+                if c is None:
+                    codes[j] = self.code_of(uniques[j])
+        return np.array(codes, dtype=np.int32)
 
     def encode(self, values: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
         """Codes (int32) for an array of strings; null positions get code -1.
@@ -335,6 +337,23 @@ def _datetime_value(v: Any) -> np.datetime64:
     return np.datetime64(_naive_utc(v), "us")
 
 
+def _value_kind(t: type) -> str | None:
+    """The column kind of Python/numpy values of type ``t`` (None for unsupported)."""
+    if issubclass(t, (bool, np.bool_)):
+        return "bool"
+    if issubclass(t, (int, np.integer)):
+        return "int"
+    if issubclass(t, (float, np.floating)):
+        return "float"
+    if issubclass(t, str):
+        return "str"
+    if issubclass(t, (_dt.datetime, np.datetime64)):
+        return "datetime"
+    if issubclass(t, _dt.date):
+        return "date"
+    return None
+
+
 def _infer_list(name: str, values: list[Any]) -> tuple[np.ndarray, np.ndarray | None, str]:
     """Column from a Python list with None for null: (data, valid-or-None, kind).
 
@@ -342,27 +361,19 @@ def _infer_list(name: str, values: list[Any]) -> tuple[np.ndarray, np.ndarray | 
     as an object array (None at nulls), everything else as a numpy array.
     """
     n = len(values)
-    valid = np.fromiter((v is not None for v in values), dtype=bool, count=n)
     kinds = set()
-    for v in values:
-        if v is None:
+    for t in set(map(type, values)):  # per distinct type, not per value
+        if t is type(None):
             continue
-        if isinstance(v, (bool, np.bool_)):
-            kinds.add("bool")
-        elif isinstance(v, (int, np.integer)):
-            kinds.add("int")
-        elif isinstance(v, (float, np.floating)):
-            kinds.add("float")
-        elif isinstance(v, str):
-            kinds.add("str")
-        elif isinstance(v, (_dt.datetime, np.datetime64)):
-            kinds.add("datetime")
-        elif isinstance(v, _dt.date):
-            kinds.add("date")
-        else:
+        kind = _value_kind(t)
+        if kind is None:
+            v = next(v for v in values if type(v) is t)
             raise TypeError(f"column {name!r}: unsupported value {v!r} of type {type(v).__name__}")
-    all_valid = bool(valid.all())
-    mask = None if all_valid else valid
+        kinds.add(kind)
+    has_null = None in values
+    if has_null:
+        valid = np.fromiter(map(operator.is_not, values, repeat(None)), dtype=bool, count=n)
+    mask = valid if has_null else None
     if not kinds:
         # all null (or empty): a float64 column of nulls
         return np.zeros(n, dtype=np.float64), mask, "float"
@@ -384,7 +395,7 @@ def _infer_list(name: str, values: list[Any]) -> tuple[np.ndarray, np.ndarray | 
         return data, mask, kind
     fill = {"bool": False, "int": 0, "float": 0.0}[kind]
     dtype = {"bool": np.bool_, "int": np.int64, "float": np.float64}[kind]
-    filled = values if all_valid else [fill if v is None else v for v in values]
+    filled = [fill if v is None else v for v in values] if has_null else values
     try:
         data = np.array(filled, dtype=dtype)
     except OverflowError:
@@ -426,6 +437,28 @@ def _and_valid(a: np.ndarray | None, b: np.ndarray | None) -> np.ndarray | None:
     return a & b
 
 
+def _strings_via_arrow(
+    name: str, values: Any, valid: np.ndarray | None, dictionary: StringDictionary | None
+) -> tuple[None, np.ndarray | None, _PendingStrings] | None:
+    """Fast path for a list / object array of str and None: Arrow checks and factorises
+    the values at C speed. None when the values are anything else (or pyarrow is
+    missing); then the Python path decides, and names any problem."""
+    first = next((v for v in values if v is not None), None)
+    if not isinstance(first, str):
+        return None
+    try:
+        import pyarrow as pa
+    except ImportError:  # pragma: no cover - pyarrow is installed in the test env
+        return None
+    try:
+        arr = pa.array(values, mask=None if valid is None else ~valid, from_pandas=False)
+    except (pa.ArrowException, UnicodeError, TypeError, ValueError):
+        return None
+    if not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
+        return None
+    return _arrow_column(pa, name, arr, dictionary)
+
+
 def _as_column(
     name: str,
     values: Any,
@@ -465,6 +498,9 @@ def _as_column(
             )
         valid = _and_valid(valid, m)
     if isinstance(values, list) or values.dtype == object:
+        fast = _strings_via_arrow(name, values, valid, dictionary)
+        if fast is not None:
+            return fast
         # Python values (None = null), of one kind; positions already null are not read
         lst = values if isinstance(values, list) else values.tolist()
         if valid is not None:
@@ -474,7 +510,10 @@ def _as_column(
         data, v, kind = _infer_list(name, lst)
         valid = _and_valid(valid, v)
         if kind == "str":
-            return None, valid, _pending(data, valid, dictionary)
+            try:
+                return None, valid, _pending(data, valid, dictionary)
+            except TypeError as exc:  # e.g. a str that is not valid Unicode
+                raise TypeError(f"column {name!r}: {exc}") from exc
     elif values.dtype.kind in "US":
         try:
             return None, valid, _pending(values, valid, dictionary)

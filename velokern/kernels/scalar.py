@@ -19,6 +19,7 @@ _S30 = np.uint64(30)
 _S27 = np.uint64(27)
 _S31 = np.uint64(31)
 CANONICAL_NAN_BITS = np.int64(0x7FF8000000000000)
+_TWO63 = np.float64(2.0**63)
 
 JIT = {"cache": True, "nogil": True, "error_model": "numpy"}
 
@@ -85,21 +86,21 @@ def round_half_away(x, digits):
         return x
     ax = abs(x)
     if digits == 0:
-        r = math.floor(ax + 0.5) if ax < 4503599627370496.0 else ax
+        r = np.floor(ax + 0.5) if ax < 4503599627370496.0 else ax
         return math.copysign(r, x)
     if digits > 0:
         p = 10.0**digits
         y = ax * p
         if not math.isfinite(y) or y >= 4503599627370496.0:
             return x
-        fl = math.floor(y)
+        fl = np.floor(y)
         frac = y - fl
         if frac > 0.5 or (frac == 0.5 and two_prod_err(ax, p) >= 0.0):
             fl += 1.0
         return math.copysign(fl / p, x)
     p = 10.0 ** (-digits)
     y = ax / p
-    r = math.floor(y + 0.5)
+    r = np.floor(y + 0.5)
     return math.copysign(r * p, x)
 
 
@@ -122,11 +123,11 @@ def float_to_int(x):
     NaN, infinities and out-of-range values are NULL (TRY_CAST semantics)."""
     if not math.isfinite(x):
         return np.int64(0), True
-    r = math.floor(x)
+    r = np.floor(x)
     d = x - r
     if d > 0.5 or (d == 0.5 and np.fmod(r, 2.0) != 0.0):
         r += 1.0
-    if r >= 9.223372036854775807e18 or r < -9.223372036854775808e18:
+    if r >= _TWO63 or r < -_TWO63:
         return np.int64(0), True
     return np.int64(r), False
 

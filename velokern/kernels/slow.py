@@ -1,0 +1,73 @@
+"""Slow pure-Python twins of the scalar kernels (bottleneck-style), for the tests.
+
+Each function computes the same value as its namesake in
+:mod:`velokern.kernels.scalar`, in the simplest exact way (Decimal arithmetic for
+rounding), so the fast version can be held to it.
+"""
+
+from __future__ import annotations
+
+import math
+from decimal import ROUND_HALF_EVEN, ROUND_HALF_UP, Context, Decimal
+
+_EXACT = Context(prec=800)  # enough digits for any double
+
+MASK64 = (1 << 64) - 1
+
+
+def mix64(x: int) -> int:
+    z = (x + 0x9E3779B97F4A7C15) & MASK64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & MASK64
+    return z ^ (z >> 31)
+
+
+def combine(h: int, key: int) -> int:
+    return mix64((h ^ (key & MASK64)) & MASK64)
+
+
+def int_div(a: int, b: int) -> int:
+    q = abs(a) // abs(b)
+    return q if (a >= 0) == (b >= 0) else -q
+
+
+def int_mod(a: int, b: int) -> int:
+    return a - b * int_div(a, b)
+
+
+def round_half_away(x: float, digits: int) -> float:
+    if not math.isfinite(x):
+        return x
+    q = Decimal(1).scaleb(-digits)
+    return float(Decimal(x).quantize(q, rounding=ROUND_HALF_UP, context=_EXACT))
+
+
+def float_to_int(x: float) -> tuple[int, bool]:
+    if not math.isfinite(x):
+        return 0, True
+    r = int(Decimal(x).quantize(Decimal(1), rounding=ROUND_HALF_EVEN, context=_EXACT))
+    if not -(2**63) <= r < 2**63:
+        return 0, True
+    return r, False
+
+
+def f_lt(a: float, b: float) -> bool:
+    if math.isnan(a):
+        return False
+    if math.isnan(b):
+        return True
+    return a < b
+
+
+def f_eq(a: float, b: float) -> bool:
+    return a == b or (math.isnan(a) and math.isnan(b))
+
+
+def float_key_bits(x: float) -> int:
+    import struct
+
+    if x == 0.0:
+        return 0
+    if math.isnan(x):
+        return 0x7FF8000000000000
+    return struct.unpack("<q", struct.pack("<d", x))[0]
