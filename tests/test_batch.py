@@ -408,8 +408,9 @@ def test_dictionary_codes_are_stable_across_batches():
         dictionaries={"s": d},
     )
     np.testing.assert_array_equal(b3.column("s"), [3, 1])
+    assert "zz" not in d  # an unused category does not enter the job's dictionary
     b4 = RecordBatch.from_polars(pl.DataFrame({"s": ["a", "e"]}), dictionaries={"s": d})
-    np.testing.assert_array_equal(b4.column("s"), [1, len(d) - 1])
+    np.testing.assert_array_equal(b4.column("s"), [1, 4])
     b5 = RecordBatch.from_pydict({"s": np.array(["c", "b"])}, dictionaries={"s": d})
     np.testing.assert_array_equal(b5.column("s"), [2, 0])
     # earlier batches still decode the same
@@ -451,6 +452,39 @@ def test_encode_assigns_codes_by_first_appearance_for_any_input():
         d = StringDictionary(["z"])
         np.testing.assert_array_equal(d.encode(np.asarray(values)), [1, 2, 1, 3])
         assert d.values == ["z", "q", "b", "a"]
+
+
+def test_dictionary_encoded_inputs_add_used_values_in_order_of_first_appearance():
+    data = ["q", None, "b", "q", "a"]
+    cats = ["a", "b", "q", "unused"]
+    sources = {
+        "arrow-dict": lambda: pa.table(
+            {"s": pa.DictionaryArray.from_arrays(pa.array([2, None, 1, 2, 0]), pa.array(cats))}
+        ),
+        "pandas-category": lambda: pd.DataFrame({"s": pd.Categorical(data, categories=cats)}),
+        "polars-enum": lambda: pl.DataFrame({"s": pl.Series(data, dtype=pl.Enum(cats))}),
+    }
+    for label, make in sources.items():
+        d = StringDictionary(["z", "b"])
+        src = make()
+        conv = {
+            "arrow-dict": RecordBatch.from_arrow,
+            "pandas-category": RecordBatch.from_pandas,
+            "polars-enum": RecordBatch.from_polars,
+        }[label]
+        b = conv(src, dictionaries={"s": d})
+        assert d.values == ["z", "b", "q", "a"], label
+        np.testing.assert_array_equal(b.column("s"), [2, -1, 1, 2, 3], err_msg=label)
+        assert b.to_pydict() == {"s": data}, label
+        # the same codes as the plain strings would get
+        d2 = StringDictionary(["z", "b"])
+        plain = RecordBatch.from_pydict({"s": data}, dictionaries={"s": d2})
+        np.testing.assert_array_equal(plain.column("s"), b.column("s"), err_msg=label)
+    # a batch of nulls only adds nothing
+    d = StringDictionary()
+    nulls = pa.DictionaryArray.from_arrays(pa.array([None, None], pa.int32()), pa.array(cats))
+    RecordBatch.from_arrow(pa.table({"s": nulls}), dictionaries={"s": d})
+    assert len(d) == 0
 
 
 def test_ranks_order_codes_like_their_strings():

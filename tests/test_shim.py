@@ -374,6 +374,22 @@ def test_threads_pin_independently():
 
 
 @needs_affinity
+def test_cpu_sets_with_high_cpu_numbers():
+    # CPU 63 is the sign bit of a 64-bit mask word; CPUs the machine lacks are dropped
+    def work():
+        before = _shim.current_thread_cpus()
+        try:
+            _shim.set_current_thread_cpus(before | {63, 127, 1023})
+            return before, _shim.current_thread_cpus(), set(os.sched_getaffinity(0))
+        finally:
+            _shim.set_current_thread_cpus(before)
+
+    before, got, os_view = _in_thread(work)
+    assert got == os_view
+    assert before <= got <= before | {63, 127, 1023}
+
+
+@needs_affinity
 def test_pin_errors():
     def work():
         before = _shim.current_thread_cpus()

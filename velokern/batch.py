@@ -165,7 +165,7 @@ class _PendingStrings:
     dictionaries it was given untouched.
     """
 
-    __slots__ = ("dictionary", "inverse", "num_rows", "uniques", "valid")
+    __slots__ = ("dictionary", "first_seen", "inverse", "num_rows", "uniques", "valid")
 
     def __init__(
         self,
@@ -174,18 +174,40 @@ class _PendingStrings:
         valid: np.ndarray | None,
         num_rows: int,
         dictionary: StringDictionary | None,
+        *,
+        first_seen: bool = True,
     ):
-        self.uniques = uniques  # distinct str values
+        self.uniques = uniques  # str values
         self.inverse = inverse  # index into uniques of every valid row
         self.valid = valid  # None when no nulls
         self.num_rows = num_rows
         self.dictionary = dictionary
+        # True when uniques are exactly the values used, in order of first appearance
+        # (a factorisation done here); False for a dictionary that came with the data
+        # (Arrow dictionary arrays, categoricals), which may hold unused values
+        self.first_seen = first_seen
+
+    def _used_in_order(self) -> tuple[Sequence[str], np.ndarray]:
+        uniques, inverse = self.uniques, self.inverse
+        if self.first_seen:
+            return uniques, inverse
+        n, k = len(inverse), len(uniques)
+        first = np.full(k, n, dtype=np.intp)
+        np.minimum.at(first, inverse, np.arange(n, dtype=np.intp))
+        used = np.flatnonzero(first < n)
+        order = used[np.argsort(first[used], kind="stable")]
+        remap = np.empty(k, dtype=np.intp)
+        remap[order] = np.arange(len(order), dtype=np.intp)
+        return [uniques[j] for j in order.tolist()], remap[inverse]
 
     def encode(self) -> tuple[np.ndarray, StringDictionary]:
+        """Codes (int32, -1 at nulls) in the dictionary, which gains only the values the
+        rows use, new ones in order of first appearance."""
         d = self.dictionary if self.dictionary is not None else StringDictionary()
         codes = np.full(self.num_rows, -1, dtype=np.int32)
         if len(self.uniques) and len(self.inverse):
-            mapped = d.encode_unique(self.uniques)[self.inverse]
+            uniques, inverse = self._used_in_order()
+            mapped = d.encode_unique(uniques)[inverse]
             if self.valid is None:
                 codes[:] = mapped
             else:
@@ -1190,7 +1212,9 @@ def _datetime_pylist(data: np.ndarray) -> list[Any]:
     return data.astype("datetime64[us]").astype(object).tolist()
 
 
-def _arrow_column(pa, name: str, arr, dictionary: StringDictionary | None):
+def _arrow_column(
+    pa, name: str, arr, dictionary: StringDictionary | None, *, encoded_here: bool = False
+):
     """One Arrow array -> ``(data, valid-or-None, pending-strings-or-None)``."""
     t = arr.type
     valid = None
@@ -1207,11 +1231,15 @@ def _arrow_column(pa, name: str, arr, dictionary: StringDictionary | None):
         idx = arr.indices.fill_null(0).to_numpy(zero_copy_only=False).astype(np.intp)
         inverse = idx if valid is None else idx[valid]
         uniques = arr.dictionary.to_pylist()
-        return None, valid, _PendingStrings(uniques, inverse, valid, len(arr), dictionary)
+        return (
+            None,
+            valid,
+            _PendingStrings(uniques, inverse, valid, len(arr), dictionary, first_seen=encoded_here),
+        )
     if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t):
         if pa.types.is_string_view(t):
             arr = arr.cast(pa.large_string())
-        return _arrow_column(pa, name, arr.dictionary_encode(), dictionary)
+        return _arrow_column(pa, name, arr.dictionary_encode(), dictionary, encoded_here=True)
     if pa.types.is_null(t):
         # a column of nulls only, with no type: float64 like an all-None list
         return np.zeros(len(arr), dtype=np.float64), np.zeros(len(arr), dtype=bool), None
@@ -1250,7 +1278,11 @@ def _pandas_column(pd, name: str, s, dictionary: StringDictionary | None):
                 valid, inverse = None, raw.astype(np.intp)
             else:
                 inverse = raw[valid].astype(np.intp)
-            return None, valid, _PendingStrings(cats, inverse, valid, len(s), dictionary)
+            return (
+                None,
+                valid,
+                _PendingStrings(cats, inverse, valid, len(s), dictionary, first_seen=False),
+            )
         # categories of other values: the column of those values
         vals = np.array(s.astype(object).to_numpy(), dtype=object)
         vals[s.isna().to_numpy()] = None
