@@ -1,0 +1,299 @@
+"""Processor configs, the factory, V1/V2 metadata and interchangeability, strategies,
+core affinity read back from the workers, and concurrent V2 jobs."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+from conftest import assert_batches_identical, cut, make_stream, run, to_batch
+
+import velokern as vk
+from velokern.processors import (
+    ConfigError,
+    JobProcessor,
+    JobProcessorConfig,
+    JobProcessorFactory,
+    PartitionedJobCoordinator,
+    SimpleJobProcessor,
+    StrategyError,
+)
+from velokern.processors.threading import available_cpus, worker_affinity
+
+GROUP_SQL = "SELECT k, COUNT(*) AS n, SUM(f) AS sf FROM t GROUP BY k"
+FILTER_SQL = "SELECT seq, k, f FROM t WHERE f > 0"
+
+
+# ----------------------------------------------------------------- config strings
+@pytest.mark.parametrize(
+    "text, normal, version, n, affinity, strategy",
+    [
+        ("v1", "v1", "V1", None, False, None),
+        ("  V1 ", "v1", "V1", None, False, None),
+        ("v2", "v2", "V2", None, False, None),
+        ("V2", "v2", "V2", None, False, None),
+        ("v2:8", "v2:8", "V2", 8, False, None),
+        (" v2:1 ", "v2:1", "V2", 1, False, None),
+        ("v2:affinity", "v2:affinity", "V2", None, True, None),
+        ("v2:8:affinity", "v2:8:affinity", "V2", 8, True, None),
+        ("V2:8:AFFINITY", "v2:8:affinity", "V2", 8, True, None),
+        ("v2:8:hash", "v2:8:hash", "V2", 8, False, "hash"),
+        ("v2:round_robin", "v2:round_robin", "V2", None, False, "round_robin"),
+        ("v2:4:affinity:sticky", "v2:4:affinity:sticky", "V2", 4, True, "sticky"),
+        ("v2:smart", "v2:smart", "V2", None, False, "smart"),
+        ("v2:2:fan_in", "v2:2:fan_in", "V2", 2, False, "fan_in"),
+    ],
+)
+def test_parse_accepts(text, normal, version, n, affinity, strategy):
+    cfg = JobProcessorConfig.parse(text)
+    assert (cfg.version, cfg.num_partitions, cfg.enable_core_affinity, cfg.strategy) == (
+        version, n, affinity, strategy)
+    assert str(cfg) == normal
+    assert JobProcessorConfig.parse(str(cfg)) == cfg
+
+
+@pytest.mark.parametrize(
+    "text, fragment",
+    [
+        ("v3", "'v3'"),
+        ("v2:0", ">= 1, got 0"),
+        ("v2:-1", ">= 1, got -1"),
+        ("v2:foo", "'foo'"),
+        ("v2:8:8", "twice"),
+        ("", "empty"),
+        ("   ", "empty"),
+        ("v1:4", "v1 takes no options"),
+        ("v1:affinity", "v1 takes no options"),
+        ("v2:affinity:affinity", "twice"),
+        ("v2:hash:sticky", "twice"),
+        ("v2:hash:8", "right after v2"),
+        ("v2:hash:affinity", "before the strategy"),
+        ("v2:", "''"),
+    ],
+)
+def test_parse_rejects(text, fragment):
+    with pytest.raises(ConfigError) as exc:
+        JobProcessorConfig.parse(text)
+    assert fragment in str(exc.value)
+
+
+def test_config_objects_and_descriptions():
+    assert JobProcessorConfig.V1().description() == "V1 (single partition, serial)"
+    assert JobProcessorConfig.V2(8, True).description() == "V2 (8 partitions, core affinity)"
+    assert JobProcessorConfig.V2(1).description() == "V2 (1 partition, no core affinity)"
+    assert "hash strategy" in JobProcessorConfig.V2(2, strategy="hash").description()
+    assert "one per available CPU" in JobProcessorConfig.V2().description()
+    pj = JobProcessorConfig.V2(3, True, "hash").to_partitioned_job_config()
+    assert (pj.num_partitions, pj.enable_core_affinity, pj.strategy) == (3, True, "hash")
+    assert JobProcessorConfig.V2().to_partitioned_job_config().num_partitions == max(
+        1, len(available_cpus()) or 8)
+    assert JobProcessorConfig() == JobProcessorConfig.V2()
+    with pytest.raises(ConfigError):
+        JobProcessorConfig.V2(0)
+    with pytest.raises(ConfigError):
+        JobProcessorConfig.V2(2, strategy="nope")
+    with pytest.raises(ConfigError):
+        JobProcessorConfig("V1", num_partitions=4)
+
+
+def test_environment_default(monkeypatch):
+    monkeypatch.delenv("VELOKERN_PROCESSOR", raising=False)
+    assert JobProcessorConfig.default() == JobProcessorConfig.V2()
+    monkeypatch.setenv("VELOKERN_PROCESSOR", "v2:3:affinity")
+    assert JobProcessorConfig.default() == JobProcessorConfig.V2(3, True)
+    assert JobProcessorFactory.create().num_partitions == 3
+    monkeypatch.setenv("VELOKERN_PROCESSOR", "v1")
+    assert isinstance(JobProcessorFactory.create(None), SimpleJobProcessor)
+    monkeypatch.setenv("VELOKERN_PROCESSOR", "v9")
+    with pytest.raises(ConfigError, match="VELOKERN_PROCESSOR"):
+        JobProcessorConfig.default()
+
+
+# ----------------------------------------------------------------- factory / metadata
+def test_factory_and_metadata():
+    v1 = JobProcessorFactory.create_v1()
+    assert (v1.processor_name, v1.processor_version, v1.num_partitions) == (
+        "SimpleJobProcessor", "V1", 1)
+    v2 = JobProcessorFactory.create_v2_with_partitions(5)
+    assert isinstance(v2, PartitionedJobCoordinator)
+    assert (v2.processor_name, v2.processor_version, v2.num_partitions) == (
+        "PartitionedJobCoordinator", "V2", 5)
+    assert JobProcessorFactory.create_v2_default().num_partitions == \
+        JobProcessorConfig.V2().to_partitioned_job_config().num_partitions
+    assert JobProcessorFactory.create_from_str("v2:2:affinity").enable_core_affinity
+    assert JobProcessorFactory.create(JobProcessorConfig.V2(4)).num_partitions == 4
+    for p in (v1, v2):
+        assert isinstance(p, JobProcessor)
+        with pytest.raises(AttributeError):
+            p.num_partitions = 3  # read-only
+    with pytest.raises(ConfigError):
+        JobProcessorFactory.create_from_str("v2:0")
+
+
+def test_processors_are_interchangeable(stream_batch):
+    batches = cut(stream_batch, [100, 900, 2000])
+
+    def drive(proc: JobProcessor, sql: str):
+        engine = vk.StreamExecutionEngine(sql)
+        outs = [proc.process_batch(b, engine) for b in batches]
+        return outs + [proc.flush(engine)]
+
+    for sql in (GROUP_SQL, FILTER_SQL):
+        ref = drive(SimpleJobProcessor(), sql)
+        for proc in (PartitionedJobCoordinator(2), PartitionedJobCoordinator(3),
+                     JobProcessorFactory.create("v2:8")):
+            assert_batches_identical(ref, drive(proc, sql), f"{sql} {proc}")
+
+
+def test_empty_batches_and_big_batch():
+    cols = make_stream(10_000, seed=2, keys=100)
+    big = to_batch(cols)
+    empty = big.slice(0, 0)
+    for sql in (GROUP_SQL, FILTER_SQL):
+        ref = run(sql, [empty, big, empty], "v1")
+        assert len(ref[0]) == 0 and ref[0].column_names == ref[1].column_names
+        for cfg in ("v2:2", "v2:3", "v2:8"):
+            assert_batches_identical(ref, run(sql, [empty, big, empty], cfg), cfg)
+    assert len(run(GROUP_SQL, [big], "v1")[0]) == 100
+
+
+def test_empty_stream_flush():
+    for sql, rows in ((GROUP_SQL + " EMIT FINAL", 0), ("SELECT COUNT(*) AS n FROM t EMIT FINAL",
+                                                       1)):
+        engine = vk.StreamExecutionEngine(sql, schema={"k": "int64", "f": "float64"})
+        out = SimpleJobProcessor().flush(engine)
+        assert len(out) == rows
+    engine = vk.StreamExecutionEngine("SELECT COUNT(*) AS n FROM t EMIT FINAL",
+                                      schema={"k": "int64"})
+    assert PartitionedJobCoordinator(3).flush(engine).to_pydict() == {"n": [0]}
+
+
+def test_partition_column_batch_and_sticky():
+    cols = make_stream(2000, seed=8, keys=30)
+    b = to_batch(cols, extra={"__partition__": np.asarray(cols["k"]) % 4})
+    batches = cut(b, [500, 700])
+    ref = run(GROUP_SQL, batches, "v1")
+    sticky = PartitionedJobCoordinator(3, strategy="sticky", keyed_by=["k"])
+    assert_batches_identical(ref, run(GROUP_SQL, batches, sticky), "sticky keyed by k")
+    smart = PartitionedJobCoordinator(3, strategy="smart", keyed_by=["k"])
+    assert_batches_identical(ref, run(GROUP_SQL, batches, smart), "smart keyed by k")
+    engine = vk.StreamExecutionEngine(GROUP_SQL)
+    assert smart.strategy_for(engine).describe(engine) == "sticky"
+    assert PartitionedJobCoordinator(3, strategy="smart").strategy_for(engine).describe(
+        engine) == "hash"
+    # stateless: sticky routes by the column and still keeps input order
+    ref = run(FILTER_SQL, batches, "v1")
+    assert_batches_identical(ref, run(FILTER_SQL, batches, "v2:3:sticky"), "sticky stateless")
+    # the partition column can be selected like any other
+    out = vk.run_sql("SELECT __partition__ AS p FROM t", batches, "v2:2:sticky")
+    assert out["p"].tolist() == b["__partition__"].tolist()
+
+
+def test_invalid_strategies_are_rejected_at_setup(stream_batch):
+    cases = [
+        (FILTER_SQL, "hash", "GROUP BY keys"),
+        (GROUP_SQL, "round_robin", "stateless"),
+        (GROUP_SQL, "fan_in", "stateless"),
+        (GROUP_SQL, "sticky", "keyed_by"),
+    ]
+    for sql, strategy, fragment in cases:
+        engine = vk.StreamExecutionEngine(sql)
+        proc = PartitionedJobCoordinator(2, strategy=strategy)
+        with pytest.raises(StrategyError, match=fragment):
+            proc.validate(engine)
+        with pytest.raises(StrategyError):
+            proc.process_batch(stream_batch, engine)
+        assert engine.metrics["records_in"] == 0
+    # keyed by a column that is not a GROUP BY column does not make sticky safe
+    with pytest.raises(StrategyError):
+        PartitionedJobCoordinator(2, strategy="sticky", keyed_by=["s"]).validate(
+            vk.StreamExecutionEngine(GROUP_SQL))
+
+
+def test_sticky_without_partition_column_leaves_state_unchanged(stream_batch):
+    engine = vk.StreamExecutionEngine(FILTER_SQL)
+    proc = PartitionedJobCoordinator(2, strategy="sticky")
+    with pytest.raises(StrategyError, match="__partition__"):
+        proc.process_batch(stream_batch, engine)
+    m = engine.metrics
+    assert m["records_in"] == 0 and m["records_rejected"] == len(stream_batch)
+
+
+def test_metrics_count_every_record(stream_batch):
+    engine = vk.StreamExecutionEngine(FILTER_SQL)
+    proc = PartitionedJobCoordinator(3)
+    out = [proc.process_batch(b, engine) for b in cut(stream_batch, [1000, 1000])]
+    m = engine.metrics
+    assert m["records_in"] == len(stream_batch)
+    assert m["records_filtered"] + m["records_emitted"] == len(stream_batch)
+    assert m["records_emitted"] == sum(len(o) for o in out)
+    assert sum(m["partition_records"]) == len(stream_batch)
+    assert len(m["partition_records"]) == 3
+
+
+def test_engine_cannot_be_resharded(stream_batch):
+    engine = vk.StreamExecutionEngine(GROUP_SQL)
+    PartitionedJobCoordinator(2).process_batch(stream_batch, engine)
+    with pytest.raises(ValueError, match="already sharded into 2"):
+        PartitionedJobCoordinator(3).process_batch(stream_batch, engine)
+
+
+# ----------------------------------------------------------------- affinity, threads
+@pytest.mark.skipif(len(available_cpus()) < 2, reason="needs 2 CPUs")
+def test_core_affinity_read_back_from_workers(stream_batch):
+    """Each V2 worker thread runs on its own core, as read by the worker itself."""
+    result = {}
+
+    def job():
+        try:
+            proc = JobProcessorFactory.create("v2:2:affinity")
+            engine = vk.StreamExecutionEngine(GROUP_SQL)
+            proc.process_batch(stream_batch, engine)
+            result["affinity"] = worker_affinity(proc.num_threads)
+        except Exception as exc:  # noqa: BLE001 - surfaced below
+            result["error"] = exc
+
+    # a thread of its own: its OpenMP team is separate from the test runner's
+    t = threading.Thread(target=job)
+    t.start()
+    t.join()
+    assert "error" not in result, result.get("error")
+    sets = result["affinity"]
+    cpus = available_cpus()
+    assert len(sets) == 2
+    assert all(len(s) == 1 for s in sets), sets
+    assert sets[0] != sets[1]
+    assert set().union(*sets) <= set(cpus)
+
+
+def test_concurrent_v2_jobs_in_threads():
+    cols = make_stream(20_000, seed=21, keys=50)
+    b = to_batch(cols)
+    batches = cut(b, [3000] * 7)
+    jobs = {
+        "group": GROUP_SQL,
+        "filter": FILTER_SQL,
+        "final": "SELECT s, MAX(f) AS m, COUNT(DISTINCT k) AS d FROM t GROUP BY s EMIT FINAL",
+    }
+    expected = {name: run(sql, batches, "v1") for name, sql in jobs.items()}
+    for sql in jobs.values():  # compile the parallel kernels before the race
+        run(sql, batches[:1], "v2:2")
+    results, errors = {}, []
+
+    def worker(name, sql, rep):
+        try:
+            for _ in range(3):
+                results[(name, rep)] = run(sql, batches, "v2:2")
+        except Exception as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(n, s, r)) for n, s in jobs.items()
+               for r in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    for (name, _), outs in results.items():
+        assert_batches_identical(expected[name], outs, f"concurrent {name}")
