@@ -108,23 +108,19 @@ class _Ctx:
         self.positions: dict[int, tuple[int, int]] = {}
 
     def pos(self, node: exp.Expression) -> tuple[int, int] | None:
+        for cls, tt in _KEYWORD_OF.items():
+            if isinstance(node, cls):
+                for tok in self.tokens:
+                    if tok.token_type == tt:
+                        return _line_col(self.sql, tok.start)
         for n in node.walk():
             m = n.meta if hasattr(n, "meta") else {}
             if "line" in m and "col" in m:
-                # sqlglot reports the column of the token's last character
                 start = m.get("start")
                 if start is not None:
                     return _line_col(self.sql, start)
+                # sqlglot reports the column of the token's last character
                 return (m["line"], m["col"])
-        tt = None
-        for cls, t in _KEYWORD_OF.items():
-            if isinstance(node, cls):
-                tt = t
-                break
-        if tt is not None:
-            for tok in self.tokens:
-                if tok.token_type == tt:
-                    return _line_col(self.sql, tok.start)
         return None
 
     def error(self, node: exp.Expression, msg: str) -> PlanError:
