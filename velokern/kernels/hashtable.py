@@ -25,7 +25,9 @@ def slot_of(h, mask):
     return np.int64((h >> _SHIFT) & np.uint64(mask))
 
 
-@njit(**JIT)
+# inline="always": a call would pass six arrays and pay NRT reference counting on each
+# of them per row (measured: ~60 ns/row, 6x the rest of a GROUP BY kernel)
+@njit(inline="always", **JIT)
 def probe(table, hashes, kbits, knull, kv, kn, h, ng):
     """Group id of key (kv, kn) with hash h; inserts it as group ``ng`` when absent."""
     mask = len(table) - 1
@@ -70,7 +72,7 @@ def distinct_hash(g, v):
     return mix64(mix64(np.uint64(g)) ^ np.uint64(v))
 
 
-@njit(**JIT)
+@njit(inline="always", **JIT)
 def distinct_insert(dtab, dgid, dval, g, v, nd):
     """Insert (group g, value bits v) into a distinct set; True when it was new."""
     mask = len(dtab) - 1
