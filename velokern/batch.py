@@ -633,6 +633,18 @@ class RecordBatch:
         self._dicts = dictionaries
         self._num_rows = int(num_rows)
 
+    @classmethod
+    def _trusted(cls, names, data, masks, dicts, num_rows: int) -> RecordBatch:
+        """Internal: a batch from arrays the engine built and already knows are valid
+        (1-D, equal lengths, supported dtypes, all-valid masks given as None)."""
+        b = cls.__new__(cls)
+        b._names = list(names)
+        b._data = data
+        b._masks = masks
+        b._dicts = dicts
+        b._num_rows = int(num_rows)
+        return b
+
     # ---------------------------------------------------------------- constructors
     @classmethod
     def from_pydict(

@@ -33,6 +33,7 @@ __all__ = ["Prepared", "Routing", "StreamExecutionEngine"]
 
 _INITIAL_GROUPS = 256
 _EMPTY_I64 = np.empty(0, dtype=np.int64)
+_NO_MASKS = np.ones((1, 0), dtype=np.bool_)
 
 
 class SchemaError(ValueError):
@@ -101,7 +102,10 @@ class StreamExecutionEngine:
         self._num_partitions: int | None = None
         self._seq = 0
         self._lock = threading.Lock()
-        self._bufs: dict[str, np.ndarray] = {}
+        self._bufs: dict[str, Any] = {}
+        self._literal_codes: dict[int, np.ndarray] = {}
+        self._remaps: dict[str, tuple[StringDictionary, np.ndarray]] = {}
+        self._plans: dict[int, list] = {}
         self._metrics: dict[str, Any] = {
             "records_in": 0,
             "records_filtered": 0,
@@ -164,7 +168,10 @@ class StreamExecutionEngine:
     @property
     def metrics(self) -> dict[str, Any]:
         m = dict(self._metrics)
-        m["partition_records"] = list(m["partition_records"])
+        m["partition_records"] = [int(x) for x in m["partition_records"]]
+        if self._state is not None:
+            # stateful kernels count filtered records in their state (no per-batch work)
+            m["records_filtered"] += int(self._meta()[:, 2].sum())
         m["groups"] = self.num_groups
         return m
 
@@ -228,29 +235,28 @@ class StreamExecutionEngine:
     def _prepare(self, batch: RecordBatch) -> Prepared:
         if not isinstance(batch, RecordBatch):
             raise TypeError(f"expected a RecordBatch, got {type(batch).__name__}")
-        if self._bound is None:
+        bound = self._bound
+        if bound is None:
             missing = [c for c in self._needed_columns() if c not in batch]
             if missing:
                 raise SchemaError(f"batch lacks column(s) {missing} used by the query "
                                   f"(batch columns: {batch.column_names})")
-            schema = batch.schema
-            bound = bind(self.query, schema)  # raises PlanError before any change
-            cols = bound.columns
-        else:
-            bound = self._bound
-            cols = bound.columns
+            bound = bind(self.query, batch.schema)  # raises PlanError before any change
         schema = bound.schema
+        cols = bound.columns
         data, masks = {}, {}
         for c in cols:
             if c not in batch:
                 raise SchemaError(f"batch lacks column {c!r} used by the query "
                                   f"(batch columns: {batch.column_names})")
-            want, got = schema[c], batch.type_of(c)
-            if _kind(want) != _kind(got) or (is_time(want) and want != got):
-                raise SchemaError(f"column {c!r} has type {got} in this batch but the job's "
-                                  f"schema has {want}")
             arr = batch.column(c)
-            if got != want and want != STRING:
+            want = schema[c]
+            is_str = batch.dictionary(c) is not None
+            if (want == STRING) != is_str or (not is_str and arr.dtype != want):
+                got = batch.type_of(c)
+                if _kind(want) != _kind(got) or is_time(want):
+                    raise SchemaError(f"column {c!r} has type {got} in this batch but the "
+                                      f"job's schema has {want}")
                 arr = arr.astype(want)
             data[c] = arr
             masks[c] = batch.validity(c)
@@ -258,29 +264,43 @@ class StreamExecutionEngine:
         if self._bound is None:
             self._bound = bound
         for c in cols:
-            if schema[c] == STRING:
+            if batch.dictionary(c) is not None:
                 data[c] = self._encode_strings(c, batch, data[c], masks[c])
         # Kernel variants: either no column is nullable, or (once any used column has had
         # a null) all are, so a query compiles at most two variants.
-        if any(masks[c] is not None for c in cols) and not self._nullable:
+        if not self._nullable and any(masks[c] is not None for c in cols):
             self._nullable = set(cols)
         spec, module = self._variant()
         n = len(batch)
         C = []
         for c, kind in spec.inputs:
-            arr = np.ascontiguousarray(data[c])
-            if is_time(schema[c]) or (kind == "bits"):
+            arr = data[c]
+            if not arr.flags.c_contiguous:
+                arr = np.ascontiguousarray(arr)
+            if kind == "bits" or arr.dtype.kind == "M":
                 arr = arr.view(np.int64) if arr.dtype.itemsize == 8 else arr.view(np.int32)
             C.append(arr)
         # validity masks travel as one [columns, rows] array: a short argument tuple keeps
         # numba's parallel compilation fast
-        M = np.ones((max(len(spec.nullable), 1), n if spec.nullable else 0), dtype=np.bool_)
-        for k, c in enumerate(spec.nullable):
-            if masks[c] is not None:
-                M[k] = masks[c]
-        lit = np.array([self._dicts[o].code_of(v) for o, v in spec.literals], dtype=np.int64)
-        R = [lit] + [self._dicts[c].ranks() for c in spec.rank_columns]
-        return Prepared(batch, n, spec, module, tuple(C), M, tuple(R))
+        if spec.nullable:
+            M = np.ones((len(spec.nullable), n), dtype=np.bool_)
+            for k, c in enumerate(spec.nullable):
+                if masks[c] is not None:
+                    M[k] = masks[c]
+        else:
+            M = _NO_MASKS
+        return Prepared(batch, n, spec, module, tuple(C), M, self._runtime_constants(spec))
+
+    def _runtime_constants(self, spec: KernelSpec) -> tuple:
+        """R: string literal codes (interned once) and current string ranks."""
+        lit = self._literal_codes.get(id(spec))
+        if lit is None:
+            lit = np.array([self._dicts[o].code_of(v) for o, v in spec.literals] or [0],
+                           dtype=np.int64)
+            self._literal_codes[id(spec)] = lit
+        if not spec.rank_columns:
+            return (lit,)
+        return (lit, *[self._dicts[c].ranks() for c in spec.rank_columns])
 
     def _needed_columns(self) -> list[str]:
         from velokern.plan import columns_of, walk
@@ -297,6 +317,7 @@ class StreamExecutionEngine:
         return cols
 
     def _encode_strings(self, c: str, batch: RecordBatch, codes: np.ndarray, mask) -> np.ndarray:
+        """Codes of a batch's string column in the job's dictionary for that column."""
         d = self._dicts.get(c)
         bd = batch.dictionary(c)
         if d is None:
@@ -304,7 +325,15 @@ class StreamExecutionEngine:
             return codes
         if bd is d:
             return codes
-        mapping = d.mapping_from(bd)
+        # the batch's dictionary is append-only: extend a cached mapping, never redo it
+        cached = self._remaps.get(c)
+        if cached is not None and cached[0] is bd:
+            mapping = cached[1]
+            if len(mapping) < len(bd):
+                mapping = np.concatenate([mapping, d.encode_unique(bd.values[len(mapping):])])
+        else:
+            mapping = d.mapping_from(bd)
+        self._remaps[c] = (bd, mapping)
         if len(mapping) == 0:
             return np.full(len(codes), -1, np.int32)
         safe = codes if mask is None else np.where(mask, codes, 0)
@@ -330,7 +359,7 @@ class StreamExecutionEngine:
             raise ValueError(f"number of partitions must be a positive integer, got {n!r}")
         if self._num_partitions is None:
             self._num_partitions = int(n)
-            self._metrics["partition_records"] = [0] * int(n)
+            self._metrics["partition_records"] = np.zeros(int(n), dtype=np.int64)
         elif self._num_partitions != n:
             raise ValueError(
                 f"this engine's state is already sharded into {self._num_partitions} "
@@ -403,11 +432,11 @@ class StreamExecutionEngine:
             raise ValueError(f"routing has {len(routing.starts)} partitions, the engine has "
                              f"{self._num_partitions}")
         with self._lock:
-            counts = (routing.ends - routing.starts).tolist()
             pr = self._metrics["partition_records"]
-            for p, c in enumerate(counts):
-                if p < len(pr):
-                    pr[p] += int(c)
+            if len(routing.starts) == len(pr):
+                pr += routing.ends - routing.starts
+            else:  # a stateless batch routed to fewer slices than partitions
+                pr[: len(routing.starts)] += routing.ends - routing.starts
             self._metrics["records_in"] += prep.n
             self._metrics["batches"] += 1
             if prep.spec.stateful:
@@ -415,7 +444,7 @@ class StreamExecutionEngine:
             else:
                 out = self._execute_stateless(prep, routing)
             self._seq += prep.n
-            self._metrics["records_emitted"] += len(out)
+            self._metrics["records_emitted"] += out.num_rows
             return out
 
     def _execute_stateless(self, prep: Prepared, r: Routing) -> RecordBatch:
@@ -451,58 +480,121 @@ class StreamExecutionEngine:
             self._bufs[key] = bufs
         return bufs
 
-    def _assemble(self, spec: KernelSpec, packs, segs, order) -> RecordBatch:
-        b = self._bound
-        OI, OF, OB, OM = packs
-        by_pack = {"OI": OI, "OF": OF, "OB": OB}
-        cols, masks, dicts = {}, {}, {}
-        for oc, t, (_, e) in zip(spec.outputs, b.output_types, b.outputs):
-            arr = _gather(by_pack[oc.pack][oc.row], segs, order)
-            if oc.mask_row >= 0:
-                masks[oc.name] = _gather(OM[oc.mask_row], segs, order)
-            if is_time(t):
-                arr = arr.view(t)
-            elif t == STRING:
-                arr = arr.astype(np.int32)
-                dicts[oc.name] = self._dicts[_owner(b, e)]
-            elif arr.dtype != np.dtype(oc.dtype):
-                if np.dtype(oc.dtype).kind == "u" and np.dtype(oc.dtype).itemsize == 8:
-                    arr = arr.view(np.uint64)
+    def _assembly_plan(self, spec: KernelSpec) -> list:
+        plan = self._plans.get(id(spec))
+        if plan is None:
+            b = self._bound
+            plan = []
+            for oc, t, (_, e) in zip(spec.outputs, b.output_types, b.outputs):
+                pack = ("OI", "OF", "OB").index(oc.pack)
+                if is_time(t):
+                    conv = ("view", np.dtype(t))
+                elif t == STRING:
+                    conv = ("string", self._dicts[_owner(b, e)])
+                elif np.dtype(oc.dtype).kind == "u" and np.dtype(oc.dtype).itemsize == 8:
+                    conv = ("view", np.dtype(np.uint64))
+                elif np.dtype(oc.dtype) != (np.int64, np.float64, np.bool_)[pack]:
+                    conv = ("astype", np.dtype(oc.dtype))
                 else:
-                    arr = arr.astype(oc.dtype)
-            cols[oc.name] = arr
-        n = sum(bb - a for a, bb in segs)
-        return RecordBatch(cols, masks, dicts, num_rows=n)
+                    conv = None
+                plan.append((oc.name, pack, oc.row, oc.mask_row, conv))
+            self._plans[id(spec)] = plan
+        return plan
+
+    def _assemble(self, spec: KernelSpec, packs, segs, order) -> RecordBatch:
+        """Output batch from the rows ``segs`` of the output packs (then ``order``)."""
+        OM = packs[3]
+        simple = len(segs) == 1 and order is None
+        if simple:
+            a, b = segs[0]
+        names, cols, masks, dicts = [], {}, {}, {}
+        for name, pack, row, mask_row, conv in self._assembly_plan(spec):
+            if simple:
+                arr = packs[pack][row, a:b].copy()
+            else:
+                arr = _gather(packs[pack][row], segs, order)
+            m = None
+            if mask_row >= 0:
+                if simple:
+                    mv = OM[mask_row, a:b]
+                    if not mv.all():
+                        m = mv.copy()
+                else:
+                    m = _gather(OM[mask_row], segs, order)
+                    if m.all():
+                        m = None
+            if conv is not None:
+                how, arg = conv
+                if how == "view":
+                    arr = arr.view(arg)
+                elif how == "astype":
+                    arr = arr.astype(arg)
+                else:
+                    arr = arr.astype(np.int32)
+                    dicts[name] = arg
+            names.append(name)
+            cols[name] = arr
+            masks[name] = m
+        n = sum(bb - aa for aa, bb in segs)
+        return RecordBatch._trusted(names, cols, masks, dicts, n)
 
     def _execute_stateful(self, prep: Prepared, r: Routing) -> RecordBatch:
+        """Update every partition's state and (EMIT CHANGES) emit its touched groups in
+        one fused kernel call per partition; partition p writes its output rows at
+        ``r.starts[p]`` (it touched at most ``ends[p] - starts[p]`` groups)."""
         spec = prep.spec
         self._ensure_state(spec)
         idx = r.idx if r.idx is not None else _EMPTY_I64
         use_idx = r.idx is not None
-        starts = r.starts.astype(np.int64, copy=True)
+        emit = self.emit_mode == "changes"
+        OI, OF, OB, OM, oseq = self._out_buffers(spec, prep.n)
+        obases = r.starts.astype(np.int64, copy=False)
+        starts = obases.copy()
         ends = r.ends.astype(np.int64, copy=False)
-        stops = np.empty_like(starts)
-        meta = self._meta()
-        filtered_before = int(meta[:, 2].sum())
+        P = len(starts)
+        stops = starts.copy()
+        counts = np.zeros(P, dtype=np.int64)
+        active = np.ones(P, dtype=np.uint8)
+        module = prep.module
+        if P == 1:
+            base = start = int(starts[0])
+            end = int(ends[0])
+            while True:
+                stop, k = module.batch_part(tuple(self._state), 0, prep.C, prep.M, prep.R, idx,
+                                            use_idx, start, end, base, self._seq, emit, OI, OF,
+                                            OB, OM, oseq)
+                if stop >= end:
+                    break
+                self._grow()
+                start = stop
+            if not emit:
+                return self._empty_output(spec)
+            return self._assemble(spec, (OI, OF, OB, OM), [(base, base + k)] if k else [], None)
         while True:
             S = tuple(self._state)
-            if r.parallel and len(starts) > 1:
-                prep.module.update_all(S, prep.C, prep.M, prep.R, idx, use_idx, starts, ends,
-                                       stops, self._seq)
+            if r.parallel:
+                module.batch_all(S, prep.C, prep.M, prep.R, idx, use_idx, starts, ends, obases,
+                                 active, self._seq, emit, OI, OF, OB, OM, oseq, stops, counts)
             else:
-                for p in range(len(starts)):
-                    stops[p] = prep.module.update_part(S, p, prep.C, prep.M, prep.R, idx,
-                                                       use_idx, int(starts[p]), int(ends[p]),
-                                                       self._seq)
-            if (stops >= ends).all():
+                for p in range(P):
+                    if active[p]:
+                        stops[p], counts[p] = module.batch_part(
+                            S, p, prep.C, prep.M, prep.R, idx, use_idx, starts[p], ends[p],
+                            obases[p], self._seq, emit, OI, OF, OB, OM, oseq)
+            unfinished = stops < ends
+            if not unfinished.any():
                 break
             self._grow()
+            active = unfinished.astype(np.uint8)
             starts = stops.copy()
-            meta = self._meta()
-        self._metrics["records_filtered"] += int(self._meta()[:, 2].sum()) - filtered_before
-        if self.emit_mode == "changes":
-            return self._emit(prep.module, prep.R, r.parallel, touched=True)
-        return self._empty_output(spec)
+        if not emit:
+            return self._empty_output(spec)
+        segs = [(int(a), int(a) + int(c)) for a, c in zip(obases, counts) if c > 0]
+        order = None
+        if len(segs) > 1:
+            seq = np.concatenate([oseq[a:b] for a, b in segs])
+            order = np.argsort(seq, kind="stable")
+        return self._assemble(spec, (OI, OF, OB, OM), segs, order)
 
     def _emit(self, module, R, parallel: bool, touched: bool) -> RecordBatch:
         spec = self._spec
@@ -537,7 +629,12 @@ class StreamExecutionEngine:
         return self._assemble(spec, (OI, OF, OB, OM), segs, order)
 
     def _empty_output(self, spec: KernelSpec) -> RecordBatch:
-        return self._assemble(spec, _alloc_outputs(spec, 0), [], None)
+        key = f"empty:{id(spec)}"
+        out = self._bufs.get(key)
+        if out is None:
+            out = self._assemble(spec, _alloc_outputs(spec, 0), [], None)
+            self._bufs[key] = out
+        return out
 
     def flush(self, parallel: bool = False) -> RecordBatch:
         """End of input: emit what is still held (final group rows for EMIT FINAL)."""

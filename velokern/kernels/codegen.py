@@ -9,14 +9,17 @@ generated module holds, for a stateless query::
 and for an aggregate query::
 
     update_part(S, p, C, M, R, idx, use_idx, start, end, seq_base) -> row it stopped at
-    update_all(...)    # prange over partitions
-    emit_part(S, p, R, gids, gstart, gend, O, OM, oseq, obase) -> rows written
-    emit_all(...)      # prange over partitions
+    emit_part(S, p, R, gids, gstart, gend, OI, OF, OB, OM, oseq, obase) -> rows written
+    batch_part(...)    # update_part, then (EMIT CHANGES) emit the touched groups
+    batch_all(...)     # prange over partitions, each calling batch_part
+    emit_all(...)      # prange over partitions (EMIT FINAL at flush)
+    key_bits(C, M, R, n, out)  # grouping bits of every key, for hash partitioning
 
-``C`` are the input columns, ``M`` the validity masks of the nullable ones, ``R`` runtime
-constants (string literal codes, string ranks), ``S`` the state arrays (one row per
-partition), ``idx`` the bucketed row order (used when ``use_idx``), ``O``/``OM`` output
-columns and masks. Everything data-dependent is an argument, so the source depends only
+``C`` are the input columns, ``M`` the validity masks of the nullable ones (one 2-D
+array), ``R`` runtime constants (string literal codes, string ranks), ``S`` the state
+arrays (see STATE_SLOTS; one row per partition), ``idx`` the bucketed row order (used
+when ``use_idx``), ``OI``/``OF``/``OB`` output columns packed by type and ``OM`` their
+validity. Everything data-dependent is an argument, so the source depends only
 on the query, the input types and which columns are nullable: the module is cached on
 disk by its hash (see :mod:`velokern.kernels.compiler`).
 """
@@ -641,11 +644,7 @@ def _gen_aggregate(bq: BoundQuery, spec: KernelSpec, types) -> str:
     src += _indent(guard + ["i = idx[j] if use_idx else j"], 8)
     src += _indent(g.lines, 8)
     src += _indent([f"return stop(meta, end, ng, nt, filtered, {_nd_list(distinct)})"], 4)
-    src += ["", "", "@njit(**PJIT)",
-            "def update_all(S, C, M, R, idx, use_idx, starts, ends, stops, seq_base):",
-            "    for p in prange(len(starts)):",
-            "        stops[p] = update_part(S, p, C, M, R, idx, use_idx, starts[p], ends[p], "
-            "seq_base)", "", ""]
+    src += ["", ""]
 
     # ---- emit kernel
     e = _Gen(bq, spec, types)
@@ -676,6 +675,49 @@ def _gen_aggregate(bq: BoundQuery, spec: KernelSpec, types) -> str:
             "    for p in prange(len(obases)):",
             "        counts[p] = emit_part(S, p, R, gids, goffs[p], goffs[p + 1], OI, OF, OB, OM, "
             "oseq, obases[p])", ""]
+    # ---- fused per-batch kernels: update, then emit the touched groups (EMIT CHANGES)
+    trow = next(a.row for a in st if a.name == "tlist")
+    brow = next(a.row for a in st if a.name == "touched")
+    src += [
+        "@njit(**JIT)",
+        "def batch_part(S, p, C, M, R, idx, use_idx, start, end, obase, seq_base, emit, OI, OF,"
+        " OB, OM, oseq):",
+        "    stop = update_part(S, p, C, M, R, idx, use_idx, start, end, seq_base)",
+    ]
+    if not track:
+        # EMIT FINAL: nothing is emitted per batch (and no emit code is compiled here)
+        src += ["    return stop, 0", "", ""]
+    src += [
+        "    if stop < end or not emit:",
+        "        return stop, 0",
+        "    meta = S[7][p]",
+        "    nt = meta[1]",
+        "    if nt == 0:",
+        "        return stop, 0",
+        f"    gids = np.sort(S[4][p][{trow}][:nt])",
+        f"    touched = S[6][p][{brow}]",
+        "    for t in range(nt):",
+        "        touched[gids[t]] = 0",
+        "    meta[1] = 0",
+        "    k = emit_part(S, p, R, gids, 0, nt, OI, OF, OB, OM, oseq, obase)",
+        "    return stop, k",
+        "",
+        "",
+    ] if track else []
+    src += [
+        "@njit(**PJIT)",
+        "def batch_all(S, C, M, R, idx, use_idx, starts, ends, obases, active, seq_base, emit, OI,"
+        " OF, OB, OM, oseq, stops, counts):",
+        "    for p in prange(len(starts)):",
+        "        if active[p]:",
+        "            r = batch_part(S, p, C, M, R, idx, use_idx, starts[p], ends[p], obases[p], "
+        "seq_base, emit, OI, OF, OB, OM, oseq)",
+        "            stops[p] = r[0]",
+        "            counts[p] = r[1]",
+        "",
+        "",
+    ]
+
     # ---- key bits (for hash partitioning)
     kb = _Gen(bq, spec, types)
     for j, (ke, t) in enumerate(zip(bq.keys, bq.key_types)):
