@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.velokern-installed
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench bench-report clean
 
 $(STAMP): pyproject.toml setup.py velokern/_shim.pyx
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,12 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check velokern tests
+
+bench: $(STAMP)
+	$(PY) -m velokern bench
+
+bench-report: $(STAMP)
+	$(PY) -m velokern bench --report docs/performance.md
 
 clean:
 	rm -rf $(VENV) build *.egg-info velokern/*.so velokern/_shim.c

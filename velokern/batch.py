@@ -633,6 +633,14 @@ class RecordBatch:
         self._dicts = dictionaries
         self._num_rows = int(num_rows)
 
+    def _parts(self, name: str):
+        """Internal: ``(stored array, validity or None, dictionary or None)`` of a
+        column, or None when the batch has no such column (one lookup, no checks)."""
+        data = self._data.get(name)
+        if data is None:
+            return None
+        return data, self._masks[name], self._dicts.get(name)
+
     @classmethod
     def _trusted(cls, names, data, masks, dicts, num_rows: int) -> RecordBatch:
         """Internal: a batch from arrays the engine built and already knows are valid

@@ -1,4 +1,4 @@
-"""The ``velokern`` command line: ``demo`` and ``explain`` (``python -m velokern``)."""
+"""The ``velokern`` command line: ``demo``, ``bench`` and ``explain`` (``python -m velokern``)."""
 
 from __future__ import annotations
 
@@ -99,6 +99,27 @@ def _explain(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench(args: argparse.Namespace) -> int:
+    from velokern.bench import format_table, run_bench, to_json, write_report
+
+    if args.report:
+        write_report(args.report, quick=args.quick)
+        print(f"wrote {args.report}")
+        return 0
+    kw = {}
+    if args.quick:
+        kw = {"batch_sizes": (1_000, 100_000), "records": 500_000, "small_records": 50_000,
+              "repeats": 3}
+    if args.processors:
+        kw["processors"] = tuple(args.processors.split(","))
+    results = run_bench(scenarios=tuple(args.scenarios.split(",")), **kw)
+    print(format_table(results))
+    if args.json:
+        with open(args.json, "w") as f:
+            f.write(to_json(results))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="velokern",
                                      description="Streaming SQL over columnar batches.")
@@ -111,6 +132,13 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--seed", type=int, default=7)
     d.add_argument("--show", type=int, default=12, help="rows of the result to print")
     d.set_defaults(func=_demo)
+    b = sub.add_parser("bench", help="V1 / V2 / DuckDB / Polars on the reference scenarios")
+    b.add_argument("--quick", action="store_true", help="small run (under a minute)")
+    b.add_argument("--scenarios", default="S0,S2")
+    b.add_argument("--processors", default=None, help="e.g. v1,v2:2")
+    b.add_argument("--json", help="also write the results as JSON to this file")
+    b.add_argument("--report", help="run every measurement and write the markdown report")
+    b.set_defaults(func=_bench)
     e = sub.add_parser("explain", help="print the plan of a query")
     e.add_argument("--sql", required=True)
     e.add_argument("--schema", help="name:type,... (e.g. symbol:string,price:float64)")

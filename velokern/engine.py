@@ -23,6 +23,7 @@ from velokern.kernels.compiler import load_module
 from velokern.kernels.hashtable import (
     collect_all,
     collect_touched,
+    rebuild_direct,
     rebuild_distinct,
     rebuild_table,
 )
@@ -34,6 +35,7 @@ __all__ = ["Prepared", "Routing", "StreamExecutionEngine"]
 _INITIAL_GROUPS = 256
 _EMPTY_I64 = np.empty(0, dtype=np.int64)
 _NO_MASKS = np.ones((1, 0), dtype=np.bool_)
+_DIRECT_LIMIT = 1 << 20  # direct-map slots per partition
 
 
 class SchemaError(ValueError):
@@ -96,7 +98,8 @@ class StreamExecutionEngine:
         self._bound: BoundQuery | None = None
         self._dicts: dict[str, StringDictionary] = {}
         self._nullable: set[str] = set()
-        self._variants: dict[frozenset, tuple[KernelSpec, Any]] = {}
+        self._variants: dict[bool, tuple[KernelSpec, Any]] = {}
+        self._wants: list[tuple[str, np.dtype | None]] = []
         self._state: list[np.ndarray] | None = None
         self._spec: KernelSpec | None = None
         self._num_partitions: int | None = None
@@ -244,32 +247,36 @@ class StreamExecutionEngine:
             bound = bind(self.query, batch.schema)  # raises PlanError before any change
         schema = bound.schema
         cols = bound.columns
-        data, masks = {}, {}
-        for c in cols:
-            if c not in batch:
+        wants = self._wants if self._bound is not None else _wanted_types(bound)
+        data, masks, bdicts = {}, {}, {}
+        for c, want in wants:
+            parts = batch._parts(c)
+            if parts is None:
                 raise SchemaError(f"batch lacks column {c!r} used by the query "
                                   f"(batch columns: {batch.column_names})")
-            arr = batch.column(c)
-            want = schema[c]
-            is_str = batch.dictionary(c) is not None
-            if (want == STRING) != is_str or (not is_str and arr.dtype != want):
-                got = batch.type_of(c)
-                if _kind(want) != _kind(got) or is_time(want):
+            arr, m, d = parts
+            if (want is None) != (d is not None) or (d is None and arr.dtype != want):
+                got, want_name = batch.type_of(c), schema[c]
+                if _kind(want_name) != _kind(got) or is_time(want_name):
                     raise SchemaError(f"column {c!r} has type {got} in this batch but the "
-                                      f"job's schema has {want}")
+                                      f"job's schema has {want_name}")
                 arr = arr.astype(want)
             data[c] = arr
-            masks[c] = batch.validity(c)
+            masks[c] = m
+            bdicts[c] = d
         # -- from here on nothing can fail on the data; adopt schema and dictionaries
         if self._bound is None:
             self._bound = bound
+            self._wants = wants
         for c in cols:
-            if batch.dictionary(c) is not None:
-                data[c] = self._encode_strings(c, batch, data[c], masks[c])
+            if bdicts[c] is not None:
+                data[c] = self._encode_strings(c, bdicts[c], data[c], masks[c])
         # Kernel variants: either no column is nullable, or (once any used column has had
         # a null) all are, so a query compiles at most two variants.
         if not self._nullable and any(masks[c] is not None for c in cols):
             self._nullable = set(cols)
+            if self._state is not None:
+                self._switch_to_nullable()
         spec, module = self._variant()
         n = len(batch)
         C = []
@@ -290,6 +297,16 @@ class StreamExecutionEngine:
         else:
             M = _NO_MASKS
         return Prepared(batch, n, spec, module, tuple(C), M, self._runtime_constants(spec))
+
+    def _switch_to_nullable(self) -> None:
+        """Moving to the nullable kernel variant: the non-null counts it maintains were
+        not kept by the non-null variant, where they equal the row count."""
+        old = self._spec
+        new, _ = self._variant()
+        I_ = self._state[4]
+        for row in set(old.unmaintained_counts) - set(new.unmaintained_counts):
+            I_[:, row, :] = I_[:, old.rows_row, :]
+        self._spec = new
 
     def _runtime_constants(self, spec: KernelSpec) -> tuple:
         """R: string literal codes (interned once) and current string ranks."""
@@ -316,10 +333,10 @@ class StreamExecutionEngine:
         del walk
         return cols
 
-    def _encode_strings(self, c: str, batch: RecordBatch, codes: np.ndarray, mask) -> np.ndarray:
+    def _encode_strings(self, c: str, bd: StringDictionary, codes: np.ndarray,
+                        mask) -> np.ndarray:
         """Codes of a batch's string column in the job's dictionary for that column."""
         d = self._dicts.get(c)
-        bd = batch.dictionary(c)
         if d is None:
             self._dicts[c] = bd
             return codes
@@ -343,7 +360,7 @@ class StreamExecutionEngine:
         return out
 
     def _variant(self) -> tuple[KernelSpec, Any]:
-        key = frozenset(self._nullable)
+        key = bool(self._nullable)
         v = self._variants.get(key)
         if v is None:
             spec = generate(self._bound, set(self._nullable))
@@ -394,14 +411,44 @@ class StreamExecutionEngine:
             np.full((P, nd, 2 * cap), -1, dtype=np.int64),  # dtab
             np.zeros((P, nd, cap), dtype=np.int64),  # dgid
             np.zeros((P, nd, cap), dtype=np.int64),  # dval
+            np.full((P, 1), -1, dtype=np.int64),  # dmap (sized by _ensure_direct)
+            np.zeros((P, 2, k), dtype=np.int64),  # ddims: per-key sizes and strides
         ]
         self._spec = spec
+        if spec.direct:
+            self._meta()[:, spec.meta_cols["direct"]] = 1
         if spec.num_keys == 0:
             module = self._variant()[1]
             module.init_global(tuple(self._state), 0)
 
     def _meta(self) -> np.ndarray:
         return self._state[7]
+
+    def _ensure_direct(self, spec: KernelSpec) -> None:
+        """Size the direct map so every current dictionary code fits (GROUP BY keys that
+        are all string/bool columns); past _DIRECT_LIMIT slots, turn it off for good."""
+        meta = self._meta()
+        col = spec.meta_cols["direct"]
+        if meta[0, col] == 0:
+            return
+        ddims = self._state[12]
+        need = []
+        for k, t in zip(self._bound.keys, self._bound.key_types):
+            need.append(3 if t != STRING else len(self._dicts[k.name]) + 1)
+        if all(n <= d for n, d in zip(need, ddims[0, 0])):
+            return
+        dims = [max(int(d), 1 << max(3, (n - 1).bit_length())) if n > d else int(d)
+                for n, d in zip(need, ddims[0, 0])]
+        total = int(np.prod(dims, dtype=np.float64))
+        if total > _DIRECT_LIMIT:
+            meta[:, col] = 0
+            self._state[11] = np.full((meta.shape[0], 1), -1, dtype=np.int64)
+            return
+        strides = [int(np.prod(dims[j + 1:], dtype=np.int64)) for j in range(len(dims))]
+        ddims[:, 0] = dims
+        ddims[:, 1] = strides
+        self._state[11] = np.empty((meta.shape[0], total), dtype=np.int64)
+        rebuild_direct(self._state[11], self._state[2], self._state[3], meta, ddims)
 
     def _grow(self) -> None:
         """Double whatever is full (groups and/or distinct sets), rebuild its tables."""
@@ -433,7 +480,9 @@ class StreamExecutionEngine:
                              f"{self._num_partitions}")
         with self._lock:
             pr = self._metrics["partition_records"]
-            if len(routing.starts) == len(pr):
+            if len(pr) == 1 and len(routing.starts) == 1:
+                pr[0] += prep.n
+            elif len(routing.starts) == len(pr):
                 pr += routing.ends - routing.starts
             else:  # a stateless batch routed to fewer slices than partitions
                 pr[: len(routing.starts)] += routing.ends - routing.starts
@@ -473,7 +522,7 @@ class StreamExecutionEngine:
         return self._assemble(spec, (OI, OF, OB, OM), segs, order)
 
     def _out_buffers(self, spec: KernelSpec, n: int):
-        key = f"out:{id(spec)}"
+        key = id(spec)
         bufs = self._bufs.get(key)
         if bufs is None or bufs[-1].shape[0] < n:
             bufs = _alloc_outputs(spec, max(n, 1024)) + (np.empty(max(n, 1024), np.int64),)
@@ -544,21 +593,17 @@ class StreamExecutionEngine:
         ``r.starts[p]`` (it touched at most ``ends[p] - starts[p]`` groups)."""
         spec = prep.spec
         self._ensure_state(spec)
+        if spec.direct:
+            self._ensure_direct(spec)
         idx = r.idx if r.idx is not None else _EMPTY_I64
         use_idx = r.idx is not None
         emit = self.emit_mode == "changes"
         OI, OF, OB, OM, oseq = self._out_buffers(spec, prep.n)
-        obases = r.starts.astype(np.int64, copy=False)
-        starts = obases.copy()
-        ends = r.ends.astype(np.int64, copy=False)
-        P = len(starts)
-        stops = starts.copy()
-        counts = np.zeros(P, dtype=np.int64)
-        active = np.ones(P, dtype=np.uint8)
         module = prep.module
+        P = len(r.starts)
         if P == 1:
-            base = start = int(starts[0])
-            end = int(ends[0])
+            base = start = int(r.starts[0])
+            end = int(r.ends[0])
             while True:
                 stop, k = module.batch_part(tuple(self._state), 0, prep.C, prep.M, prep.R, idx,
                                             use_idx, start, end, base, self._seq, emit, OI, OF,
@@ -570,6 +615,12 @@ class StreamExecutionEngine:
             if not emit:
                 return self._empty_output(spec)
             return self._assemble(spec, (OI, OF, OB, OM), [(base, base + k)] if k else [], None)
+        obases = r.starts.astype(np.int64, copy=False)
+        starts = obases.copy()
+        ends = r.ends.astype(np.int64, copy=False)
+        stops = starts.copy()
+        counts = np.zeros(P, dtype=np.int64)
+        active = np.ones(P, dtype=np.uint8)
         while True:
             S = tuple(self._state)
             if r.parallel:
@@ -659,6 +710,12 @@ class StreamExecutionEngine:
             return None
         return Schema([(n, t) for (n, _), t in zip(self._bound.outputs,
                                                    self._bound.output_types)])
+
+
+def _wanted_types(bound: BoundQuery) -> list[tuple[str, np.dtype | None]]:
+    """(column, storage dtype, None for strings) of every column the kernels read."""
+    return [(c, None if bound.schema[c] == STRING else np.dtype(bound.schema[c]))
+            for c in bound.columns]
 
 
 def _owner(b: BoundQuery, e) -> str:

@@ -5,7 +5,14 @@ the code that initialises them for a new group, the code that folds one value in
 the code that produces the final value and its null flag; and, for the tests, a slow
 pure-Python reference (``reference(values)``, with None for null, in arrival order).
 
+Every group keeps a row count, and every nullable aggregate argument a non-null count
+shared by the aggregates over it (``{nn}``): COUNT, SUM, AVG, MIN and MAX need no count
+of their own.
+
 Names in templates: ``{a}`` the aggregate's prefix, ``{g}`` the group id variable,
+``{nn}`` the non-null count array of the argument (the row count for COUNT(*) and
+non-nullable arguments) and ``{nn_zero}`` the test that it is zero (constant False for
+the row count: a group has at least one row), ``{top}``/``{bottom}`` the identities of MIN/MAX,
 ``{x}``/``{xn}`` the argument value and null flag, ``{x_lt_v}``/``{v_lt_x}`` the comparisons of
 the argument with the held value in the argument type's order, ``{keep}`` whether a value
 is taken (FIRST/LAST with IGNORE NULLS), ``{bits}`` its grouping bits (COUNT DISTINCT).
@@ -89,42 +96,64 @@ def _ref_count_distinct(vals):
 
 COUNT_STAR = AggKind(
     "count_star",
-    lambda t: [("cnt", "int64")],
-    "{a}_cnt[{g}] = 0",
-    "{a}_cnt[{g}] += 1",
-    "{a}v = {a}_cnt[{g}]\n{a}n = False",
+    lambda t: [],
+    "",
+    "",
+    "{a}v = {nn}[{g}]\n{a}n = False",
     lambda vals: len(vals),
     skips_nulls=False,
 )
 
 COUNT = AggKind(
     "count",
-    lambda t: [("cnt", "int64")],
-    "{a}_cnt[{g}] = 0",
-    "if not {xn}:\n    {a}_cnt[{g}] += 1",
-    "{a}v = {a}_cnt[{g}]\n{a}n = False",
+    lambda t: [],
+    "",
+    "",
+    "{a}v = {nn}[{g}]\n{a}n = False",
     lambda vals: len(_nonnull(vals)),
 )
 
 SUM = AggKind(
     "sum",
-    lambda t: [("s", _sum_dtype(t)), ("c", "int64")],
-    "{a}_s[{g}] = 0\n{a}_c[{g}] = 0",
-    "if not {xn}:\n    {a}_s[{g}] += {x}\n    {a}_c[{g}] += 1",
-    "{a}v = {a}_s[{g}]\n{a}n = {a}_c[{g}] == 0",
+    lambda t: [("s", _sum_dtype(t))],
+    "{a}_s[{g}] = 0",
+    "if not {xn}:\n    {a}_s[{g}] += {x}",
+    "{a}v = {a}_s[{g}]\n{a}n = {nn_zero}",
     _ref_sum,
 )
 
 AVG = AggKind(
     "avg",
-    lambda t: [("s", _sum_dtype(t)), ("c", "int64")],
-    "{a}_s[{g}] = 0\n{a}_c[{g}] = 0",
-    "if not {xn}:\n    {a}_s[{g}] += {x}\n    {a}_c[{g}] += 1",
-    "{a}n = {a}_c[{g}] == 0\n{a}v = (np.float64({a}_s[{g}]) / {a}_c[{g}]) if not {a}n else 0.0",
+    lambda t: [("s", _sum_dtype(t))],
+    "{a}_s[{g}] = 0",
+    "if not {xn}:\n    {a}_s[{g}] += {x}",
+    "{a}n = {nn_zero}\n{a}v = (np.float64({a}_s[{g}]) / {nn}[{g}]) if not {a}n else 0.0",
     _ref_avg,
 )
 
+# Numeric MIN/MAX start from the identity of their order (NaN sorts above every number,
+# so MIN starts at NaN and MAX at -inf; integers at their extremes): no "seen" flag to
+# test per row. Whether any value was seen comes from the argument's non-null count.
 MIN = AggKind(
+    "min",
+    lambda t: [("v", t)],
+    "{a}_v[{g}] = {top}",
+    "if not {xn}:\n    if {x_lt_v}:\n        {a}_v[{g}] = {x}",
+    "{a}v = {a}_v[{g}]\n{a}n = {nn_zero}",
+    _ref_min,
+)
+
+MAX = AggKind(
+    "max",
+    lambda t: [("v", t)],
+    "{a}_v[{g}] = {bottom}",
+    "if not {xn}:\n    if {v_lt_x}:\n        {a}_v[{g}] = {x}",
+    "{a}v = {a}_v[{g}]\n{a}n = {nn_zero}",
+    _ref_max,
+)
+
+# String MIN/MAX compare dictionary ranks, which have no identity value: keep a flag.
+MIN_FLAGGED = AggKind(
     "min",
     lambda t: [("v", t), ("h", "uint8")],
     "{a}_h[{g}] = 0",
@@ -134,7 +163,7 @@ MIN = AggKind(
     _ref_min,
 )
 
-MAX = AggKind(
+MAX_FLAGGED = AggKind(
     "max",
     lambda t: [("v", t), ("h", "uint8")],
     "{a}_h[{g}] = 0",
@@ -216,6 +245,17 @@ REGISTRY: dict[str, AggKind] = {
         COUNT_DISTINCT,
     )
 }
+
+
+#: Variants used for string arguments (ordered by dictionary rank).
+STRING_VARIANTS: dict[str, AggKind] = {"min": MIN_FLAGGED, "max": MAX_FLAGGED}
+
+
+def kind_for(func: str, arg_type: str | None) -> AggKind:
+    """The registry entry for ``func`` over an argument of logical type ``arg_type``."""
+    if arg_type == "string" and func in STRING_VARIANTS:
+        return STRING_VARIANTS[func]
+    return REGISTRY[func]
 
 
 def reference(func: str, values: list, ignore_nulls: bool = False):

@@ -29,7 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from velokern.batch import STRING
-from velokern.kernels.aggregates import REGISTRY
+from velokern.kernels.aggregates import kind_for
 from velokern.plan import (
     BOOL,
     FLOAT,
@@ -76,7 +76,11 @@ PJIT = dict(cache=True, nogil=True, error_model="numpy", parallel=True)
 #: [partitions, rows, capacity] array. A fixed, short tuple keeps numba's parallel
 #: compilation fast (its cost grows steeply with the number of arrays in a tuple).
 STATE_SLOTS = ("table", "hashes", "kbits", "knull", "I", "F", "B", "meta", "dtab", "dgid",
-               "dval")
+               "dval", "dmap", "ddims")
+#: GROUP BY keys that are all string or boolean columns have small dense domains (codes):
+#: a direct map from the combined code to the group id (``dmap``, with per-key sizes and
+#: strides in ``ddims``) replaces hashing for rows of known groups. The hash table stays
+#: the source of truth; the map is a cache the engine resizes as dictionaries grow.
 PACKS = {"int64": "I", "int32": "I", "float64": "F", "uint8": "B"}
 
 
@@ -118,6 +122,9 @@ class KernelSpec:
     meta_cols: dict[str, int] = field(default_factory=dict)
     distinct: list[str] = field(default_factory=list)  # aggregate prefixes with a set
     num_keys: int = 0
+    direct: bool = False  # GROUP BY keys use the direct map (all string/bool columns)
+    rows_row: int = -1  # row of the per-group row count in pack I
+    unmaintained_counts: list[int] = field(default_factory=list)  # I rows equal to rows
 
     def out_rows(self) -> dict[str, int]:
         rows = {"OI": 0, "OF": 0, "OB": 0, "OM": 0}
@@ -544,9 +551,42 @@ def _gen_aggregate(bq: BoundQuery, spec: KernelSpec, types) -> str:
     key_ctypes = [compute_type(t) if not is_time(t) else INT for t in bq.key_types]
     for j, t in enumerate(bq.key_types):
         add(f"kv{j}", _state_type(t))
+    # every group counts its rows; every nullable aggregate argument gets one non-null
+    # count, shared by all aggregates over that argument
+    add("rows", "int64")
+    arg_exprs: list[Expr] = []
+    for a in bq.aggs:
+        if a.arg is not None and a.arg not in arg_exprs:
+            arg_exprs.append(a.arg)
+    # The layout is the same in both kernel variants (without / with nullable inputs):
+    # every argument has a count row, maintained only where the argument can be null
+    # (elsewhere it equals the row count; the engine copies the row count into it when
+    # a job switches to the nullable variant).
+    scratch = _Gen(bq, spec, types)
+    nn_of: dict[Expr, str] = {}
+    for k, ae in enumerate(arg_exprs):
+        _, xn = scratch.gen(ae)
+        add(f"nn{k}", "int64")
+        nn_of[ae] = "rows" if xn == "False" else f"nn{k}"
+        if xn == "False":
+            spec.unmaintained_counts.append(st[-1].row)
+    spec.rows_row = next(a.row for a in st if a.name == "rows")
+
+    def agg_fmt(ai: int, **extra) -> dict:
+        a, at = bq.aggs[ai], bq.agg_arg_types[ai]
+        top = bottom = "0"
+        if at is not None and is_float(at) or at == NULL:
+            top, bottom = "np.nan", "-np.inf"
+        elif at is not None and (is_int(at) or is_time(at)):
+            top, bottom = "np.int64(9223372036854775807)", "np.int64(-9223372036854775808)"
+        nn = "rows" if a.arg is None else nn_of[a.arg]
+        nn_zero = "False" if nn == "rows" else f"{nn}[g] == 0"
+        return dict(a=f"a{ai}", g="g", nn=nn, nn_zero=nn_zero, top=top, bottom=bottom,
+                    **extra)
+
     distinct: list[str] = []
     for ai, (a, at) in enumerate(zip(bq.aggs, bq.agg_arg_types)):
-        kind = REGISTRY[a.func]
+        kind = kind_for(a.func, at)
         arg_ct = _state_type(at)
         for suffix, dt in kind.state(arg_ct):
             add(f"a{ai}_{suffix}", dt)
@@ -561,6 +601,7 @@ def _gen_aggregate(bq: BoundQuery, spec: KernelSpec, types) -> str:
                   if name in ("table", "hashes", "kbits", "knull", "meta")]
     bind_state += [f"{pk}_ = S[{STATE_SLOTS.index(pk)}][p]" for pk in ("I", "F", "B")]
     bind_state += [f"{a.name} = {a.pack}_[{a.row}]" for a in st]
+    bind_state += ["dmap = S[11][p]", "ddims = S[12][p]"]
     for d, a in enumerate(distinct):
         bind_state += [f"{a}_dtab = S[8][p, {d}]", f"{a}_dgid = S[9][p, {d}]",
                        f"{a}_dval = S[10][p, {d}]"]
@@ -570,32 +611,65 @@ def _gen_aggregate(bq: BoundQuery, spec: KernelSpec, types) -> str:
     if bq.where is not None:
         wv, wn = g.gen(bq.where)
         g.emit(f"if not ({wv} and not {wn}):\n    filtered += 1\n    continue")
-    g.emit("h = np.uint64(0)")
+    direct = K > 0 and all(isinstance(e, Col) and t in (STRING, BOOL)
+                           for e, t in zip(bq.keys, bq.key_types))
+    spec.direct = direct
+    if direct:
+        meta_cols["direct"] = len(meta_cols)
     key_vals = []
+    kbs = []
     for j, (e, t) in enumerate(zip(bq.keys, bq.key_types)):
         v, n = g.gen(e)
         ct = key_ctypes[j]
         bits = _bits_code(g, e, t, v)
         kb = g.tmp()
         g.emit(f"{kb} = {bits} if not {n} else np.int64(0)")
-        g.emit(f"kvs[{j}] = {kb}\nkns[{j}] = {n}\nh = combine(h, {kb})")
         key_vals.append((v, n, ct))
-    g.emit("g = probe(table, hashes, kbits, knull, kvs, kns, h, ng)")
+        kbs.append((kb, n))
+    probe_lines = ["h = np.uint64(0)"]
+    for j, (kb, n) in enumerate(kbs):
+        probe_lines.append(f"kvs[{j}] = {kb}\nkns[{j}] = {n}\nh = combine(h, {kb})")
+    probe_lines.append("g = probe(table, hashes, kbits, knull, kvs, kns, h, ng)")
+    if direct:
+        g.emit("didx = 0\ndok = direct_on")
+        for j, (kb, n) in enumerate(kbs):
+            cj = g.tmp()
+            g.emit(f"{cj} = ({kb} + 1) if not {n} else np.int64(0)")
+            g.emit(f"if {cj} >= ddims[0, {j}]:\n    dok = False")
+            g.emit(f"didx += {cj} * ddims[1, {j}]")
+        g.emit("g = dmap[didx] if dok else -1")
+        g.emit("if g < 0:")
+        g.lines.extend(_indent("\n".join(probe_lines).split("\n"), 4))
+        g.emit("    if dok:\n        dmap[didx] = g")
+    else:
+        for ln in probe_lines:
+            g.emit(ln)
     new_group = ["ng += 1", "first_seq[g] = seq_base + i", "touched[g] = 0"]
     for j, (v, n, ct) in enumerate(key_vals):
         new_group.append(f"if not {n}:\n    kv{j}[g] = {v}")
+    new_group.append("rows[g] = 0")
+    new_group += [f"{nn}[g] = 0" for nn in sorted(set(nn_of.values()) - {"rows"})]
     for ai, a in enumerate(bq.aggs):
-        new_group.append(REGISTRY[a.func].init.format(a=f"a{ai}", g="g"))
+        init = kind_for(a.func, bq.agg_arg_types[ai]).init
+        if init:
+            new_group.append(init.format(**agg_fmt(ai)))
     g.emit("if g == ng:")
     g.lines.extend(_indent("\n".join(new_group).split("\n"), 4))
     if track:
         g.emit("if touched[g] == 0:\n    touched[g] = 1\n    tlist[nt] = g\n    nt += 1")
+    g.emit("rows[g] += 1")
+    arg_vals: dict[Expr, tuple[str, str]] = {}
+    for ae in arg_exprs:
+        x, xn = g.gen(ae)
+        arg_vals[ae] = (x, xn)
+        if nn_of[ae] != "rows":
+            g.emit(f"if not {xn}:\n    {nn_of[ae]}[g] += 1")
     for ai, (a, at) in enumerate(zip(bq.aggs, bq.agg_arg_types)):
-        kind = REGISTRY[a.func]
+        kind = kind_for(a.func, at)
         if a.arg is None:
             x, xn = "0", "False"
         else:
-            x, xn = g.gen(a.arg)
+            x, xn = arg_vals[a.arg]
             if at == NULL:
                 x = "np.float64(0.0)"
         held = f"a{ai}_v[g]"
@@ -610,9 +684,9 @@ def _gen_aggregate(bq: BoundQuery, spec: KernelSpec, types) -> str:
         bits = "0"
         if a.func == "count_distinct" and at is not None:
             bits = _bits_code(g, a.arg, at, x)
-        code = kind.update.format(a=f"a{ai}", g="g", x=x, xn=xn, x_lt_v=x_lt_v,
-                                  v_lt_x=v_lt_x, keep=keep, bits=bits)
-        g.emit(code)
+        if kind.update:
+            g.emit(kind.update.format(**agg_fmt(ai, x=x, xn=xn, x_lt_v=x_lt_v, v_lt_x=v_lt_x,
+                                                keep=keep, bits=bits)))
     distinct = [ai for ai, a in enumerate(bq.aggs) if a.func == "count_distinct"]
     guard = ["if ng >= max_groups:"]
     guard += [f"    return stop(meta, j, ng, nt, filtered, {_nd_list(distinct)})"]
@@ -626,7 +700,7 @@ def _gen_aggregate(bq: BoundQuery, spec: KernelSpec, types) -> str:
         "nt = meta[1]",
         "filtered = 0",
         "max_groups = len(hashes)",
-    ] + [f"a{ai}_nd = meta[{meta_cols[f'a{ai}_nd']}]" for ai in distinct]
+    ] + ([f"direct_on = meta[{meta_cols['direct']}] != 0"] if direct else []) + [f"a{ai}_nd = meta[{meta_cols[f'a{ai}_nd']}]" for ai in distinct]
     src = [
         "@njit(**JIT)",
         f"def stop(meta, j, ng, nt, filtered, nds):",
@@ -652,11 +726,17 @@ def _gen_aggregate(bq: BoundQuery, spec: KernelSpec, types) -> str:
              "agg": [compute_type(t) for t in bq.agg_types]}
     for j in range(K):
         v, n = e.tmp(), e.tmp()
-        e.emit(f"{n} = knull[g, {j}] != 0\n{v} = kv{j}[g]")
+        if key_vals[j][1] == "False":  # this key cannot be null in this variant
+            e.emit(f"{v} = kv{j}[g]")
+            n = "False"
+        else:
+            e.emit(f"{n} = knull[g, {j}] != 0\n{v} = kv{j}[g]")
         e.refs[f"KeyRef{j}"] = (v, n)
     for ai, a in enumerate(bq.aggs):
-        e.emit(REGISTRY[a.func].final.format(a=f"a{ai}", g="g"))
-        e.refs[f"AggRef{ai}"] = (f"a{ai}v", f"a{ai}n")
+        final = kind_for(a.func, bq.agg_arg_types[ai]).final.format(**agg_fmt(ai))
+        e.emit(final)
+        never_null = f"a{ai}n = False" in final.split("\n")
+        e.refs[f"AggRef{ai}"] = (f"a{ai}v", "False" if never_null else f"a{ai}n")
     if bq.having is not None:
         hv, hn = e.gen(bq.having)
         e.emit(f"if not ({hv} and not {hn}):\n    continue")
@@ -734,8 +814,12 @@ def _gen_aggregate(bq: BoundQuery, spec: KernelSpec, types) -> str:
                 "g = probe(table, hashes, kbits, knull, kvs, kns, np.uint64(0), ng)",
                 "if g == ng:", "    meta[0] = ng + 1", "    first_seq[g] = 0",
                 "    touched[g] = 0"]
+        init += ["    rows[g] = 0"]
+        init += [f"    {nn}[g] = 0" for nn in sorted(set(nn_of.values()) - {"rows"})]
         for ai, a in enumerate(bq.aggs):
-            init += _indent(REGISTRY[a.func].init.format(a=f"a{ai}", g="g").split("\n"), 4)
+            tmpl = kind_for(a.func, bq.agg_arg_types[ai]).init
+            if tmpl:
+                init += _indent(tmpl.format(**agg_fmt(ai)).split("\n"), 4)
         src += ["@njit(**JIT)", "def init_global(S, p):"]
         src += _indent(bind_state + init + ["return 0"], 4)
         src += [""]

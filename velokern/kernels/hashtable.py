@@ -130,3 +130,18 @@ def collect_all(meta, ng_col, gids, offsets):
             gids[pos + g] = g
         pos += meta[p, ng_col]
     offsets[meta.shape[0]] = pos
+
+
+@njit(**JIT)
+def rebuild_direct(dmap, kbits, knull, meta, ddims):
+    """Refill every partition's direct map (combined key code -> group id)."""
+    nk = ddims.shape[2]
+    for p in range(dmap.shape[0]):
+        m = dmap[p]
+        m[:] = -1
+        for g in range(meta[p, 0]):
+            idx = 0
+            for j in range(nk):
+                c = 0 if knull[p, g, j] != 0 else kbits[p, g, j] + 1
+                idx += c * ddims[p, 1, j]
+            m[idx] = g
