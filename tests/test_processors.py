@@ -251,7 +251,7 @@ def test_core_affinity_read_back_from_workers(stream_batch):
             engine = vk.StreamExecutionEngine(GROUP_SQL)
             proc.process_batch(stream_batch, engine)
             result["affinity"] = worker_affinity(proc.num_threads)
-        except Exception as exc:  # noqa: BLE001 - surfaced below
+        except Exception as exc:
             result["error"] = exc
 
     # a thread of its own: its OpenMP team is separate from the test runner's
@@ -285,7 +285,7 @@ def test_concurrent_v2_jobs_in_threads():
         try:
             for _ in range(3):
                 results[(name, rep)] = run(sql, batches, "v2:2")
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=worker, args=(n, s, r)) for n, s in jobs.items()

@@ -64,7 +64,7 @@ def _demo(args: argparse.Namespace) -> int:
         print(f"... {len(rows) - args.show} more rows")
     print()
     print(f"{'processor':<36} {'records/s':>14} {'time':>9}  same answer as V1")
-    for cfg, (out, dt, proc, engine) in results.items():
+    for cfg, (out, dt, proc, _engine) in results.items():
         same = "yes (bit for bit)" if out.equals(ref, bitwise=True) else "NO"
         label = f"{cfg} {proc.processor_name}"
         print(f"{label:<36} {total / dt:>14,.0f} {dt * 1e3:>7.1f}ms  {same}")

@@ -210,7 +210,8 @@ class StreamExecutionEngine:
                 lines.append(f"  filter: {_fmt(q.where)}")
             if q.group_by:
                 lines.append(f"  group by: {', '.join(_fmt(k) for k in q.group_by)}")
-            lines.append("  output: " + ", ".join(n for n, _ in q.select) + (" *" if q.star else ""))
+            star = " *" if q.star else ""
+            lines.append("  output: " + ", ".join(n for n, _ in q.select) + star)
         if self._num_partitions is not None:
             lines.append(f"  partitions: {self._num_partitions}")
         return "\n".join(lines)

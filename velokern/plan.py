@@ -376,7 +376,8 @@ def _check_comparable(q: Query, e: Expr, lt: str, rt: str, op: str) -> None:
         raise _err(q, e, f"cannot compare {lt} with {rt} ({op})")
     if lt == STRING and op not in ("=", "<>", "IN"):
         raise _err(q, e, f"strings can be compared with = , <> and IN only, not {op}")
-    if is_time(lt) != is_time(rt) and not (is_time(lt) and is_int(rt) or is_time(rt) and is_int(lt)):
+    time_vs_int = (is_time(lt) and is_int(rt)) or (is_time(rt) and is_int(lt))
+    if is_time(lt) != is_time(rt) and not time_vs_int:
         raise _err(q, e, f"cannot compare {lt} with {rt} ({op})")
     if BOOL in (lt, rt) and lt != rt:
         raise _err(q, e, f"cannot compare {lt} with {rt} ({op})")
@@ -409,7 +410,7 @@ def agg_result_type(q: Query, a: Agg, at: str | None) -> str:
         if at == NULL:
             return FLOAT
         return at if a.arg is not None and isinstance(a.arg, Col) else compute_type(at)
-    if at == STRING or is_time(at) or at == BOOL:
+    if at in (STRING, BOOL) or is_time(at):
         raise _err(q, a, f"{f.upper()} needs a number, got {at}")
     if f == "sum":
         return INT if is_int(at) else FLOAT

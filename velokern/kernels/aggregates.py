@@ -21,8 +21,8 @@ is taken (FIRST/LAST with IGNORE NULLS), ``{bits}`` its grouping bits (COUNT DIS
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 

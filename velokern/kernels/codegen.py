@@ -209,7 +209,7 @@ class _Gen:
             return f"np.int64({code})"
         return code
 
-    def gen(self, e: Expr) -> tuple[str, str]:  # noqa: C901 - one dispatch per node type
+    def gen(self, e: Expr) -> tuple[str, str]:
         if isinstance(e, Col):
             return self.col(e.name)
         if isinstance(e, (KeyRef, AggRef)):
@@ -575,7 +575,7 @@ def _gen_aggregate(bq: BoundQuery, spec: KernelSpec, types) -> str:
     def agg_fmt(ai: int, **extra) -> dict:
         a, at = bq.aggs[ai], bq.agg_arg_types[ai]
         top = bottom = "0"
-        if at is not None and is_float(at) or at == NULL:
+        if (at is not None and is_float(at)) or at == NULL:
             top, bottom = "np.nan", "-np.inf"
         elif at is not None and (is_int(at) or is_time(at)):
             top, bottom = "np.int64(9223372036854775807)", "np.int64(-9223372036854775808)"
@@ -645,7 +645,7 @@ def _gen_aggregate(bq: BoundQuery, spec: KernelSpec, types) -> str:
         for ln in probe_lines:
             g.emit(ln)
     new_group = ["ng += 1", "first_seq[g] = seq_base + i", "touched[g] = 0"]
-    for j, (v, n, ct) in enumerate(key_vals):
+    for j, (v, n, _ct) in enumerate(key_vals):
         new_group.append(f"if not {n}:\n    kv{j}[g] = {v}")
     new_group.append("rows[g] = 0")
     new_group += [f"{nn}[g] = 0" for nn in sorted(set(nn_of.values()) - {"rows"})]
@@ -700,10 +700,13 @@ def _gen_aggregate(bq: BoundQuery, spec: KernelSpec, types) -> str:
         "nt = meta[1]",
         "filtered = 0",
         "max_groups = len(hashes)",
-    ] + ([f"direct_on = meta[{meta_cols['direct']}] != 0"] if direct else []) + [f"a{ai}_nd = meta[{meta_cols[f'a{ai}_nd']}]" for ai in distinct]
+    ]
+    if direct:
+        pro.append(f"direct_on = meta[{meta_cols['direct']}] != 0")
+    pro += [f"a{ai}_nd = meta[{meta_cols[f'a{ai}_nd']}]" for ai in distinct]
     src = [
         "@njit(**JIT)",
-        f"def stop(meta, j, ng, nt, filtered, nds):",
+        "def stop(meta, j, ng, nt, filtered, nds):",
         "    meta[0] = ng",
         "    meta[1] = nt",
         "    meta[2] += filtered",

@@ -1,10 +1,10 @@
 """Load generated kernel modules from an on-disk cache so numba can cache their code.
 
 A generated module is written once to ``<cache dir>/vk_<hash>.py`` (the hash covers the
-source, the helper kernels it calls, and the velokern, numba and numpy versions) and imported from there; its
-functions use ``@njit(cache=True)``, so a new process that runs a query it has seen
-before loads machine code from numba's cache instead of compiling. The cache directory
-is ``$VELOKERN_CACHE_DIR`` or ``~/.cache/velokern/kernels``.
+source, the helper kernels it calls, and the velokern, numba and numpy versions) and
+imported from there; its functions use ``@njit(cache=True)``, so a new process that runs
+a query it has seen before loads machine code from numba's cache instead of compiling.
+The cache directory is ``$VELOKERN_CACHE_DIR`` or ``~/.cache/velokern/kernels``.
 """
 
 from __future__ import annotations

@@ -86,11 +86,11 @@ class JobProcessorConfig:
 
     # ------------------------------------------------------------ constructors
     @classmethod
-    def V1(cls) -> JobProcessorConfig:  # noqa: N802 - the names users know
+    def V1(cls) -> JobProcessorConfig:
         return cls("V1")
 
     @classmethod
-    def V2(  # noqa: N802
+    def V2(
         cls,
         num_partitions: int | None = None,
         enable_core_affinity: bool = False,

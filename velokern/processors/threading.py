@@ -52,7 +52,7 @@ def configure_threading_layer() -> str:
     for layer, module in (("omp", "numba.np.ufunc.omppool"), ("tbb", "numba.np.ufunc.tbbpool")):
         try:
             __import__(module)
-        except Exception:  # noqa: BLE001 - any failure means the layer is unusable
+        except Exception:
             continue
         numba.config.THREADING_LAYER = layer
         _CHOSEN = layer
@@ -106,7 +106,7 @@ _WORDS = 16
 
 @njit(parallel=True)
 def _pin_kernel(cpus, result, seen):
-    for t in prange(len(cpus)):
+    for _t in prange(len(cpus)):
         tid = numba.get_thread_id()
         seen[tid] = 1
         result[tid] = _PIN(cpus[tid])
@@ -114,7 +114,7 @@ def _pin_kernel(cpus, result, seen):
 
 @njit(parallel=True)
 def _affinity_kernel(out, seen):
-    for t in prange(out.shape[0]):
+    for _t in prange(out.shape[0]):
         tid = numba.get_thread_id()
         seen[tid] = 1
         row = out[tid]

@@ -277,7 +277,7 @@ class _Converter:
     def expr(self, node: exp.Expression) -> Expr:
         return self.ctx.mark(self._expr(node), node)
 
-    def _expr(self, node: exp.Expression) -> Expr:  # noqa: C901 - one dispatch table
+    def _expr(self, node: exp.Expression) -> Expr:
         ctx = self.ctx
         if isinstance(node, exp.Paren):
             return self.expr(node.this)
