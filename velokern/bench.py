@@ -84,7 +84,7 @@ def _duckdb(sql: str, tables):
         out = []
         for t in tables:
             con.register("batch", t)
-            out.append(con.execute(query).arrow())
+            out.append(con.sql(query).to_arrow_table())
         return out
 
     return run
@@ -125,7 +125,7 @@ def _check(scenario: str, sql: str, batches, outputs: dict[str, list]) -> None:
     q = sql.replace(" FROM orders", " FROM s").replace(" FROM market_data", " FROM s")
     if scenario == "S0":
         got = vk.RecordBatch.concat([o for o in ref if o.num_columns]).to_arrow()
-        exp = con.execute(q).arrow()
+        exp = con.execute(q).to_arrow_table()
         if got.num_rows != exp.num_rows or any(
             not np.array_equal(got.column(i).to_numpy(), exp.column(i).to_numpy())
             for i in range(got.num_columns)

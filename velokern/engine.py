@@ -36,6 +36,8 @@ _INITIAL_GROUPS = 256
 _EMPTY_I64 = np.empty(0, dtype=np.int64)
 _NO_MASKS = np.ones((1, 0), dtype=np.bool_)
 _DIRECT_LIMIT = 1 << 20  # direct-map slots per partition
+_GENERATED: dict[tuple, tuple[KernelSpec, Any]] = {}
+_GENERATED_LOCK = threading.Lock()
 
 
 class SchemaError(ValueError):
@@ -364,9 +366,14 @@ class StreamExecutionEngine:
         key = bool(self._nullable)
         v = self._variants.get(key)
         if v is None:
-            spec = generate(self._bound, set(self._nullable))
-            module = load_module(spec.source)
-            v = (spec, module)
+            # engines of the same query over the same schema share generated kernels
+            gkey = (self.sql, self._bound.schema, key)
+            with _GENERATED_LOCK:
+                v = _GENERATED.get(gkey)
+                if v is None:
+                    spec = generate(self._bound, set(self._nullable))
+                    v = (spec, load_module(spec.source))
+                    _GENERATED[gkey] = v
             self._variants[key] = v
         return v
 
@@ -520,7 +527,10 @@ class StreamExecutionEngine:
         if use_idx and len(segs) > 1:
             rows = np.concatenate([orow[a:b] for a, b in segs])
             order = np.argsort(rows, kind="stable")
-        return self._assemble(spec, (OI, OF, OB, OM), segs, order)
+        # input row of every output row, for passthrough columns; when every row passed,
+        # the output is every input row in input order and the columns are the inputs
+        sel = None if total == n else _gather(orow, segs, order)
+        return self._assemble(spec, (OI, OF, OB, OM), segs, order, prep, sel)
 
     def _out_buffers(self, spec: KernelSpec, n: int):
         key = id(spec)
@@ -536,7 +546,16 @@ class StreamExecutionEngine:
             b = self._bound
             plan = []
             for oc, t, (_, e) in zip(spec.outputs, b.output_types, b.outputs):
-                pack = ("OI", "OF", "OB").index(oc.pack)
+                pack = ("OI", "OF", "OB", "C").index(oc.pack)
+                if pack == 3:
+                    conv = None
+                    if is_time(t):
+                        conv = ("view", np.dtype(t))
+                    elif t == STRING:
+                        conv = ("dict", self._dicts[_owner(b, e)])
+                    plan.append((oc.name, pack, oc.row, oc.mask_row, conv,
+                                 np.dtype(oc.dtype)))
+                    continue
                 if is_time(t):
                     conv = ("view", np.dtype(t))
                 elif t == STRING:
@@ -547,24 +566,43 @@ class StreamExecutionEngine:
                     conv = ("astype", np.dtype(oc.dtype))
                 else:
                     conv = None
-                plan.append((oc.name, pack, oc.row, oc.mask_row, conv))
+                plan.append((oc.name, pack, oc.row, oc.mask_row, conv, None))
             self._plans[id(spec)] = plan
         return plan
 
-    def _assemble(self, spec: KernelSpec, packs, segs, order) -> RecordBatch:
-        """Output batch from the rows ``segs`` of the output packs (then ``order``)."""
+    def _assemble(self, spec: KernelSpec, packs, segs, order, prep: Prepared | None = None,
+                  sel: np.ndarray | None = None) -> RecordBatch:
+        """Output batch from the rows ``segs`` of the output packs (then ``order``);
+        passthrough columns come from ``prep``'s inputs at rows ``sel`` (None: all)."""
         OM = packs[3]
         simple = len(segs) == 1 and order is None
         if simple:
             a, b = segs[0]
         names, cols, masks, dicts = [], {}, {}, {}
-        for name, pack, row, mask_row, conv in self._assembly_plan(spec):
-            if simple:
+        for name, pack, row, mask_row, conv, dtype in self._assembly_plan(spec):
+            if pack == 3 and prep is None:  # no input: an empty column
+                arr, m = np.empty(0, dtype=dtype), None
+            elif pack == 3:  # an input column passed through
+                src = prep.C[row]
+                col = spec.inputs[row][0]
+                vm = prep.batch.validity(col)
+                if sel is None:
+                    arr, m = src, vm
+                else:
+                    arr = src[sel]
+                    m = None if vm is None else vm[sel]
+                    if m is not None and m.all():
+                        m = None
+            elif simple:
                 arr = packs[pack][row, a:b].copy()
             else:
                 arr = _gather(packs[pack][row], segs, order)
-            m = None
-            if mask_row >= 0:
+            if pack == 3:
+                pass
+            elif mask_row < 0:
+                m = None
+            else:
+                m = None
                 if simple:
                     mv = OM[mask_row, a:b]
                     if not mv.all():
@@ -579,6 +617,8 @@ class StreamExecutionEngine:
                     arr = arr.view(arg)
                 elif how == "astype":
                     arr = arr.astype(arg)
+                elif how == "dict":
+                    dicts[name] = arg
                 else:
                     arr = arr.astype(np.int32)
                     dicts[name] = arg

@@ -96,8 +96,9 @@ class StateArray:
 
 @dataclass
 class OutCol:
-    """An output column: row ``row`` of output pack ``pack`` (OI, OF or OB), its final
-    dtype, and its row in OM (-1 when it cannot be null)."""
+    """An output column: row ``row`` of output pack ``pack`` (OI, OF or OB; or "C": the
+    input column ``C[row]`` passed through), its final dtype, and its row in OM (-1 when
+    the kernel does not produce a mask for it)."""
 
     name: str
     dtype: str
@@ -127,7 +128,7 @@ class KernelSpec:
     unmaintained_counts: list[int] = field(default_factory=list)  # I rows equal to rows
 
     def out_rows(self) -> dict[str, int]:
-        rows = {"OI": 0, "OF": 0, "OB": 0, "OM": 0}
+        rows = {"OI": 0, "OF": 0, "OB": 0, "OM": 0, "C": 0}
         for o in self.outputs:
             rows[o.pack] += 1
             if o.mask_row >= 0:
@@ -485,8 +486,13 @@ def _prologue_inputs(spec: KernelSpec) -> list[str]:
     return lines
 
 
-def _out_lines(g: _Gen, outputs, pos: str) -> list[str]:
-    """Evaluate outputs and store them at index ``pos``; records the output spec."""
+def _out_lines(g: _Gen, outputs, pos: str, passthrough: bool = False) -> list[str]:
+    """Evaluate outputs and store them at index ``pos``; records the output spec.
+
+    With ``passthrough`` (stateless queries), an output that is a plain input column is
+    not copied by the kernel: it is OutCol pack "C" (row = its index in C), gathered by
+    the engine from the input with the selected row numbers.
+    """
     from velokern.plan import numpy_dtype
 
     spec = g.spec
@@ -495,6 +501,10 @@ def _out_lines(g: _Gen, outputs, pos: str) -> list[str]:
     rows = {"OI": 0, "OF": 0, "OB": 0}
     om = 0
     for (name, e), t in outputs:
+        if passthrough and isinstance(e, Col):
+            dt = "int64" if is_time(t) else numpy_dtype(t).name
+            spec.outputs.append(OutCol(name, dt, "C", spec.inputs.index((e.name, "data")), -1))
+            continue
         v, n = g.gen(e)
         dt = "int64" if is_time(t) else numpy_dtype(t).name
         pack = "OB" if t == BOOL else ("OF" if is_float(t) else "OI")
@@ -514,7 +524,7 @@ def _gen_stateless(bq: BoundQuery, spec: KernelSpec, types) -> str:
     if bq.where is not None:
         wv, wn = g.gen(bq.where)
         g.emit(f"if not ({wv} and not {wn}):\n    continue")
-    stores = _out_lines(g, list(zip(bq.outputs, bq.output_types)), "k")
+    stores = _out_lines(g, list(zip(bq.outputs, bq.output_types)), "k", passthrough=True)
     loop = g.lines + stores + ["orow[k] = i", "k += 1"]
     pro = _prologue_inputs(spec)
     src = ["@njit(**JIT)",
