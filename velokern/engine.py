@@ -691,12 +691,18 @@ class StreamExecutionEngine:
             starts = stops.copy()
         if not emit:
             return self._empty_output(spec)
+        return self._assemble_groups(spec, (OI, OF, OB, OM), oseq, obases, counts)
+
+    def _assemble_groups(self, spec: KernelSpec, packs, oseq, obases, counts) -> RecordBatch:
+        """Group rows written by partitions (partition p: ``counts[p]`` rows at
+        ``obases[p]``), merged into the defined order: by the position of each group's
+        first record in the stream."""
         segs = [(int(a), int(a) + int(c)) for a, c in zip(obases, counts) if c > 0]
         order = None
         if len(segs) > 1:
             seq = np.concatenate([oseq[a:b] for a, b in segs])
             order = np.argsort(seq, kind="stable")
-        return self._assemble(spec, (OI, OF, OB, OM), segs, order)
+        return self._assemble(spec, packs, segs, order)
 
     def _emit(self, module, R, parallel: bool, touched: bool) -> RecordBatch:
         spec = self._spec
@@ -723,12 +729,7 @@ class StreamExecutionEngine:
             for p in range(P):
                 counts[p] = module.emit_part(S, p, R, gids, int(goffs[p]), int(goffs[p + 1]),
                                              OI, OF, OB, OM, oseq, int(obases[p]))
-        segs = [(int(a), int(a) + int(c)) for a, c in zip(obases, counts) if c > 0]
-        order = None
-        if len(segs) > 1:
-            seq = np.concatenate([oseq[a:b] for a, b in segs])
-            order = np.argsort(seq, kind="stable")
-        return self._assemble(spec, (OI, OF, OB, OM), segs, order)
+        return self._assemble_groups(spec, (OI, OF, OB, OM), oseq, obases, counts)
 
     def _empty_output(self, spec: KernelSpec) -> RecordBatch:
         key = f"empty:{id(spec)}"
