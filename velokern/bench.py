@@ -4,10 +4,10 @@ Each engine processes the same stream of Arrow/RecordBatch batches batch by batc
 streaming job's unit of work); creating a velokern job (parsing, planning) is not timed,
 pushing every batch through it and flushing is. DuckDB ("direct SQL") runs the
 scenario's SQL on every batch; Polars runs the same query with its lazy API on every
-batch. Before any figure is
-printed the answers are checked: velokern's V1 and V2 outputs must be identical bit for
-bit, and velokern's final result must equal DuckDB's over the whole stream (floats to a
-relative 1e-9). Figures are medians of several timed passes after a warm-up pass.
+batch. Before any figure is printed the answers are checked: velokern's V1 and V2
+outputs must be identical bit for bit, and velokern's final result must equal DuckDB's
+over the whole stream (floats to a relative 1e-9). Figures are medians of several timed
+passes after a warm-up pass.
 """
 
 from __future__ import annotations

@@ -34,7 +34,6 @@ __all__ = ["Prepared", "Routing", "StreamExecutionEngine"]
 
 _INITIAL_GROUPS = 256
 _EMPTY_I64 = np.empty(0, dtype=np.int64)
-_EMPTY_I32 = np.empty(0, dtype=np.int32)
 _NO_MASKS = np.ones((1, 0), dtype=np.bool_)
 _DIRECT_LIMIT = 1 << 20  # direct-map slots per partition
 _GENERATED: dict[tuple, tuple[KernelSpec, Any]] = {}
@@ -70,15 +69,6 @@ class Routing:
     ends: np.ndarray
     idx: np.ndarray | None = None
     parallel: bool = False
-    #: in-kernel routing (stateful queries): every partition scans rows starts[p]:ends[p]
-    #: and takes those whose partition id ``pids[row]`` is p; ``counts`` are the rows of
-    #: each partition, ``obases`` where each partition writes its output rows
-    pids: np.ndarray | None = None
-    counts: np.ndarray | None = None
-    obases: np.ndarray | None = None
-
-    def partition_counts(self) -> np.ndarray:
-        return self.counts if self.counts is not None else self.ends - self.starts
 
     @staticmethod
     def single(n: int) -> Routing:
@@ -500,8 +490,10 @@ class StreamExecutionEngine:
             pr = self._metrics["partition_records"]
             if len(pr) == 1 and len(routing.starts) == 1:
                 pr[0] += prep.n
-            else:  # (a stateless batch may be routed to fewer slices than partitions)
-                pr[: len(routing.starts)] += routing.partition_counts()
+            elif len(routing.starts) == len(pr):
+                pr += routing.ends - routing.starts
+            else:  # a stateless batch routed to fewer slices than partitions
+                pr[: len(routing.starts)] += routing.ends - routing.starts
             self._metrics["records_in"] += prep.n
             self._metrics["batches"] += 1
             if prep.spec.stateful:
@@ -645,8 +637,7 @@ class StreamExecutionEngine:
         if spec.direct:
             self._ensure_direct(spec)
         idx = r.idx if r.idx is not None else _EMPTY_I64
-        pids = r.pids if r.pids is not None else _EMPTY_I32
-        use_idx = 2 if r.pids is not None else (1 if r.idx is not None else 0)
+        use_idx = r.idx is not None
         emit = self.emit_mode == "changes"
         OI, OF, OB, OM, oseq = self._out_buffers(spec, prep.n)
         module = prep.module
@@ -656,8 +647,8 @@ class StreamExecutionEngine:
             end = int(r.ends[0])
             while True:
                 stop, k = module.batch_part(tuple(self._state), 0, prep.C, prep.M, prep.R, idx,
-                                            pids, use_idx, start, end, base, self._seq, emit,
-                                            OI, OF, OB, OM, oseq)
+                                            use_idx, start, end, base, self._seq, emit, OI, OF,
+                                            OB, OM, oseq)
                 if stop >= end:
                     break
                 self._grow()
@@ -665,8 +656,8 @@ class StreamExecutionEngine:
             if not emit:
                 return self._empty_output(spec)
             return self._assemble(spec, (OI, OF, OB, OM), [(base, base + k)] if k else [], None)
-        obases = (r.obases if r.obases is not None else r.starts).astype(np.int64, copy=False)
-        starts = r.starts.astype(np.int64, copy=True)
+        obases = r.starts.astype(np.int64, copy=False)
+        starts = obases.copy()
         ends = r.ends.astype(np.int64, copy=False)
         stops = starts.copy()
         counts = np.zeros(P, dtype=np.int64)
@@ -674,15 +665,14 @@ class StreamExecutionEngine:
         while True:
             S = tuple(self._state)
             if r.parallel:
-                module.batch_all(S, prep.C, prep.M, prep.R, idx, pids, use_idx, starts, ends,
-                                 obases, active, self._seq, emit, OI, OF, OB, OM, oseq, stops,
-                                 counts)
+                module.batch_all(S, prep.C, prep.M, prep.R, idx, use_idx, starts, ends, obases,
+                                 active, self._seq, emit, OI, OF, OB, OM, oseq, stops, counts)
             else:
                 for p in range(P):
                     if active[p]:
                         stops[p], counts[p] = module.batch_part(
-                            S, p, prep.C, prep.M, prep.R, idx, pids, use_idx, starts[p],
-                            ends[p], obases[p], self._seq, emit, OI, OF, OB, OM, oseq)
+                            S, p, prep.C, prep.M, prep.R, idx, use_idx, starts[p], ends[p],
+                            obases[p], self._seq, emit, OI, OF, OB, OM, oseq)
             unfinished = stops < ends
             if not unfinished.any():
                 break

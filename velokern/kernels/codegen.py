@@ -8,7 +8,7 @@ generated module holds, for a stateless query::
 
 and for an aggregate query::
 
-    update_part(S, p, C, M, R, idx, pids, use_idx, start, end, seq_base) -> stop row
+    update_part(S, p, C, M, R, idx, use_idx, start, end, seq_base) -> row it stopped at
     emit_part(S, p, R, gids, gstart, gend, OI, OF, OB, OM, oseq, obase) -> rows written
     batch_part(...)    # update_part, then (EMIT CHANGES) emit the touched groups
     batch_all(...)     # prange over partitions, each calling batch_part
@@ -725,13 +725,10 @@ def _gen_aggregate(bq: BoundQuery, spec: KernelSpec, types) -> str:
         src.append(f"    meta[{meta_cols[f'a{ai}_nd']}] = nds[{k}]")
     src += ["    return j", "", ""]
     src += ["@njit(**JIT)",
-            "def update_part(S, p, C, M, R, idx, pids, use_idx, start, end, seq_base):"]
+            "def update_part(S, p, C, M, R, idx, use_idx, start, end, seq_base):"]
     src += _indent(pro, 4)
     src += _indent(["for j in range(start, end):"], 4)
-    # use_idx: 0 contiguous rows, 1 rows idx[j] (bucketed order), 2 every row j of the
-    # batch whose partition id pids[j] is p (in-kernel routing: no scatter)
-    src += _indent(guard + ["if use_idx == 2:", "    if pids[j] != p:", "        continue",
-                            "    i = j", "else:", "    i = idx[j] if use_idx == 1 else j"], 8)
+    src += _indent(guard + ["i = idx[j] if use_idx else j"], 8)
     src += _indent(g.lines, 8)
     src += _indent([f"return stop(meta, end, ng, nt, filtered, {_nd_list(distinct)})"], 4)
     src += ["", ""]
@@ -776,9 +773,9 @@ def _gen_aggregate(bq: BoundQuery, spec: KernelSpec, types) -> str:
     brow = next(a.row for a in st if a.name == "touched")
     src += [
         "@njit(**JIT)",
-        "def batch_part(S, p, C, M, R, idx, pids, use_idx, start, end, obase, seq_base, emit, OI,"
-        " OF, OB, OM, oseq):",
-        "    stop = update_part(S, p, C, M, R, idx, pids, use_idx, start, end, seq_base)",
+        "def batch_part(S, p, C, M, R, idx, use_idx, start, end, obase, seq_base, emit, OI, OF,"
+        " OB, OM, oseq):",
+        "    stop = update_part(S, p, C, M, R, idx, use_idx, start, end, seq_base)",
     ]
     if not track:
         # EMIT FINAL: nothing is emitted per batch (and no emit code is compiled here)
@@ -802,13 +799,12 @@ def _gen_aggregate(bq: BoundQuery, spec: KernelSpec, types) -> str:
     ] if track else []
     src += [
         "@njit(**PJIT)",
-        "def batch_all(S, C, M, R, idx, pids, use_idx, starts, ends, obases, active, seq_base, "
-        "emit, OI,"
+        "def batch_all(S, C, M, R, idx, use_idx, starts, ends, obases, active, seq_base, emit, OI,"
         " OF, OB, OM, oseq, stops, counts):",
         "    for p in prange(len(starts)):",
         "        if active[p]:",
-        "            r = batch_part(S, p, C, M, R, idx, pids, use_idx, starts[p], ends[p], "
-        "obases[p], seq_base, emit, OI, OF, OB, OM, oseq)",
+        "            r = batch_part(S, p, C, M, R, idx, use_idx, starts[p], ends[p], obases[p], "
+        "seq_base, emit, OI, OF, OB, OM, oseq)",
         "            stops[p] = r[0]",
         "            counts[p] = r[1]",
         "",

@@ -54,25 +54,8 @@ class Strategy:
 
 
 def _bucketed(pids: np.ndarray, n: int) -> Routing:
-    """Rows grouped by partition with the shim's stable counting sort."""
     order, offsets = _shim.stable_bucket(pids, n)
     return Routing(offsets[:-1].copy(), offsets[1:].copy(), idx=order, parallel=True)
-
-
-def _routed_in_kernel(pids: np.ndarray, n: int) -> Routing:
-    """Stateful queries: each partition's kernel scans the partition ids and takes its
-    own rows, in arrival order, so no scatter pass runs before the parallel kernel.
-    Partition p writes its output rows after those of partitions < p."""
-    rows = len(pids)
-    counts = np.bincount(pids, minlength=n).astype(np.int64)
-    obases = np.zeros(n, dtype=np.int64)
-    np.cumsum(counts[:-1], out=obases[1:])
-    return Routing(np.zeros(n, np.int64), np.full(n, rows, np.int64), parallel=True,
-                   pids=pids, counts=counts, obases=obases)
-
-
-def _route_ids(engine: StreamExecutionEngine, pids: np.ndarray, n: int) -> Routing:
-    return _routed_in_kernel(pids, n) if engine.is_stateful else _bucketed(pids, n)
 
 
 def _keyed_ok(engine: StreamExecutionEngine, keyed_by: tuple[str, ...]) -> bool:
@@ -98,7 +81,7 @@ class HashStrategy(Strategy):
             ends[0] = prep.n
             return Routing(starts, ends, parallel=True)
         pids = _shim.partition_ids(engine.key_bits(prep), n)
-        return _route_ids(engine, pids, n)
+        return _bucketed(pids, n)
 
 
 class StickyStrategy(Strategy):
@@ -128,7 +111,7 @@ class StickyStrategy(Strategy):
             raise StrategyError(f"column {PARTITION_COLUMN!r} has a negative value "
                                 f"{int(col.min())}")
         pids = (col.astype(np.int64) % n).astype(np.int32)
-        return _route_ids(engine, pids, n)
+        return _bucketed(pids, n)
 
 
 class SmartStrategy(Strategy):
