@@ -38,6 +38,7 @@ _NO_MASKS = np.ones((1, 0), dtype=np.bool_)
 _DIRECT_LIMIT = 1 << 20  # direct-map slots per partition
 _GENERATED: dict[tuple, tuple[KernelSpec, Any]] = {}
 _GENERATED_LOCK = threading.Lock()
+_SINGLE: dict[int, Routing] = {}
 
 
 class SchemaError(ValueError):
@@ -72,7 +73,13 @@ class Routing:
 
     @staticmethod
     def single(n: int) -> Routing:
-        return Routing(np.zeros(1, np.int64), np.array([n], np.int64))
+        """All ``n`` rows, in order, as one partition (cached: routings are not mutated)."""
+        r = _SINGLE.get(n)
+        if r is None:
+            if len(_SINGLE) > 64:
+                _SINGLE.clear()
+            r = _SINGLE[n] = Routing(np.zeros(1, np.int64), np.array([n], np.int64))
+        return r
 
 
 def _kind(t: str) -> str:
@@ -102,6 +109,7 @@ class StreamExecutionEngine:
         self._nullable: set[str] = set()
         self._variants: dict[bool, tuple[KernelSpec, Any]] = {}
         self._wants: list[tuple[str, np.dtype | None]] = []
+        self._direct_fits: list | None = None
         self._state: list[np.ndarray] | None = None
         self._spec: KernelSpec | None = None
         self._num_partitions: int | None = None
@@ -435,9 +443,14 @@ class StreamExecutionEngine:
     def _ensure_direct(self, spec: KernelSpec) -> None:
         """Size the direct map so every current dictionary code fits (GROUP BY keys that
         are all string/bool columns); past _DIRECT_LIMIT slots, turn it off for good."""
+        # fast path: every key's dictionary still fits the map's current size
+        fits = self._direct_fits
+        if fits is not None and all(len(d) < lim for d, lim in fits):
+            return
         meta = self._meta()
         col = spec.meta_cols["direct"]
         if meta[0, col] == 0:
+            self._direct_fits = []  # turned off for good: nothing to check any more
             return
         ddims = self._state[12]
         need = []
@@ -455,6 +468,9 @@ class StreamExecutionEngine:
         strides = [int(np.prod(dims[j + 1:], dtype=np.int64)) for j in range(len(dims))]
         ddims[:, 0] = dims
         ddims[:, 1] = strides
+        self._direct_fits = [(self._dicts[k.name], dims[j]) for j, (k, t) in
+                             enumerate(zip(self._bound.keys, self._bound.key_types))
+                             if t == STRING]
         self._state[11] = np.empty((meta.shape[0], total), dtype=np.int64)
         rebuild_direct(self._state[11], self._state[2], self._state[3], meta, ddims)
 
@@ -481,14 +497,17 @@ class StreamExecutionEngine:
     # ---------------------------------------------------------------- execution
     def execute(self, prep: Prepared, routing: Routing) -> RecordBatch:
         """Run a prepared batch through the kernels; returns what the batch emits."""
-        if self._num_partitions is None:
-            raise RuntimeError("bind_partitions must be called before execute")
-        if len(routing.starts) != self._num_partitions and prep.spec.stateful:
-            raise ValueError(f"routing has {len(routing.starts)} partitions, the engine has "
+        nparts = len(routing.starts)
+        if nparts != self._num_partitions and (
+            prep.spec.stateful or self._num_partitions is None
+        ):
+            if self._num_partitions is None:
+                raise RuntimeError("bind_partitions must be called before execute")
+            raise ValueError(f"routing has {nparts} partitions, the engine has "
                              f"{self._num_partitions}")
         with self._lock:
             pr = self._metrics["partition_records"]
-            if len(pr) == 1 and len(routing.starts) == 1:
+            if nparts == 1 and len(pr) == 1:
                 pr[0] += prep.n
             elif len(routing.starts) == len(pr):
                 pr += routing.ends - routing.starts
@@ -578,6 +597,7 @@ class StreamExecutionEngine:
         simple = len(segs) == 1 and order is None
         if simple:
             a, b = segs[0]
+            blocks = [None, None, None]  # one copy per output pack; columns are its rows
         names, cols, masks, dicts = [], {}, {}, {}
         for name, pack, row, mask_row, conv, dtype in self._assembly_plan(spec):
             if pack == 3 and prep is None:  # no input: an empty column
@@ -594,7 +614,10 @@ class StreamExecutionEngine:
                     if m is not None and m.all():
                         m = None
             elif simple:
-                arr = packs[pack][row, a:b].copy()
+                block = blocks[pack]
+                if block is None:
+                    block = blocks[pack] = packs[pack][:, a:b].copy()
+                arr = block[row]
             else:
                 arr = _gather(packs[pack][row], segs, order)
             if pack == 3:

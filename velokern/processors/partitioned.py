@@ -115,7 +115,8 @@ class PartitionedJobCoordinator:
             raise
         engine.bind_partitions(self._n)
         self._prepare_threads()
-        routing.parallel = self._n > 1
+        if self._n > 1:
+            routing.parallel = True
         with parallel_guard():
             return engine.execute(prep, routing)
 
