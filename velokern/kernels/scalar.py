@@ -85,17 +85,17 @@ def round_half_away(x, digits):
     if not math.isfinite(x):
         return x
     ax = abs(x)
-    if digits == 0:
-        r = np.floor(ax + 0.5) if ax < 4503599627370496.0 else ax
-        return math.copysign(r, x)
-    if digits > 0:
+    if digits >= 0:
         p = 10.0**digits
         y = ax * p
-        if not math.isfinite(y) or y >= 4503599627370496.0:
+        # past 2**53 every double is an integer and ulp(x) > 10**-digits: x is its own
+        # rounding
+        if not math.isfinite(y) or y >= 9007199254740992.0:
             return x
+        err = two_prod_err(ax, p)  # ax * p == y + err exactly
         fl = np.floor(y)
-        frac = y - fl
-        if frac > 0.5 or (frac == 0.5 and two_prod_err(ax, p) >= 0.0):
+        # the exact fraction is (y - fl) + err; round up from one half (away from zero)
+        if ((y - fl) - 0.5) + err >= 0.0:
             fl += 1.0
         return math.copysign(fl / p, x)
     p = 10.0 ** (-digits)
