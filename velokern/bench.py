@@ -391,25 +391,39 @@ def write_report(path: str, quick: bool = False) -> str:
 ANALYSIS = """
 ## Where the time goes (analysis; the figures above are regenerated, this text is not)
 
-- **GROUP BY kernel.** Per row: read the key code, look up the group through a direct
-  map (string/bool keys; other keys probe an open-addressing hash table), then one
-  read-modify-write per aggregate state. Measured on S2 with the kernel alone
-  (`tests`-independent script in the report command's history): ~11 ns/row, against
-  ~5.7 ns/row for a hand-written numba loop doing only the five accumulations. The gap:
-  the direct-map lookup and its guard, the "touched" flag for EMIT CHANGES, NaN-aware
-  MIN/MAX comparisons (DuckDB orders NaN above every number), and the resumable-update
-  guard (the kernel stops before overfilling the table, the engine grows it and resumes).
-  Two measured fixes so far: inlining the hash-table probe (a call passed six arrays and
-  paid NRT reference counting per row: 69 -> 21 ns/row) and one shared non-null count per
-  aggregate argument instead of a count or flag per aggregate (14.5 -> 11 ns/row).
-- **Small batches.** At 1,000 records per batch the kernel is ~20 µs of the batch's cost;
-  the rest is Python around it (validating the batch against the schema, numba's dispatch
-  of the argument tuples, assembling the output RecordBatch). Reductions so far: a cached
-  assembly plan, a trusted RecordBatch constructor for engine output, dtype checks without
-  numpy's slow `dtype.name`, one fused kernel call per batch (update + emit).
-- **V2.** Routing a batch costs three serial passes before the parallel kernel (key bits,
-  the shim's partition ids, the counting sort) plus indirect reads through the bucketed
-  order, so on 2 cores V2 gains little over V1 for cheap per-row work. What would lift it:
-  compute partition ids inside the parallel kernel (each partition scanning the id array
-  and processing its own rows in order, no scatter), or parallel bucketing.
+Measured with small scripts timing the kernels alone on S2 (200 string keys, five
+aggregates), same machine, medians of repeated calls.
+
+- **GROUP BY kernel (S2 target missed).** Per row: read the key code, find the group
+  through a direct map (all-string/bool keys; other keys probe an open-addressing hash
+  table), then one read-modify-write per aggregate state plus the group's row count and
+  its "touched" flag (for EMIT CHANGES). The kernel alone runs at ~11 ns/row; a
+  hand-written numba loop doing only the five accumulations runs at ~5.7 ns/row, so
+  200 M rec/s (5 ns/row) is near the floor of a per-row scatter-update loop on this
+  machine. Fixes so far, each measured: inlining the hash-table probe (a call passed six
+  arrays and paid NRT reference counting per row: 69 -> 21 ns/row); the direct map for
+  string keys (21 -> 14.5 ns/row); one shared non-null count per aggregate argument
+  instead of a count or "seen" flag per aggregate (14.5 -> 11 ns/row). What would lift it
+  further: a kernel without the resumable-growth guard when the table is presized for the
+  batch, EMIT FINAL kernels without touched tracking, and accumulating small-key
+  aggregates in per-batch dense arrays (no per-row group lookup) before folding them
+  into the state.
+- **Small batches (1k target missed).** At 1,000 records the kernel takes ~13 µs; the
+  rest (~35-80 µs, depending on load) is Python around it: numba's dispatch of the
+  argument tuples (~3.5 µs per call), validating the batch against the schema (~4 µs),
+  assembling the output RecordBatch (~7 µs), bookkeeping. Already done: cached assembly
+  plans and routings, a trusted RecordBatch constructor for engine output, dtype checks
+  without numpy's slow `dtype.name`, one fused kernel call per batch (update + emit).
+  What would lift it: a single compiled entry point per batch (argument block prepared
+  once per job), or coalescing consecutive small batches into one kernel call when the
+  caller accepts the latency.
+- **V2 on 2 cores (1.7x target missed).** Routing a 100k batch costs ~0.35-0.45 ms of
+  serial work before the parallel kernel (key bits, the shim's partition ids, the stable
+  counting sort), against ~0.6 ms of kernel work per partition, and the two workers share
+  two cores with the rest of the machine. Letting every partition scan the partition ids
+  and take its own rows (no scatter) was measured slower (58.7 against 65.3 M rec/s on S2,
+  V1 75.6 in the same run): both threads then read every input cache line. Parallel
+  bucketing (per-thread histograms, then a parallel scatter) would remove the serial
+  part; measuring scaling beyond 2 cores needs the 16-core machine, which was not lent
+  for this task.
 """
