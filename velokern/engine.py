@@ -27,7 +27,7 @@ from velokern.kernels.hashtable import (
     rebuild_distinct,
     rebuild_table,
 )
-from velokern.plan import BoundQuery, PlanError, bind, is_float, is_int, is_time
+from velokern.plan import BoundQuery, PlanError, bind, columns_of, is_float, is_int, is_time
 from velokern.sql import parse_sql
 
 __all__ = ["Prepared", "Routing", "StreamExecutionEngine"]
@@ -154,8 +154,6 @@ class StreamExecutionEngine:
     @property
     def group_by_columns(self) -> list[str]:
         """Input columns the GROUP BY keys are computed from."""
-        from velokern.plan import columns_of
-
         cols: list[str] = []
         for k in self.query.group_by:
             for c in columns_of(k):
@@ -331,8 +329,7 @@ class StreamExecutionEngine:
         return (lit, *[self._dicts[c].ranks() for c in spec.rank_columns])
 
     def _needed_columns(self) -> list[str]:
-        from velokern.plan import columns_of, walk
-
+        """Input columns the query names (known before a schema is bound)."""
         q = self.query
         cols: list[str] = []
         exprs = [e for _, e in q.select] + q.group_by
@@ -341,7 +338,6 @@ class StreamExecutionEngine:
             for c in columns_of(e):
                 if c not in cols:
                     cols.append(c)
-        del walk
         return cols
 
     def _encode_strings(self, c: str, bd: StringDictionary, codes: np.ndarray,
