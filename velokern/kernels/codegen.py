@@ -687,7 +687,11 @@ def _gen_aggregate(bq: BoundQuery, spec: KernelSpec, types) -> str:
             rk = g.rank_array(g.owner(a.arg))
             x_lt_v, v_lt_x = f"{rk}[{x}] < {rk}[{held}]", f"{rk}[{held}] < {rk}[{x}]"
         elif at is not None and is_float(at):
-            x_lt_v, v_lt_x = f"f_lt({x}, {held})", f"f_lt({held}, {x})"
+            # NaN sorts above every number. MIN starts at NaN, MAX at -inf, so "x < held
+            # or held is NaN" / "held < x or x is NaN" decide like f_lt (they differ only
+            # when both are NaN, where replacing NaN by NaN changes nothing)
+            x_lt_v = f"({x} < {held} or {held} != {held})"
+            v_lt_x = f"({held} < {x} or {x} != {x})"
         else:
             x_lt_v, v_lt_x = f"{x} < {held}", f"{held} < {x}"
         keep = "True" if not a.ignore_nulls else f"not {xn}"
