@@ -6,6 +6,8 @@ random batch sizes (hypothesis drives the data and the cuts).
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import numpy as np
 import pytest
 from conftest import (
@@ -239,3 +241,48 @@ def test_large_group_count_grows_state():
     ref = duckdb_rows("SELECT k, COUNT(*), COUNT(DISTINCT x), SUM(f) FROM t GROUP BY k "
                       "ORDER BY MIN(seq)", b)
     assert_rows_match(rows_of(v1[-1]), ref, "many groups")
+
+
+def test_direct_map_grows_with_dictionaries_and_turns_off_when_too_large():
+    """String GROUP BY keys use a direct map sized to the job's dictionaries: new strings
+    in later batches resize it mid-stream, and past its size limit the engine falls back
+    to the hash table (both with groups already live)."""
+    rng = np.random.default_rng(12)
+    n = 6000
+    # a few strings at first, then thousands of new ones in later batches
+    a = np.array([f"a{v}" for v in np.concatenate([rng.integers(0, 3, 1000),
+                                                   rng.integers(0, 1500, n - 1000)])])
+    b = np.array([f"b{v}" for v in np.concatenate([rng.integers(0, 2, 1000),
+                                                   rng.integers(0, 1500, n - 1000)])])
+    cols = {"seq": np.arange(n), "a": a, "b": b, "f": rng.normal(size=n)}
+    batch = vk.RecordBatch.from_pydict(cols)
+    def make_batches():
+        # each batch with its own dictionaries: the job's dictionaries grow batch by batch
+        return [vk.RecordBatch.from_pydict({k: v[lo:hi] for k, v in cols.items()})
+                for lo, hi in pairwise([0, 500, 1000, 3000, 4000, n])]
+
+    batches = make_batches()
+    for sql, duck in (
+        ("SELECT a, COUNT(*) AS n, SUM(f) AS s FROM t GROUP BY a",
+         "SELECT a, COUNT(*), SUM(f) FROM t GROUP BY a ORDER BY MIN(seq)"),
+        # 2048 x 2048 slots > the direct map's limit once both dictionaries grow
+        ("SELECT a, b, COUNT(*) AS n, MAX(f) AS m FROM t GROUP BY a, b",
+         "SELECT a, b, COUNT(*), MAX(f) FROM t GROUP BY a, b ORDER BY MIN(seq)"),
+    ):
+        v1 = run(sql, batches, "v1")
+        for cfg in ("v2:2", "v2:3"):
+            assert_batches_identical(v1, run(sql, batches, cfg), f"{sql} {cfg}")
+        nkeys = 2 if " b," in sql else 1
+        last = _last_per_group(v1, nkeys)
+        ref = duckdb_rows(duck, batch)
+        assert_rows_match([last[tuple(r[:nkeys])] for r in ref], ref, sql)
+        assert len(last) == len(ref)
+    # fresh batches: the jobs above adopted batches[0]'s dictionaries and grew them
+    batches = make_batches()
+    engine = vk.StreamExecutionEngine("SELECT a, b, COUNT(*) AS n FROM t GROUP BY a, b")
+    proc = vk.SimpleJobProcessor()
+    proc.process_batch(batches[0], engine)
+    assert engine._meta()[0, engine._spec.meta_cols["direct"]] == 1
+    for bb in batches[1:]:
+        proc.process_batch(bb, engine)
+    assert engine._meta()[0, engine._spec.meta_cols["direct"]] == 0  # fell back to hashing

@@ -297,3 +297,14 @@ def test_concurrent_v2_jobs_in_threads():
     assert not errors, errors
     for (name, _), outs in results.items():
         assert_batches_identical(expected[name], outs, f"concurrent {name}")
+
+
+def test_one_coordinator_serves_several_jobs(stream_batch):
+    """A coordinator keeps a validated strategy per engine, never another engine's."""
+    proc = PartitionedJobCoordinator(2)
+    for sql in (GROUP_SQL, FILTER_SQL, GROUP_SQL, FILTER_SQL):
+        engine = vk.StreamExecutionEngine(sql)
+        out = proc.process_batch(stream_batch, engine)
+        ref = SimpleJobProcessor().process_batch(stream_batch, vk.StreamExecutionEngine(sql))
+        assert out.equals(ref, bitwise=True)
+        del engine

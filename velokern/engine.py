@@ -760,9 +760,7 @@ class StreamExecutionEngine:
                 if self._num_partitions is None:
                     self.bind_partitions(1)
                 self._ensure_state(spec)
-            R = (np.array([self._dicts[o].code_of(v) for o, v in spec.literals], np.int64),
-                 *[self._dicts[c].ranks() for c in spec.rank_columns])
-            out = self._emit(module, R, parallel, touched=False)
+            out = self._emit(module, self._runtime_constants(spec), parallel, touched=False)
             self._metrics["records_emitted"] += len(out)
             return out
 

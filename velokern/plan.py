@@ -15,7 +15,6 @@ import numpy as np
 from velokern.batch import STRING, Schema
 
 __all__ = [
-    "AGGREGATES",
     "Agg",
     "AggRef",
     "Binary",
@@ -162,7 +161,8 @@ class Func(Expr):
 
 @dataclass(frozen=True)
 class Agg(Expr):
-    """An aggregate call. ``func`` is a key of :data:`AGGREGATES`."""
+    """An aggregate call. ``func`` is a key of
+    :data:`velokern.kernels.aggregates.REGISTRY`."""
 
     func: str
     arg: Expr | None  # None for COUNT(*)
@@ -185,25 +185,6 @@ class KeyRef(Expr):
     """Reference to GROUP BY key ``i`` of a query (after aggregation)."""
 
     i: int
-
-
-#: Aggregate functions: name -> (SQL spellings). Kernel state and finalisation live in
-#: :mod:`velokern.kernels.aggregates`.
-AGGREGATES = {
-    "count_star": ("COUNT(*)",),
-    "count": ("COUNT",),
-    "count_distinct": ("COUNT(DISTINCT)",),
-    "sum": ("SUM",),
-    "avg": ("AVG", "MEAN"),
-    "min": ("MIN",),
-    "max": ("MAX",),
-    "var_samp": ("VARIANCE", "VAR_SAMP"),
-    "var_pop": ("VAR_POP",),
-    "stddev_samp": ("STDDEV", "STDDEV_SAMP"),
-    "stddev_pop": ("STDDEV_POP",),
-    "first_value": ("FIRST_VALUE", "FIRST"),
-    "last_value": ("LAST_VALUE", "LAST"),
-}
 
 
 def walk(e: Expr):

@@ -35,7 +35,6 @@ class AggKind:
     update: str
     final: str
     reference: Callable[[list], object]
-    skips_nulls: bool = True
 
 
 def _sum_dtype(t: str) -> str:
@@ -101,7 +100,6 @@ COUNT_STAR = AggKind(
     "",
     "{a}v = {nn}[{g}]\n{a}n = False",
     lambda vals: len(vals),
-    skips_nulls=False,
 )
 
 COUNT = AggKind(
@@ -212,7 +210,6 @@ def _first_last(name, first):
         "{a}n = {a}_vn[{g}] != 0\n{a}v = {a}_v[{g}]",
         (lambda vals: vals[0] if vals else None) if first else
         (lambda vals: vals[-1] if vals else None),
-        skips_nulls=False,
     )
 
 

@@ -3,7 +3,7 @@
 One pass over a batch does filter, expression evaluation and aggregate update. The
 generated module holds, for a stateless query::
 
-    project_part(C, M, R, idx, use_idx, start, end, O, OM, orow) -> rows written
+    project_part(C, M, R, idx, use_idx, start, end, OI, OF, OB, OM, orow) -> rows written
     project_all(...)   # prange over partitions, each calling project_part
 
 and for an aggregate query::
@@ -449,8 +449,6 @@ def _bits_code(g: _Gen, e: Expr, t: str, v: str) -> str:
         assert isinstance(e, Col)
         k = g.spec.inputs.index((e.name, "bits"))
         return f"float_key_bits({v}, c{k}[i])"
-    if t == BOOL:
-        return f"np.int64({v})"
     return f"np.int64({v})"
 
 

@@ -9,6 +9,7 @@ V2 emits exactly what V1 emits.
 from __future__ import annotations
 
 import threading
+import weakref
 from collections.abc import Sequence
 
 import numba
@@ -52,7 +53,8 @@ class PartitionedJobCoordinator:
         self._affinity = bool(enable_core_affinity)
         self._strategy_name = strategy
         self._keyed_by = tuple(keyed_by) if keyed_by else ()
-        self._strategies: dict[int, Strategy] = {}
+        # per engine, held weakly: a coordinator may serve several jobs over its life
+        self._strategies: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self._pinned = threading.local()
         configure_threading_layer()
         max_threads = numba.config.NUMBA_NUM_THREADS
@@ -89,10 +91,10 @@ class PartitionedJobCoordinator:
 
     def strategy_for(self, engine: StreamExecutionEngine) -> Strategy:
         """The validated strategy for this engine's query (raises StrategyError)."""
-        s = self._strategies.get(id(engine))
+        s = self._strategies.get(engine)
         if s is None:
             s = make_strategy(self._strategy_name, engine, self._keyed_by)
-            self._strategies[id(engine)] = s
+            self._strategies[engine] = s
         return s
 
     def validate(self, engine: StreamExecutionEngine) -> None:
