@@ -13,15 +13,22 @@ import numpy as np
 
 from velokern.batch import RecordBatch, StringDictionary
 
-__all__ = ["SCENARIOS", "market_data", "orders", "trades"]
+__all__ = ["SCENARIOS", "market_data", "market_trades", "orders", "stream_for", "trades"]
 
-#: SQL of the reference scenarios that velokern runs today (windows come later).
+_S3A = ("SELECT trader_id, symbol, COUNT(*) AS trade_count, AVG(price) AS avg_price, "
+        "SUM(quantity) AS total_quantity, SUM(price * quantity) AS total_value "
+        "FROM market_data GROUP BY trader_id, symbol "
+        "WINDOW TUMBLING (trade_time, INTERVAL '1' MINUTE)")
+
+#: SQL of the reference scenarios (issue 4); S1 (ROWS window) is added where supported.
 SCENARIOS = {
     "S0": "SELECT order_id, customer_id, order_date, total_amount FROM orders "
           "WHERE total_amount > 100",
     "S2": "SELECT symbol, COUNT(*) AS trade_count, AVG(price) AS avg_price, "
           "MIN(price) AS min_price, MAX(price) AS max_price, SUM(quantity) AS total_quantity "
           "FROM market_data GROUP BY symbol",
+    "S3a": _S3A,
+    "S3b": _S3A + " EMIT CHANGES",
 }
 
 
@@ -102,3 +109,48 @@ def trades(total: int, batch_size: int = 100_000, *, seed: int = 0) -> Iterator[
             },
             dictionaries={"trader_id": traders, "symbol": sym, "side": side},
         )
+
+
+def market_trades(total: int, batch_size: int = 100_000, *, seed: int = 0,
+                  random: bool = False, jitter_ms: int = 5_000) -> Iterator[RecordBatch]:
+    """S3a/S3b input: trader_id ``T{i % 50}``, symbol ``SYM{i % 100}``, price a float
+    around 100, quantity an integer in [1, 1000), trade_time = 1_000_000 + i * 1000 (ms).
+
+    With ``random``: random traders and symbols, and trade times moved by up to
+    ``jitter_ms`` either way, so records arrive slightly out of order."""
+    traders = _dictionary("T", 50)
+    sym = _dictionary("SYM", 100)
+    rng = np.random.default_rng(seed)
+    for a, b in _cuts(total, batch_size):
+        i = np.arange(a, b, dtype=np.int64)
+        t = 1_000_000 + i * 1000
+        if random:
+            tr = rng.integers(0, 50, b - a)
+            sy = rng.integers(0, 100, b - a)
+            t = t + rng.integers(-jitter_ms, jitter_ms + 1, b - a)
+        else:
+            tr, sy = i % 50, i % 100
+        yield RecordBatch(
+            {
+                "trader_id": tr.astype(np.int32),
+                "symbol": sy.astype(np.int32),
+                "price": 100.0 + rng.standard_normal(b - a) * 5.0,
+                "quantity": rng.integers(1, 1000, b - a),
+                "trade_time": t,
+            },
+            dictionaries={"trader_id": traders, "symbol": sym},
+        )
+
+
+def stream_for(scenario: str, total: int, batch_size: int = 100_000, *, seed: int = 0,
+               random: bool = False) -> Iterator[RecordBatch]:
+    """The input stream of a reference scenario."""
+    if scenario == "S0":
+        return orders(total, batch_size, seed=seed, random=random)
+    if scenario == "S1":
+        return market_data(total, batch_size, symbols=10, seed=seed, random=random)
+    if scenario == "S2":
+        return market_data(total, batch_size, seed=seed, random=random)
+    if scenario in ("S3a", "S3b"):
+        return market_trades(total, batch_size, seed=seed, random=random)
+    raise ValueError(f"unknown scenario {scenario!r} (known: S0, S1, S2, S3a, S3b)")

@@ -11,7 +11,8 @@ partitions run serially or in parallel; they call :meth:`StreamExecutionEngine.p
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,7 +28,18 @@ from velokern.kernels.hashtable import (
     rebuild_distinct,
     rebuild_table,
 )
-from velokern.plan import BoundQuery, PlanError, bind, columns_of, is_float, is_int, is_time
+from velokern.kernels.windows import NO_WATERMARK, merge_runs, watermarks
+from velokern.plan import (
+    PROCESSING_TIME,
+    WINDOW_COLUMNS,
+    BoundQuery,
+    PlanError,
+    bind,
+    columns_of,
+    is_float,
+    is_int,
+    is_time,
+)
 from velokern.sql import parse_sql
 
 __all__ = ["Prepared", "Routing", "StreamExecutionEngine"]
@@ -56,6 +68,7 @@ class Prepared:
     C: tuple
     M: np.ndarray
     R: tuple
+    watermark: int = NO_WATERMARK  # after this batch (windowed queries)
 
 
 @dataclass
@@ -99,11 +112,32 @@ class StreamExecutionEngine:
 
     ``StreamExecutionEngine(sql, schema=None)``: the schema is taken from the first batch
     when not given. Pass the engine to a job processor's ``process_batch``/``flush``.
+
+    Time windows: ``allowed_lateness_ms`` (default: the SQL's ``WITH (allowed_lateness =
+    ...)``, else 0) keeps a window open that long after its end; ``late_sink`` is called
+    with a RecordBatch of the input records that arrived after their window had closed
+    (they are not applied; ``metrics["late_records"]`` counts them).
     """
 
-    def __init__(self, sql: str, schema: Schema | Mapping[str, str] | None = None):
+    def __init__(self, sql: str, schema: Schema | Mapping[str, str] | None = None, *,
+                 allowed_lateness_ms: int | None = None,
+                 late_sink: Callable[[RecordBatch], object] | None = None):
         self.sql = sql
         self.query = parse_sql(sql)
+        if allowed_lateness_ms is None:
+            allowed_lateness_ms = self.query.allowed_lateness_ms or 0
+        if (not isinstance(allowed_lateness_ms, (int, np.integer))
+                or isinstance(allowed_lateness_ms, bool) or allowed_lateness_ms < 0):
+            raise ValueError("allowed_lateness_ms must be a non-negative integer, got "
+                             f"{allowed_lateness_ms!r}")
+        if allowed_lateness_ms and self.query.window is None:
+            raise PlanError("allowed_lateness_ms applies to time windows; this query has no "
+                            "WINDOW")
+        if late_sink is not None and not callable(late_sink):
+            raise TypeError(f"late_sink must be callable, got {type(late_sink).__name__}")
+        self.allowed_lateness_ms = int(allowed_lateness_ms)
+        self.late_sink = late_sink
+        self._watermark = NO_WATERMARK
         self._bound: BoundQuery | None = None
         self._dicts: dict[str, StringDictionary] = {}
         self._nullable: set[str] = set()
@@ -165,7 +199,13 @@ class StreamExecutionEngine:
     def emit_mode(self) -> str:
         if not self.is_stateful:
             return "rows"
-        return self.query.emit or "changes"
+        return self.query.emit or ("final" if self.query.window is not None else "changes")
+
+    @property
+    def watermark(self) -> int | None:
+        """The event-time watermark (largest event time seen, in the time column's
+        units), None before the first timed record or for a query without a window."""
+        return None if self._watermark == NO_WATERMARK else int(self._watermark)
 
     @property
     def dictionaries(self) -> dict[str, StringDictionary]:
@@ -183,6 +223,11 @@ class StreamExecutionEngine:
         if self._state is not None:
             # stateful kernels count filtered records in their state (no per-batch work)
             m["records_filtered"] += int(self._meta()[:, 2].sum())
+            if self._spec.windowed:
+                m["records_without_time"] = int(self._meta()[:, 4].sum())
+        if self.query.window is not None:
+            m.setdefault("records_without_time", 0)
+            m["watermark"] = self.watermark
         m["groups"] = self.num_groups
         return m
 
@@ -201,6 +246,10 @@ class StreamExecutionEngine:
             lines.append(f"  input columns: {', '.join(f'{c} {b.schema[c]}' for c in b.columns)}")
             if b.where is not None:
                 lines.append(f"  filter: {_fmt(b.where)}")
+            if b.window is not None:
+                lines.append(f"  window: {b.window.describe()}, allowed lateness "
+                             f"{self.allowed_lateness_ms} ms (closes when the watermark "
+                             "passes end + lateness)")
             if b.is_aggregate:
                 lines.append(f"  group by: {', '.join(_fmt(k) for k in b.keys) or '(all rows)'}")
                 lines.append("  aggregates: " + ", ".join(
@@ -247,6 +296,9 @@ class StreamExecutionEngine:
     def _prepare(self, batch: RecordBatch) -> Prepared:
         if not isinstance(batch, RecordBatch):
             raise TypeError(f"expected a RecordBatch, got {type(batch).__name__}")
+        w = self.query.window
+        if w is not None and w.time_col is None and PROCESSING_TIME not in batch:
+            batch = _stamp_processing_time(batch)
         bound = self._bound
         if bound is None:
             missing = [c for c in self._needed_columns() if c not in batch]
@@ -305,7 +357,30 @@ class StreamExecutionEngine:
                     M[k] = masks[c]
         else:
             M = _NO_MASKS
-        return Prepared(batch, n, spec, module, tuple(C), M, self._runtime_constants(spec))
+        R = self._runtime_constants(spec)
+        wm = NO_WATERMARK
+        if spec.windowed:
+            k = spec.inputs.index((bound.window.time_column, "data"))
+            tmask = masks[bound.window.time_column]
+            marks = self._buffer("wm", n)
+            wm = watermarks(C[k], tmask if tmask is not None else _NO_MASKS[0], tmask is not None,
+                            self._watermark, marks)
+            R = R + self._window_runtime(bound, marks, n, wm)
+        return Prepared(batch, n, spec, module, tuple(C), M, R, wm)
+
+    def _window_runtime(self, bound: BoundQuery, marks: np.ndarray, n: int,
+                        watermark: int) -> tuple:
+        """(WIN, WM, LATEBUF): [lateness in ticks, watermark after the batch], the
+        per-record watermarks, slots for late row numbers (sized by ``execute``)."""
+        lateness = round(self.allowed_lateness_ms * bound.ticks_per_ms)
+        return (np.array([lateness, watermark], np.int64), marks[:n], _EMPTY_I64)
+
+    def _buffer(self, name: str, n: int) -> np.ndarray:
+        """A reusable int64 scratch array of at least ``n`` entries."""
+        b = self._bufs.get(name)
+        if b is None or len(b) < n:
+            b = self._bufs[name] = np.empty(max(n, 1024), np.int64)
+        return b
 
     def _switch_to_nullable(self) -> None:
         """Moving to the nullable kernel variant: the non-null counts it maintains were
@@ -336,8 +411,10 @@ class StreamExecutionEngine:
         exprs += [x for x in (q.where, q.having) if x is not None]
         for e in exprs:
             for c in columns_of(e):
-                if c not in cols:
+                if c not in cols and not (q.window is not None and c in WINDOW_COLUMNS):
                     cols.append(c)
+        if q.window is not None and q.window.time_column not in cols:
+            cols.append(q.window.time_column)
         return cols
 
     def _encode_strings(self, c: str, bd: StringDictionary, codes: np.ndarray,
@@ -397,7 +474,7 @@ class StreamExecutionEngine:
 
     def key_bits(self, prep: Prepared) -> list[np.ndarray]:
         """int64 grouping bits of every GROUP BY key of every row (for partitioning)."""
-        out = np.empty((prep.spec.num_keys, prep.n), dtype=np.int64)
+        out = np.empty((prep.spec.num_part_keys, prep.n), dtype=np.int64)
         prep.module.key_bits(prep.C, prep.M, prep.R, prep.n, out)
         return list(out)
 
@@ -550,8 +627,8 @@ class StreamExecutionEngine:
     def _out_buffers(self, spec: KernelSpec, n: int):
         key = id(spec)
         bufs = self._bufs.get(key)
-        if bufs is None or bufs[-1].shape[0] < n:
-            bufs = _alloc_outputs(spec, max(n, 1024)) + (np.empty(max(n, 1024), np.int64),)
+        if bufs is None or bufs[-1].shape[-1] < n:
+            bufs = _alloc_outputs(spec, max(n, 1024)) + (_alloc_seq(spec, max(n, 1024)),)
             self._bufs[key] = bufs
         return bufs
 
@@ -650,7 +727,9 @@ class StreamExecutionEngine:
     def _execute_stateful(self, prep: Prepared, r: Routing) -> RecordBatch:
         """Update every partition's state and (EMIT CHANGES) emit its touched groups in
         one fused kernel call per partition; partition p writes its output rows at
-        ``r.starts[p]`` (it touched at most ``ends[p] - starts[p]`` groups)."""
+        ``obases[p]``: ``r.starts[p]`` (it touched at most ``ends[p] - starts[p]``
+        groups), or for a windowed query after its live groups plus its records times
+        the windows a record can belong to (closing windows emit them)."""
         spec = prep.spec
         self._ensure_state(spec)
         if spec.direct:
@@ -658,49 +737,105 @@ class StreamExecutionEngine:
         idx = r.idx if r.idx is not None else _EMPTY_I64
         use_idx = r.idx is not None
         emit = self.emit_mode == "changes"
-        OI, OF, OB, OM, oseq = self._out_buffers(spec, prep.n)
         module = prep.module
         P = len(r.starts)
+        R = prep.R
+        if spec.windowed:
+            sizes = self._meta()[:, 0] + (r.ends - r.starts) * spec.max_windows
+            obases = np.zeros(P, np.int64)
+            np.cumsum(sizes[:-1], out=obases[1:])
+            cap = int(sizes.sum())
+            R = R[:-1] + (self._buffer("late", cap),)
+        else:
+            obases = r.starts.astype(np.int64, copy=False)
+            cap = prep.n
+        OI, OF, OB, OM, oseq = self._out_buffers(spec, cap)
         if P == 1:
-            base = start = int(r.starts[0])
+            base = int(obases[0])
+            start = int(r.starts[0])
             end = int(r.ends[0])
             while True:
-                stop, k = module.batch_part(tuple(self._state), 0, prep.C, prep.M, prep.R, idx,
+                stop, k = module.batch_part(tuple(self._state), 0, prep.C, prep.M, R, idx,
                                             use_idx, start, end, base, self._seq, emit, OI, OF,
                                             OB, OM, oseq)
                 if stop >= end:
                     break
                 self._grow()
                 start = stop
-            if not emit:
-                return self._empty_output(spec)
-            return self._assemble(spec, (OI, OF, OB, OM), [(base, base + k)] if k else [], None)
-        obases = r.starts.astype(np.int64, copy=False)
-        starts = obases.copy()
-        ends = r.ends.astype(np.int64, copy=False)
-        stops = starts.copy()
-        counts = np.zeros(P, dtype=np.int64)
-        active = np.ones(P, dtype=np.uint8)
-        while True:
-            S = tuple(self._state)
-            if r.parallel:
-                module.batch_all(S, prep.C, prep.M, prep.R, idx, use_idx, starts, ends, obases,
-                                 active, self._seq, emit, OI, OF, OB, OM, oseq, stops, counts)
-            else:
-                for p in range(P):
-                    if active[p]:
-                        stops[p], counts[p] = module.batch_part(
-                            S, p, prep.C, prep.M, prep.R, idx, use_idx, starts[p], ends[p],
-                            obases[p], self._seq, emit, OI, OF, OB, OM, oseq)
-            unfinished = stops < ends
-            if not unfinished.any():
-                break
-            self._grow()
-            active = unfinished.astype(np.uint8)
-            starts = stops.copy()
+            counts = np.array([k], np.int64)
+        else:
+            starts = r.starts.astype(np.int64, copy=True)
+            ends = r.ends.astype(np.int64, copy=False)
+            stops = starts.copy()
+            counts = np.zeros(P, dtype=np.int64)
+            active = np.ones(P, dtype=np.uint8)
+            while True:
+                S = tuple(self._state)
+                if r.parallel:
+                    module.batch_all(S, prep.C, prep.M, R, idx, use_idx, starts, ends, obases,
+                                     active, self._seq, emit, OI, OF, OB, OM, oseq, stops,
+                                     counts)
+                else:
+                    for p in range(P):
+                        if active[p]:
+                            stops[p], counts[p] = module.batch_part(
+                                S, p, prep.C, prep.M, R, idx, use_idx, starts[p], ends[p],
+                                obases[p], self._seq, emit, OI, OF, OB, OM, oseq)
+                unfinished = stops < ends
+                if not unfinished.any():
+                    break
+                self._grow()
+                active = unfinished.astype(np.uint8)
+                starts = stops.copy()
+        packs = (OI, OF, OB, OM)
+        if spec.windowed:
+            self._take_late(prep, R[-1], obases)
+            self._watermark = max(self._watermark, prep.watermark)
+            return self._assemble_groups(spec, packs, oseq, obases, counts)
         if not emit:
             return self._empty_output(spec)
-        return self._assemble_groups(spec, (OI, OF, OB, OM), oseq, obases, counts)
+        if P == 1:
+            k = int(counts[0])
+            base = int(obases[0])
+            return self._assemble(spec, packs, [(base, base + k)] if k else [], None)
+        return self._assemble_groups(spec, packs, oseq, obases, counts)
+
+    def _take_late(self, prep: Prepared, late: np.ndarray, obases: np.ndarray) -> None:
+        """Count the batch's late records and hand them, in input order, to the late
+        sink (partition p left their row numbers in ``late[obases[p]:]``)."""
+        meta = self._meta()
+        nlate = meta[:, 3].copy()
+        if not nlate.any():
+            return
+        meta[:, 3] = 0
+        rows = np.sort(np.concatenate([late[int(b):int(b) + int(c)]
+                                       for b, c in zip(obases, nlate)]))
+        self._metrics["late_records"] += len(rows)
+        if self.late_sink is not None:
+            self.late_sink(prep.batch.take(rows))
+
+    def _close_windows(self, module, R, parallel: bool) -> RecordBatch:
+        """End of input: close every open window (EMIT FINAL: emit its rows in (window
+        start, first record) order) and free its state."""
+        spec, st = self._spec, self._state
+        meta = self._meta()
+        P = meta.shape[0]
+        sizes = meta[:, 0].copy()
+        obases = np.zeros(P, np.int64)
+        np.cumsum(sizes[:-1], out=obases[1:])
+        total = int(sizes.sum())
+        packs = _alloc_outputs(spec, total)
+        oseq = _alloc_seq(spec, total)
+        counts = np.zeros(P, np.int64)
+        S = tuple(st)
+        if parallel and P > 1:
+            module.close_all(S, R, _MAX_I64, *packs, oseq, obases, counts)
+        else:
+            for p in range(P):
+                if sizes[p]:
+                    counts[p] = module.close_groups(S, p, R, _MAX_I64, *packs, oseq,
+                                                    int(obases[p]))
+        return self._assemble_groups(spec, packs, oseq, obases, counts)
 
     def _assemble_groups(self, spec: KernelSpec, packs, oseq, obases, counts) -> RecordBatch:
         """Group rows written by partitions (partition p: ``counts[p]`` rows at
@@ -709,8 +844,12 @@ class StreamExecutionEngine:
         segs = [(int(a), int(a) + int(c)) for a, c in zip(obases, counts) if c > 0]
         order = None
         if len(segs) > 1:
-            seq = np.concatenate([oseq[a:b] for a, b in segs])
-            order = np.argsort(seq, kind="stable")
+            if oseq.ndim == 2:  # windowed: by (window start, first record); runs are sorted
+                order = merge_runs(oseq[0], oseq[1], np.array([a for a, _ in segs]),
+                                   np.array([b for _, b in segs]))
+            else:
+                seq = np.concatenate([oseq[a:b] for a, b in segs])
+                order = np.argsort(seq, kind="stable")
         return self._assemble(spec, packs, segs, order)
 
     def _emit(self, module, R, parallel: bool, touched: bool) -> RecordBatch:
@@ -754,13 +893,24 @@ class StreamExecutionEngine:
             if self._bound is None:
                 return RecordBatch({})
             spec, module = self._variant()
+            if spec.windowed and self._state is not None and self.emit_mode != "final":
+                # EMIT CHANGES already emitted every row: free the open windows
+                R = self._runtime_constants(spec) + self._window_runtime(
+                    self._bound, self._buffer("wm", 1), 0, self._watermark)
+                self._close_windows(module, R, parallel)
             if not spec.stateful or self.emit_mode != "final":
                 return self._empty_output(spec)
             if self._state is None:
                 if self._num_partitions is None:
                     self.bind_partitions(1)
                 self._ensure_state(spec)
-            out = self._emit(module, self._runtime_constants(spec), parallel, touched=False)
+            R = self._runtime_constants(spec)
+            if spec.windowed:
+                R = R + self._window_runtime(self._bound, self._buffer("wm", 1), 0,
+                                             self._watermark)
+                out = self._close_windows(module, R, parallel)
+            else:
+                out = self._emit(module, R, parallel, touched=False)
             self._metrics["records_emitted"] += len(out)
             return out
 
@@ -769,6 +919,26 @@ class StreamExecutionEngine:
             return None
         return Schema([(n, t) for (n, _), t in zip(self._bound.outputs,
                                                    self._bound.output_types)])
+
+
+_MAX_I64 = int(np.iinfo(np.int64).max)
+
+
+def _stamp_processing_time(batch: RecordBatch) -> RecordBatch:
+    """``batch`` with a ``_timestamp`` column: the ingestion time in epoch milliseconds."""
+    now = np.full(len(batch), int(time.time() * 1000), dtype=np.int64)
+    names = batch.column_names + [PROCESSING_TIME]
+    data = {n: batch._parts(n)[0] for n in batch.column_names}
+    data[PROCESSING_TIME] = now
+    masks = {n: batch._parts(n)[1] for n in batch.column_names}
+    masks[PROCESSING_TIME] = None
+    return RecordBatch._trusted(names, data, masks, batch.dictionaries, len(batch))
+
+
+def _alloc_seq(spec: KernelSpec, n: int) -> np.ndarray:
+    """Order keys of emitted group rows: first-record positions, with the window start
+    in front for a windowed query."""
+    return np.empty((2, n) if spec.windowed else n, dtype=np.int64)
 
 
 def _wanted_types(bound: BoundQuery) -> list[tuple[str, np.dtype | None]]:

@@ -15,6 +15,7 @@ import numpy as np
 from velokern.batch import STRING, Schema
 
 __all__ = [
+    "WINDOW_COLUMNS",
     "Agg",
     "AggRef",
     "Binary",
@@ -31,6 +32,8 @@ __all__ = [
     "PlanError",
     "Query",
     "Unary",
+    "WinRef",
+    "WindowSpec",
     "bind",
 ]
 
@@ -187,6 +190,44 @@ class KeyRef(Expr):
     i: int
 
 
+@dataclass(frozen=True)
+class WinRef(Expr):
+    """The start (``end=False``) or end of the time window a row belongs to
+    (``window_start`` / ``_window_start``, ``window_end`` / ``_window_end`` in SQL)."""
+
+    end: bool = False
+
+
+#: Output names that refer to the window of a windowed query (when not input columns).
+WINDOW_COLUMNS = {"window_start": False, "_window_start": False, "window_end": True,
+                  "_window_end": True}
+
+#: The event-time column a window uses when the SQL names none (stamped with the
+#: ingestion time, in epoch milliseconds, when a batch lacks it).
+PROCESSING_TIME = "_timestamp"
+
+
+@dataclass(frozen=True)
+class WindowSpec:
+    """A time window: ``kind`` is "tumbling" or "sliding" (hopping); durations are in
+    milliseconds (a tumbling window has ``slide_ms == size_ms``)."""
+
+    kind: str
+    time_col: str | None  # None: PROCESSING_TIME
+    size_ms: int
+    slide_ms: int
+
+    @property
+    def time_column(self) -> str:
+        return self.time_col or PROCESSING_TIME
+
+    def describe(self) -> str:
+        t = self.time_column
+        if self.kind == "tumbling":
+            return f"TUMBLING({t}, {self.size_ms} ms)"
+        return f"SLIDING({t}, size {self.size_ms} ms, slide {self.slide_ms} ms)"
+
+
 def walk(e: Expr):
     yield e
     for c in e.children():
@@ -215,10 +256,12 @@ class Query:
     star: bool = False  # SELECT * (stateless only)
     sql: str = ""
     positions: dict[int, tuple[int, int]] = field(default_factory=dict)
+    window: WindowSpec | None = None
+    allowed_lateness_ms: int | None = None  # from WITH (allowed_lateness = ...)
 
     @property
     def is_aggregate(self) -> bool:
-        return bool(self.group_by) or any(
+        return self.window is not None or bool(self.group_by) or any(
             isinstance(n, Agg) for _, e in self.select for n in walk(e)
         ) or (self.having is not None)
 
@@ -245,6 +288,12 @@ class BoundQuery:
     agg_arg_types: list[str | None]
     having: Expr | None
     emit: str  # "changes" | "final" | "rows"
+    #: the time window (key 0 is then the window start, computed by the kernels)
+    window: WindowSpec | None = None
+    #: the window's sizes in the time column's own units (int64 or datetime64 ticks)
+    size: int = 0
+    slide: int = 0
+    ticks_per_ms: float = 1.0
 
     @property
     def is_aggregate(self) -> bool:
@@ -268,6 +317,10 @@ def type_of(e: Expr, types: dict[str, str], q: Query, env: dict | None = None) -
         return types[e.name]
     if isinstance(e, Lit):
         return e.type
+    if isinstance(e, WinRef):
+        if q.window is None:
+            raise _err(q, e, "window_start / window_end need a time window (WINDOW ...)")
+        return types[q.window.time_column]
     if isinstance(e, KeyRef):
         return env["key"][e.i]
     if isinstance(e, AggRef):
@@ -432,6 +485,14 @@ def bind(q: Query, schema: Schema) -> BoundQuery:
         return BoundQuery(q, schema, cols, where, list(select), out_types, [], [], [], [], [],
                           None, "rows")
 
+    window = q.window
+    size = slide = 0
+    ticks = 1.0
+    if window is not None:
+        ticks, size, slide = _bind_window(q, window, types)
+        select = [(n, _window_refs(e, types)) for n, e in select]
+    having_expr = None if q.having is None else (
+        _window_refs(q.having, types) if window is not None else q.having)
     keys = list(q.group_by)
     key_types = []
     for k in keys:
@@ -444,6 +505,9 @@ def bind(q: Query, schema: Schema) -> BoundQuery:
             raise _err(q, k, "GROUP BY a computed floating-point expression is not supported; "
                              "group by a column or CAST the expression to BIGINT")
         key_types.append(_output_type(k, kt, types))
+    if window is not None:
+        keys.insert(0, WinRef(False))
+        key_types.insert(0, types[window.time_column])
 
     aggs: list[Agg] = []
 
@@ -463,7 +527,7 @@ def bind(q: Query, schema: Schema) -> BoundQuery:
         return _rebuild(e, lambda c: rewrite(c, ctx))
 
     outputs = [(n, rewrite(e, "SELECT")) for n, e in select]
-    having = rewrite(q.having, "HAVING") if q.having is not None else None
+    having = rewrite(having_expr, "HAVING") if having_expr is not None else None
 
     agg_arg_types: list[str | None] = []
     agg_types = []
@@ -497,9 +561,53 @@ def bind(q: Query, schema: Schema) -> BoundQuery:
             raise _err(q, q.having, f"HAVING must be a boolean condition, got {ht}")
     cols = _collect_columns(keys + [a.arg for a in aggs if a.arg is not None]
                             + ([where] if where else []))
-    emit = q.emit or "changes"
+    if window is not None and window.time_column not in cols:
+        cols.append(window.time_column)
+    emit = q.emit or ("final" if window is not None else "changes")
     return BoundQuery(q, schema, cols, where, outputs, out_types, keys, key_types, aggs,
-                      agg_types, agg_arg_types, having, emit)
+                      agg_types, agg_arg_types, having, emit, window, size, slide, ticks)
+
+
+#: ticks of a datetime64 unit per millisecond
+_TICKS_PER_MS = {"ns": 1e6, "us": 1e3, "ms": 1.0, "s": 1e-3, "m": 1 / 60e3, "h": 1 / 3600e3,
+                 "D": 1 / 86400e3}
+
+
+def _bind_window(q: Query, w: WindowSpec, types: dict[str, str]) -> tuple[float, int, int]:
+    """(ticks per ms, size, slide) of a window over its time column's type."""
+    tc = w.time_column
+    if tc not in types:
+        where = ("the window's time column" if w.time_col else
+                 f"the processing-time column {PROCESSING_TIME!r}")
+        raise PlanError(f"unknown column {tc!r}: {where} is not in the stream (columns: "
+                        f"{sorted(types)})")
+    t = types[tc]
+    if is_int(t):
+        ticks = 1.0
+    elif is_time(t):
+        unit = np.datetime_data(np.dtype(t))[0]
+        if unit not in _TICKS_PER_MS:
+            raise PlanError(f"time column {tc!r} has unsupported unit {t}")
+        ticks = _TICKS_PER_MS[unit]
+    else:
+        raise PlanError(f"time column {tc!r} must hold epoch milliseconds (an integer) or "
+                        f"timestamps (datetime64), got {t}")
+    out = []
+    for what, ms in (("size", w.size_ms), ("slide", w.slide_ms)):
+        v = ms * ticks
+        if v < 1 or v != int(v):
+            raise PlanError(f"window {what} {ms} ms is not a whole number of {t} ticks of "
+                            f"column {tc!r}")
+        out.append(int(v))
+    return ticks, out[0], out[1]
+
+
+def _window_refs(e: Expr, types: dict[str, str]) -> Expr:
+    """``window_start`` / ``window_end`` (and the ``_``-prefixed names) -> WinRef, unless
+    the stream has a column of that name."""
+    if isinstance(e, Col) and e.name in WINDOW_COLUMNS and e.name not in types:
+        return WinRef(WINDOW_COLUMNS[e.name])
+    return _rebuild(e, lambda c: _window_refs(c, types))
 
 
 def _output_type(e: Expr, et: str, types: dict[str, str]) -> str:
@@ -520,7 +628,7 @@ def _collect_columns(exprs: list[Expr]) -> list[str]:
 
 def _rebuild(e: Expr, f) -> Expr:
     """Copy of ``e`` with every direct child replaced by ``f(child)``."""
-    if isinstance(e, (Col, Lit, KeyRef, AggRef)):
+    if isinstance(e, (Col, Lit, KeyRef, AggRef, WinRef)):
         return e
     if isinstance(e, Unary):
         return replace(e, x=f(e.x))
@@ -540,6 +648,8 @@ def _rebuild(e: Expr, f) -> Expr:
         return replace(e, x=f(e.x))
     if isinstance(e, Func):
         return replace(e, args=tuple(f(a) for a in e.args))
+    if isinstance(e, Agg):
+        return e if e.arg is None else replace(e, arg=f(e.arg))
     raise TypeError(type(e))
 
 

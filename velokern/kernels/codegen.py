@@ -49,6 +49,7 @@ from velokern.plan import (
     Lit,
     PlanError,
     Unary,
+    WinRef,
     compute_type,
     is_float,
     is_int,
@@ -65,8 +66,12 @@ from velokern.kernels.scalar import (
     f_lt, f_eq, f_le,
 )
 from velokern.kernels.hashtable import probe, distinct_insert
+from velokern.kernels.windows import (
+    NO_WM, closing_gids, drop_closed, min_window, window_order,
+)
 
 JIT = dict(cache=True, nogil=True, error_model="numpy")
+CLOSE_AT = 4096  # windowed: free closed windows mid-batch once this many groups are live
 PJIT = dict(cache=True, nogil=True, error_model="numpy", parallel=True)
 """
 
@@ -126,6 +131,10 @@ class KernelSpec:
     direct: bool = False  # GROUP BY keys use the direct map (all string/bool columns)
     rows_row: int = -1  # row of the per-group row count in pack I
     unmaintained_counts: list[int] = field(default_factory=list)  # I rows equal to rows
+    num_part_keys: int = 0  # leading keys hash partitioning uses (all but the window)
+    windowed: bool = False  # key 0 is the window start; R ends with (WIN, WM, LATEBUF)
+    max_windows: int = 1  # windows one record can belong to
+    window_row: int = -1  # row of the window start (key 0) in pack I
 
     def out_rows(self) -> dict[str, int]:
         rows = {"OI": 0, "OF": 0, "OB": 0, "OM": 0, "C": 0}
@@ -215,6 +224,8 @@ class _Gen:
             return self.col(e.name)
         if isinstance(e, (KeyRef, AggRef)):
             return self.refs[f"{type(e).__name__}{e.i}"]
+        if isinstance(e, WinRef):
+            return self.refs["WinEnd" if e.end else "WinStart"]
         if isinstance(e, Lit):
             if e.type == NULL:
                 return "0", "True"
@@ -467,6 +478,8 @@ def generate(bq: BoundQuery, nullable: set[str]) -> KernelSpec:
         rank_columns=[],
         outputs=[],
         num_keys=len(bq.keys),
+        num_part_keys=len(bq.keys) - (bq.window is not None),
+        windowed=bq.window is not None,
     )
     if bq.is_aggregate:
         body = _gen_aggregate(bq, spec, types)
@@ -556,6 +569,11 @@ def _gen_aggregate(bq: BoundQuery, spec: KernelSpec, types) -> str:
     add("tlist", "int64")
     add("touched", "uint8")
     meta_cols = {"ngroups": 0, "ntouched": 1, "filtered": 2}
+    win = bq.window
+    if win is not None:
+        meta_cols["nlate"] = 3  # late records of the batch in flight (indices in LATEBUF)
+        meta_cols["notime"] = 4  # records without an event time
+        meta_cols["nout"] = 5  # rows the batch in flight has emitted so far
     key_ctypes = [compute_type(t) if not is_time(t) else INT for t in bq.key_types]
     for j, t in enumerate(bq.key_types):
         add(f"kv{j}", _state_type(t))
@@ -624,9 +642,23 @@ def _gen_aggregate(bq: BoundQuery, spec: KernelSpec, types) -> str:
     spec.direct = direct
     if direct:
         meta_cols["direct"] = len(meta_cols)
+    if win is not None:
+        # the record's windows: starts wf, wf + slide, ... up to the one holding tv
+        tv, tn = g.gen(Col(win.time_column))
+        if tn != "False":
+            g.emit(f"if {tn}:\n    notime += 1\n    continue")
+        g.emit(f"wl = {tv} - {tv} % {bq.slide}")
+        g.emit(f"wf = wl - (({bq.size} - 1 - ({tv} - wl)) // {bq.slide}) * {bq.slide}")
+        # late: the record's first window had closed when it arrived (record watermark)
+        g.emit(f"if wf + {bq.size} + LATENESS <= WM[i]:\n    LATEBUF[obase + nlate] = i\n"
+               "    nlate += 1\n    continue")
     key_vals = []
     kbs = []
     for j, (e, t) in enumerate(zip(bq.keys, bq.key_types)):
+        if isinstance(e, WinRef):
+            key_vals.append(("ws", "False", INT))
+            kbs.append(("ws", "False"))
+            continue
         v, n = g.gen(e)
         ct = key_ctypes[j]
         bits = _bits_code(g, e, t, v)
@@ -650,9 +682,13 @@ def _gen_aggregate(bq: BoundQuery, spec: KernelSpec, types) -> str:
         g.lines.extend(_indent("\n".join(probe_lines).split("\n"), 4))
         g.emit("    if dok:\n        dmap[didx] = g")
     else:
+        pre = g.lines
+        g.lines = []
         for ln in probe_lines:
             g.emit(ln)
     new_group = ["ng += 1", "first_seq[g] = seq_base + i", "touched[g] = 0"]
+    if win is not None:
+        new_group.append("if ws < minws:\n    minws = ws")
     for j, (v, n, _ct) in enumerate(key_vals):
         new_group.append(f"if not {n}:\n    kv{j}[g] = {v}")
     new_group.append("rows[g] = 0")
@@ -699,12 +735,26 @@ def _gen_aggregate(bq: BoundQuery, spec: KernelSpec, types) -> str:
         if kind.update:
             g.emit(kind.update.format(**agg_fmt(ai, x=x, xn=xn, x_lt_v=x_lt_v, v_lt_x=v_lt_x,
                                                 keep=keep, bits=bits)))
+    if not direct:
+        body = g.lines
+        if win is None:
+            g.lines = pre + body
+        elif bq.slide == bq.size:  # tumbling: one window per record
+            g.lines = pre + ["ws = wf"] + body
+        else:
+            g.lines = pre + ["ws = wf", f"while ws <= {tv}:"] + _indent(
+                body + [f"ws += {bq.slide}"], 4)
     distinct = [ai for ai, a in enumerate(bq.aggs) if a.func == "count_distinct"]
-    guard = ["if ng >= max_groups:"]
-    guard += [f"    return stop(meta, j, ng, nt, filtered, {_nd_list(distinct)})"]
+    # windows per record (a record creates at most this many groups)
+    nwin = 1 if win is None else -(-bq.size // bq.slide)
+    spec.max_windows = nwin
+    extra = "" if win is None else ", nlate, notime, nout"
+    stop_call = f"stop(meta, j, ng, nt, filtered, {_nd_list(distinct)}{extra})"
+    guard = [f"if ng + {nwin} > max_groups:"]
+    guard += [f"    return {stop_call}"]
     for ai in distinct:
-        guard += [f"if a{ai}_nd >= len(a{ai}_dgid):",
-                  f"    return stop(meta, j, ng, nt, filtered, {_nd_list(distinct)})"]
+        guard += [f"if a{ai}_nd + {nwin} > len(a{ai}_dgid):",
+                  f"    return {stop_call}"]
     pro = _prologue_inputs(spec) + bind_state + [
         f"kvs = np.empty({K}, np.int64)",
         f"kns = np.empty({K}, np.uint8)",
@@ -716,23 +766,45 @@ def _gen_aggregate(bq: BoundQuery, spec: KernelSpec, types) -> str:
     if direct:
         pro.append(f"direct_on = meta[{meta_cols['direct']}] != 0")
     pro += [f"a{ai}_nd = meta[{meta_cols[f'a{ai}_nd']}]" for ai in distinct]
+    if win is not None:
+        pro += ["LATENESS = R[-3][0]", "WM = R[-2]", "LATEBUF = R[-1]", "nlate = meta[3]",
+                "notime = 0", "nout = meta[5]", "minws = min_window(kv0, ng)",
+                "close_at = max(CLOSE_AT, 2 * ng)"]
     src = [
         "@njit(**JIT)",
-        "def stop(meta, j, ng, nt, filtered, nds):",
+        f"def stop(meta, j, ng, nt, filtered, nds{extra}):",
         "    meta[0] = ng",
         "    meta[1] = nt",
         "    meta[2] += filtered",
     ]
+    if win is not None:
+        src += ["    meta[3] = nlate", "    meta[4] += notime", "    meta[5] = nout"]
     for k, ai in enumerate(distinct):
         src.append(f"    meta[{meta_cols[f'a{ai}_nd']}] = nds[{k}]")
     src += ["    return j", "", ""]
+    # windows close as the record watermark passes them (end + lateness), in the middle
+    # of a batch too: state stays as small as the open windows
+    # (closing earlier or later never changes a result: lateness is decided by each
+    # record's watermark; it only bounds the state, so it waits for CLOSE_AT groups)
+    close_check = [] if win is None else [
+        f"if ng >= close_at and WM[i] != NO_WM and WM[i] - LATENESS - {bq.size} >= minws:",
+        "    meta[0] = ng",
+        "    meta[1] = nt",
+        f"    nout += close_groups(S, p, R, WM[i] - LATENESS - {bq.size}, OI, OF, OB, OM, oseq, "
+        "obase + nout)",
+        "    ng = meta[0]",
+        "    nt = meta[1]",
+        "    minws = min_window(kv0, ng)",
+        "    close_at = max(CLOSE_AT, 2 * ng)",
+    ]
+    out_args = "" if win is None else ", OI, OF, OB, OM, oseq"
     src += ["@njit(**JIT)",
-            "def update_part(S, p, C, M, R, idx, use_idx, start, end, seq_base):"]
+            f"def update_part(S, p, C, M, R, idx, use_idx, start, end, seq_base, obase{out_args}):"]
     src += _indent(pro, 4)
     src += _indent(["for j in range(start, end):"], 4)
-    src += _indent(guard + ["i = idx[j] if use_idx else j"], 8)
+    src += _indent(guard + ["i = idx[j] if use_idx else j"] + close_check, 8)
     src += _indent(g.lines, 8)
-    src += _indent([f"return stop(meta, end, ng, nt, filtered, {_nd_list(distinct)})"], 4)
+    src += _indent([f"return {stop_call.replace('(meta, j,', '(meta, end,')}"], 4)
     src += ["", ""]
 
     # ---- emit kernel
@@ -747,6 +819,10 @@ def _gen_aggregate(bq: BoundQuery, spec: KernelSpec, types) -> str:
         else:
             e.emit(f"{n} = knull[g, {j}] != 0\n{v} = kv{j}[g]")
         e.refs[f"KeyRef{j}"] = (v, n)
+    if win is not None:
+        e.emit(f"wend = kv0[g] + {bq.size}")
+        e.refs["WinEnd"] = ("wend", "False")
+        e.refs["WinStart"] = e.refs["KeyRef0"]
     for ai, a in enumerate(bq.aggs):
         final = kind_for(a.func, bq.agg_arg_types[ai]).final.format(**agg_fmt(ai))
         e.emit(final)
@@ -757,7 +833,11 @@ def _gen_aggregate(bq: BoundQuery, spec: KernelSpec, types) -> str:
         e.emit(f"if not ({hv} and not {hn}):\n    continue")
     stores = _out_lines(e, list(zip(bq.outputs, bq.output_types)), "obase + k")
     # outputs that are aggregates/keys may be null even when the generator thinks not
-    body = e.lines + stores + ["oseq[obase + k] = first_seq[g]", "k += 1"]
+    if win is None:
+        seq_store = ["oseq[obase + k] = first_seq[g]"]
+    else:  # rows are ordered by (window start, first record)
+        seq_store = ["oseq[0, obase + k] = kv0[g]", "oseq[1, obase + k] = first_seq[g]"]
+    body = e.lines + stores + seq_store + ["k += 1"]
     src += ["@njit(**JIT)",
             "def emit_part(S, p, R, gids, gstart, gend, OI, OF, OB, OM, oseq, obase):"]
     src += _indent(["LIT = R[0]"] + [f"RANK{k} = R[{k + 1}]"
@@ -777,9 +857,36 @@ def _gen_aggregate(bq: BoundQuery, spec: KernelSpec, types) -> str:
         "@njit(**JIT)",
         "def batch_part(S, p, C, M, R, idx, use_idx, start, end, obase, seq_base, emit, OI, OF,"
         " OB, OM, oseq):",
-        "    stop = update_part(S, p, C, M, R, idx, use_idx, start, end, seq_base)",
+        "    stop = update_part(S, p, C, M, R, idx, use_idx, start, end, seq_base, obase"
+        f"{out_args})",
     ]
-    if not track:
+    if win is not None:
+        # then close what the batch's last watermark passed; EMIT CHANGES: emit the rest of
+        # the touched rows (rows of windows closed in the batch were emitted on closing)
+        src += [
+            "    if stop < end:",
+            "        return stop, 0",
+            "    meta = S[7][p]",
+            "    k = meta[5]",
+            "    meta[5] = 0",
+            "    W = R[-3][1]",
+            "    if W != NO_WM:",
+            f"        k += close_groups(S, p, R, W - R[-3][0] - {bq.size}, OI, OF, OB, OM, oseq, "
+            "obase + k)",
+        ]
+        if track:
+            src += [
+                "    nt = meta[1]",
+                "    if emit and nt > 0:",
+                f"        gids = window_order(np.sort(S[4][p][{trow}][:nt]), S[4][p][{st[3].row}])",
+                f"        touched = S[6][p][{brow}]",
+                "        for t in range(nt):",
+                "            touched[gids[t]] = 0",
+                "        meta[1] = 0",
+                "        k += emit_part(S, p, R, gids, 0, nt, OI, OF, OB, OM, oseq, obase + k)",
+            ]
+        src += ["    return stop, k", "", ""]
+    elif not track:
         # EMIT FINAL: nothing is emitted per batch (and no emit code is compiled here)
         src += ["    return stop, 0", "", ""]
     src += [
@@ -790,6 +897,7 @@ def _gen_aggregate(bq: BoundQuery, spec: KernelSpec, types) -> str:
         "    if nt == 0:",
         "        return stop, 0",
         f"    gids = np.sort(S[4][p][{trow}][:nt])",
+    ] + ([f"    gids = window_order(gids, S[4][p][{st[3].row}])"] if win is not None else []) + [
         f"    touched = S[6][p][{brow}]",
         "    for t in range(nt):",
         "        touched[gids[t]] = 0",
@@ -798,7 +906,7 @@ def _gen_aggregate(bq: BoundQuery, spec: KernelSpec, types) -> str:
         "    return stop, k",
         "",
         "",
-    ] if track else []
+    ] if track and win is None else []
     src += [
         "@njit(**PJIT)",
         "def batch_all(S, C, M, R, idx, use_idx, starts, ends, obases, active, seq_base, emit, OI,"
@@ -813,9 +921,42 @@ def _gen_aggregate(bq: BoundQuery, spec: KernelSpec, types) -> str:
         "",
     ]
 
-    # ---- key bits (for hash partitioning)
+    # ---- closing windows: emit (EMIT FINAL) and free the groups of closed windows
+    if win is not None:
+        spec.window_row = st[3].row
+        nd = [str(meta_cols[f"a{ai}_nd"]) for ai in distinct]
+        nd_cols = f"np.array([{', '.join(nd)}], np.int64)" if nd else "np.empty(0, np.int64)"
+        # EMIT FINAL emits every closing row; EMIT CHANGES the touched ones (their last
+        # change), then forgets them
+        pick = "gids" if not track else f"gids[S[6][p][{brow}][gids] != 0]"
+        src += [
+            "@njit(**JIT)",
+            "def close_groups(S, p, R, limit, OI, OF, OB, OM, oseq, obase):",
+            f"    wstart = S[4][p][{st[3].row}]",
+            "    gids = closing_gids(wstart, S[7][p][0], limit)",
+            "    if len(gids) == 0:",
+            "        return 0",
+            f"    sel = {pick}",
+            f"    touched = S[6][p][{brow}]",
+            "    for t in range(len(sel)):",
+            "        touched[sel[t]] = 0",
+            "    k = emit_part(S, p, R, sel, 0, len(sel), OI, OF, OB, OM, oseq, obase)",
+            f"    drop_closed(S, p, {st[3].row}, limit, {nd_cols}, {trow})",
+            "    return k",
+            "",
+            "",
+            "@njit(**PJIT)",
+            "def close_all(S, R, limit, OI, OF, OB, OM, oseq, obases, counts):",
+            "    for p in prange(len(obases)):",
+            "        counts[p] = close_groups(S, p, R, limit, OI, OF, OB, OM, oseq, obases[p])",
+            "",
+            "",
+        ]
+
+    # ---- key bits (for hash partitioning: the GROUP BY keys, not the window)
     kb = _Gen(bq, spec, types)
-    for j, (ke, t) in enumerate(zip(bq.keys, bq.key_types)):
+    part_keys = [(ke, t) for ke, t in zip(bq.keys, bq.key_types) if not isinstance(ke, WinRef)]
+    for j, (ke, t) in enumerate(part_keys):
         v, n = kb.gen(ke)
         kb.emit(f"out[{j}, i] = {_bits_code(kb, ke, t, v)} if not {n} else np.int64(0)")
     src += ["@njit(**JIT)", "def key_bits(C, M, R, n, out):"]

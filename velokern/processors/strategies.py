@@ -74,7 +74,7 @@ class HashStrategy(Strategy):
     def route(self, engine, prep, n):
         if n == 1:
             return Routing.single(prep.n)
-        if prep.spec.num_keys == 0:
+        if prep.spec.num_part_keys == 0:
             # a global aggregate is one group: it lives in partition 0
             starts = np.zeros(n, np.int64)
             ends = np.zeros(n, np.int64)

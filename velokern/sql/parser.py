@@ -35,9 +35,10 @@ from velokern.plan import (
     PlanError,
     Query,
     Unary,
+    WindowSpec,
 )
 
-__all__ = ["parse_sql"]
+__all__ = ["parse_duration", "parse_sql"]
 
 DIALECT = "duckdb"
 
@@ -170,11 +171,200 @@ def _strip_streaming_clauses(sql: str) -> tuple[str, str | None, list]:
     return sql, emit, toks
 
 
+# --------------------------------------------------------------------------- windows
+_UNITS_MS = {
+    **dict.fromkeys(("ms", "millisecond", "milliseconds", "msec"), 1),
+    **dict.fromkeys(("s", "sec", "secs", "second", "seconds"), 1000),
+    **dict.fromkeys(("m", "min", "mins", "minute", "minutes"), 60_000),
+    **dict.fromkeys(("h", "hr", "hour", "hours"), 3_600_000),
+    **dict.fromkeys(("d", "day", "days"), 86_400_000),
+}
+_WINDOW_CLAUSES = {"TUMBLING": "tumbling", "SLIDING": "sliding", "HOPPING": "sliding",
+                   "SESSION": "session"}
+_GROUP_WINDOWS = {"TUMBLE": "tumbling", "HOP": "sliding", "SESSION": "session"}
+_OPTIONS = ("allowed_lateness",)
+
+
+def _matching_paren(toks: list, i: int) -> int:
+    """Index of the R_PAREN closing the L_PAREN at ``toks[i]``."""
+    depth = 0
+    for j in range(i, len(toks)):
+        if toks[j].token_type == TokenType.L_PAREN:
+            depth += 1
+        elif toks[j].token_type == TokenType.R_PAREN:
+            depth -= 1
+            if depth == 0:
+                return j
+    raise PlanError(f"unbalanced parentheses after {toks[i - 1].text!r} at line "
+                    f"{toks[i - 1].line}")
+
+
+def _split_args(toks: list) -> list[list]:
+    args: list[list] = [[]]
+    depth = 0
+    for t in toks:
+        if t.token_type == TokenType.COMMA and depth == 0:
+            args.append([])
+            continue
+        depth += t.token_type == TokenType.L_PAREN
+        depth -= t.token_type == TokenType.R_PAREN
+        args[-1].append(t)
+    return [a for a in args if a]
+
+
+def parse_duration(text: str) -> int:
+    """Milliseconds of a duration: ``500ms``, ``30s``, ``1m``, ``1h``, ``1d``,
+    ``'10 minutes'``, or a bare number of milliseconds."""
+    raw = text.strip().strip("'").strip()
+    num = raw.rstrip("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ ")
+    unit = raw[len(num):].strip().lower() or "ms"
+    try:
+        value = float(num)
+    except ValueError:
+        value = None
+    if value is None or unit not in _UNITS_MS or value < 0:
+        raise PlanError(f"cannot read duration {text!r} (use e.g. 500ms, 30s, 1m, 1h, 1d or "
+                        "INTERVAL '1' MINUTE)")
+    ms = value * _UNITS_MS[unit]
+    if ms != int(ms):
+        raise PlanError(f"duration {text!r} is not a whole number of milliseconds")
+    return int(ms)
+
+
+def _duration_arg(arg: list) -> int | None:
+    """Milliseconds of a window argument that is a duration, None when it is a column."""
+    kinds = [t.token_type for t in arg]
+    texts = [t.text for t in arg]
+    if kinds[0] == TokenType.INTERVAL:
+        return parse_duration(" ".join(texts[1:]))
+    if kinds == [TokenType.STRING] or kinds[0] == TokenType.NUMBER:
+        return parse_duration("".join(texts))
+    if len(arg) == 1:
+        return None  # a column name
+    raise PlanError(f"cannot read window argument {' '.join(texts)!r} at line {arg[0].line}")
+
+
+def _window_spec(kind: str, name: str, arg_toks: list, flink_hop: bool) -> WindowSpec:
+    args = _split_args(arg_toks)
+    where = f"{name}(...) at line {arg_toks[0].line if arg_toks else '?'}"
+    if kind == "session":
+        raise PlanError(f"session windows are not supported yet: {where}")
+    col = None
+    if args and _duration_arg(args[0]) is None:
+        col = args[0][0].text
+        args = args[1:]
+    durations = [_duration_arg(a) for a in args]
+    if any(d is None for d in durations):
+        raise PlanError(f"{where}: only the first argument may be the time column")
+    want = 1 if kind == "tumbling" else 2
+    if len(durations) != want:
+        shape = ("(time_column, size)" if kind == "tumbling" else
+                 "(time_column, slide, size)" if flink_hop else "(time_column, size, slide)")
+        raise PlanError(f"{where}: expected {name}{shape}, the time column optional")
+    if kind == "tumbling":
+        size = slide = durations[0]
+    elif flink_hop:
+        slide, size = durations
+    else:
+        size, slide = durations
+    if size <= 0 or slide <= 0:
+        raise PlanError(f"{where}: window size and slide must be positive")
+    if slide > size:
+        raise PlanError(f"{where}: the slide ({slide} ms) is longer than the window "
+                        f"({size} ms), so some records would belong to no window")
+    return WindowSpec(kind, col, size, slide)
+
+
+def _extract_windows(sql: str, toks: list) -> tuple[str, list, WindowSpec | None, dict]:
+    """Take the streaming window clauses off the statement: ``WINDOW TUMBLING(...)`` /
+    ``SLIDING`` / ``HOPPING`` / ``SESSION``, the group-window functions ``TUMBLE(...)`` /
+    ``HOP(...)`` / ``SESSION(...)`` in GROUP BY, and ``WITH (option = value, ...)``.
+    The text they take is blanked (so positions of the rest stay right)."""
+    cut: list[tuple[int, int]] = []  # token index ranges, inclusive
+    windows: list[WindowSpec] = []
+    options: dict[str, object] = {}
+    in_group = False
+    depth = 0
+    i = 0
+    while i < len(toks):
+        t = toks[i]
+        up = t.text.upper()
+        nxt = toks[i + 1] if i + 1 < len(toks) else None
+        if t.token_type == TokenType.L_PAREN:
+            depth += 1
+        elif t.token_type == TokenType.R_PAREN:
+            depth -= 1
+        if depth == 0 and t.token_type == TokenType.GROUP_BY:
+            in_group = True
+        elif depth == 0 and t.token_type in (TokenType.HAVING, TokenType.WINDOW,
+                                             TokenType.WITH):
+            in_group = False
+        if (depth == 0 and t.token_type == TokenType.WINDOW and nxt is not None
+                and nxt.text.upper() in _WINDOW_CLAUSES):
+            if i + 2 >= len(toks) or toks[i + 2].token_type != TokenType.L_PAREN:
+                raise PlanError(f"WINDOW {nxt.text} needs its arguments in parentheses "
+                                f"(line {nxt.line})")
+            close = _matching_paren(toks, i + 2)
+            windows.append(_window_spec(_WINDOW_CLAUSES[nxt.text.upper()], nxt.text.upper(),
+                                        toks[i + 3:close], False))
+            cut.append((i, close))
+            i = close + 1
+            continue
+        if (in_group and depth == 0 and up in _GROUP_WINDOWS and nxt is not None
+                and nxt.token_type == TokenType.L_PAREN):
+            close = _matching_paren(toks, i + 1)
+            windows.append(_window_spec(_GROUP_WINDOWS[up], up, toks[i + 2:close],
+                                        up == "HOP"))
+            a, b = i, close
+            prev = toks[a - 1]
+            after = toks[b + 1] if b + 1 < len(toks) else None
+            if prev.token_type == TokenType.COMMA:
+                a -= 1
+            elif after is not None and after.token_type == TokenType.COMMA:
+                b += 1
+            elif prev.token_type == TokenType.GROUP_BY:
+                a -= 1  # the only GROUP BY item: the window is the whole grouping
+            cut.append((a, b))
+            i = close + 1
+            continue
+        if (depth == 0 and i > 0 and t.token_type == TokenType.WITH and nxt is not None
+                and nxt.token_type == TokenType.L_PAREN):
+            close = _matching_paren(toks, i + 1)
+            for arg in _split_args(toks[i + 2:close]):
+                if len(arg) != 3 or arg[1].token_type != TokenType.EQ:
+                    raise PlanError("WITH (...) takes options as name = 'value' (line "
+                                    f"{arg[0].line}): {' '.join(x.text for x in arg)}")
+                key = arg[0].text.lower()
+                if key not in _OPTIONS:
+                    raise PlanError(f"unknown option {arg[0].text!r} in WITH (...) (line "
+                                    f"{arg[0].line}); options: {', '.join(_OPTIONS)}")
+                options[key] = parse_duration(arg[2].text)
+            cut.append((i, close))
+            i = close + 1
+            continue
+        i += 1
+    if len(windows) > 1:
+        raise PlanError("a query can have one time window; this one has "
+                        f"{len(windows)}")
+    if not cut:
+        return sql, toks, None, options
+    chars = list(sql)
+    drop = set()
+    for a, b in cut:
+        for k in range(toks[a].start, toks[b].end + 1):
+            if chars[k] != "\n":
+                chars[k] = " "
+        drop.update(range(a, b + 1))
+    return ("".join(chars), [t for k, t in enumerate(toks) if k not in drop],
+            windows[0] if windows else None, options)
+
+
 def parse_sql(sql: str) -> Query:
     """Parse one streaming SELECT statement into a :class:`Query`."""
     if not isinstance(sql, str) or not sql.strip():
         raise PlanError("empty SQL: expected a SELECT statement")
     body, emit, toks = _strip_streaming_clauses(sql)
+    body, toks, window, options = _extract_windows(body, toks)
     try:
         statements = sqlglot.parse(body, read=DIALECT)
     except ParseError as exc:
@@ -255,8 +445,12 @@ def parse_sql(sql: str) -> Query:
             if grp.args.get(key):
                 raise ctx.error(grp, f"unsupported SQL construct: GROUP BY {key.upper()}")
     having = conv.expr(args["having"].this) if args.get("having") else None
+    if window is None and "allowed_lateness" in options:
+        raise PlanError("allowed_lateness applies to time windows; this query has no "
+                        "WINDOW")
     return Query(source=source, select=select, where=where, group_by=group_by, having=having,
-                 emit=emit, star=star, sql=sql, positions=ctx.positions)
+                 emit=emit, star=star, sql=sql, positions=ctx.positions, window=window,
+                 allowed_lateness_ms=options.get("allowed_lateness"))
 
 
 def _is_input_column_name(name: str, select) -> bool:

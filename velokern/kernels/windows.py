@@ -1,0 +1,199 @@
+"""Time-window kernels shared by every windowed query: the per-record watermark, the
+order of window rows, and freeing the state of closed windows.
+
+A windowed query's group key 0 is the window start (row ``keyrow`` of the packed int64
+state ``I``); see :mod:`velokern.kernels.codegen`. Slow numpy twins live in
+:mod:`velokern.kernels.slow` and the tests hold each kernel to its twin.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from velokern.kernels.hashtable import distinct_hash, slot_of
+from velokern.kernels.scalar import JIT
+
+NO_WATERMARK = np.iinfo(np.int64).min
+NO_WM = NO_WATERMARK  # the name generated kernels use
+_MAX = np.iinfo(np.int64).max
+
+
+@njit(**JIT)
+def min_window(wstart, ng):
+    """Smallest window start among the first ``ng`` groups (int64 max when none)."""
+    m = _MAX
+    for g in range(ng):
+        if wstart[g] < m:
+            m = wstart[g]
+    return m
+
+
+@njit(**JIT)
+def watermarks(ts, valid, has_mask, carry, out):
+    """``out[i]`` = the largest event time among the records before ``i`` (``carry``
+    holds the largest of earlier batches); null times do not move it. Returns the
+    watermark after the last record."""
+    wm = carry
+    for i in range(len(ts)):
+        out[i] = wm
+        if has_mask and not valid[i]:
+            continue
+        t = ts[i]
+        if t > wm:
+            wm = t
+    return wm
+
+
+@njit(**JIT)
+def window_order(gids, wstart):
+    """``gids`` (ascending group ids) reordered by window start; ties keep id order
+    (= order of the group's first record)."""
+    n = len(gids)
+    for t in range(1, n):
+        if wstart[gids[t]] < wstart[gids[t - 1]]:
+            keys = np.empty(n, np.int64)
+            for u in range(n):
+                keys[u] = wstart[gids[u]]
+            return gids[np.argsort(keys, kind="mergesort")]
+    return gids
+
+
+@njit(**JIT)
+def closing_gids(wstart, ng, limit):
+    """Ids of the groups whose window starts at or before ``limit``, in window order."""
+    k = 0
+    for g in range(ng):
+        if wstart[g] <= limit:
+            k += 1
+    out = np.empty(k, np.int64)
+    k = 0
+    for g in range(ng):
+        if wstart[g] <= limit:
+            out[k] = g
+            k += 1
+    return window_order(out, wstart)
+
+
+@njit(**JIT)
+def count_closing(I, keyrow, meta, limit, counts):
+    """Per partition, how many groups have a window starting at or before ``limit``."""
+    total = 0
+    for p in range(meta.shape[0]):
+        c = 0
+        w = I[p, keyrow]
+        for g in range(meta[p, 0]):
+            if w[g] <= limit:
+                c += 1
+        counts[p] = c
+        total += c
+    return total
+
+
+@njit(**JIT)
+def drop_closed(S, p, keyrow, limit, nd_cols, tlist_row):
+    """Free partition ``p``'s groups whose window starts at or before ``limit``: the
+    live groups move down (keeping their order), the hash table, the touched list and
+    the distinct sets follow. Returns the number of groups freed."""
+    table, hashes, kbits, knull = S[0][p], S[1][p], S[2][p], S[3][p]
+    I_, F_, B_, meta = S[4][p], S[5][p], S[6][p], S[7][p]
+    ng = meta[0]
+    w = I_[keyrow]
+    tsave = I_[tlist_row, :meta[1]].copy()  # a list in a group-sized row: not per group
+    newid = np.empty(ng, np.int64)
+    j = 0
+    for g in range(ng):
+        if w[g] > limit:
+            newid[g] = j
+            if j != g:
+                hashes[j] = hashes[g]
+                kbits[j, :] = kbits[g, :]
+                knull[j, :] = knull[g, :]
+                I_[:, j] = I_[:, g]
+                F_[:, j] = F_[:, g]
+                B_[:, j] = B_[:, g]
+            j += 1
+        else:
+            newid[g] = -1
+    freed = ng - j
+    if freed == 0:
+        return 0
+    meta[0] = j
+    tl = I_[tlist_row]
+    nt = 0
+    for t in range(len(tsave)):
+        ng2 = newid[tsave[t]]
+        if ng2 >= 0:
+            tl[nt] = ng2
+            nt += 1
+    meta[1] = nt
+    table[:] = -1
+    mask = len(table) - 1
+    for g in range(j):
+        s = slot_of(hashes[g], mask)
+        while table[s] >= 0:
+            s = (s + 1) & mask
+        table[s] = g
+    for d in range(len(nd_cols)):
+        col = nd_cols[d]
+        dtab, dgid, dval = S[8][p, d], S[9][p, d], S[10][p, d]
+        ne = 0
+        for e in range(meta[col]):
+            ng2 = newid[dgid[e]]
+            if ng2 >= 0:
+                dgid[ne] = ng2
+                dval[ne] = dval[e]
+                ne += 1
+        meta[col] = ne
+        dtab[:] = -1
+        dmask = len(dtab) - 1
+        for e in range(ne):
+            s = slot_of(distinct_hash(dgid[e], dval[e]), dmask)
+            while dtab[s] >= 0:
+                s = (s + 1) & dmask
+            dtab[s] = e
+    return freed
+
+
+@njit(**JIT)
+def merge_runs(win, seq, starts, ends):
+    """Order of the rows of several runs, each sorted by (win, seq), merged by
+    (win, seq): positions into the concatenation of the runs."""
+    nr = len(starts)
+    total = 0
+    for r in range(nr):
+        total += ends[r] - starts[r]
+    offs = np.empty(nr, np.int64)
+    pos = np.empty(nr, np.int64)
+    o = 0
+    for r in range(nr):
+        offs[r] = o
+        pos[r] = starts[r]
+        o += ends[r] - starts[r]
+    order = np.empty(total, np.int64)
+    for k in range(total):
+        best = -1
+        for r in range(nr):
+            if pos[r] < ends[r]:
+                if best < 0:
+                    best = r
+                else:
+                    a, b = pos[r], pos[best]
+                    if win[a] < win[b] or (win[a] == win[b] and seq[a] < seq[b]):
+                        best = r
+        order[k] = offs[best] + pos[best] - starts[best]
+        pos[best] += 1
+    return order
+
+
+__all__ = [
+    "NO_WATERMARK",
+    "NO_WM",
+    "closing_gids",
+    "count_closing",
+    "drop_closed",
+    "merge_runs",
+    "min_window",
+    "watermarks",
+    "window_order",
+]
