@@ -20,10 +20,12 @@ _S3A = ("SELECT trader_id, symbol, COUNT(*) AS trade_count, AVG(price) AS avg_pr
         "FROM market_data GROUP BY trader_id, symbol "
         "WINDOW TUMBLING (trade_time, INTERVAL '1' MINUTE)")
 
-#: SQL of the reference scenarios (issue 4); S1 (ROWS window) is added where supported.
+#: SQL of the reference scenarios (issue 4).
 SCENARIOS = {
     "S0": "SELECT order_id, customer_id, order_date, total_amount FROM orders "
           "WHERE total_amount > 100",
+    "S1": "SELECT symbol, price, AVG(price) OVER (ROWS WINDOW BUFFER 100 ROWS "
+          "PARTITION BY symbol ORDER BY timestamp) AS moving_avg FROM market_data",
     "S2": "SELECT symbol, COUNT(*) AS trade_count, AVG(price) AS avg_price, "
           "MIN(price) AS min_price, MAX(price) AS max_price, SUM(quantity) AS total_quantity "
           "FROM market_data GROUP BY symbol",

@@ -33,12 +33,14 @@ from velokern.plan import (
     PROCESSING_TIME,
     WINDOW_COLUMNS,
     BoundQuery,
+    Over,
     PlanError,
     bind,
     columns_of,
     is_float,
     is_int,
     is_time,
+    walk,
 )
 from velokern.sql import parse_sql
 
@@ -183,13 +185,17 @@ class StreamExecutionEngine:
 
     @property
     def is_stateful(self) -> bool:
-        return self.query.is_aggregate
+        return self.query.is_aggregate or self.query.has_over
 
     @property
     def group_by_columns(self) -> list[str]:
         """Input columns the GROUP BY keys are computed from."""
         cols: list[str] = []
-        for k in self.query.group_by:
+        keys = self.query.group_by
+        if self.query.has_over:
+            keys = next(n.partition for _, e in self.query.select for n in walk(e)
+                        if isinstance(n, Over))
+        for k in keys:
             for c in columns_of(k):
                 if c not in cols:
                     cols.append(c)
@@ -197,7 +203,7 @@ class StreamExecutionEngine:
 
     @property
     def emit_mode(self) -> str:
-        if not self.is_stateful:
+        if not self.is_stateful or self.query.has_over:
             return "rows"
         return self.query.emit or ("final" if self.query.window is not None else "changes")
 
@@ -506,7 +512,7 @@ class StreamExecutionEngine:
         self._spec = spec
         if spec.direct:
             self._meta()[:, spec.meta_cols["direct"]] = 1
-        if spec.num_keys == 0:
+        if spec.num_keys == 0 and not spec.rows_window:
             module = self._variant()[1]
             module.init_global(tuple(self._state), 0)
 
@@ -588,7 +594,9 @@ class StreamExecutionEngine:
                 pr[: len(routing.starts)] += routing.ends - routing.starts
             self._metrics["records_in"] += prep.n
             self._metrics["batches"] += 1
-            if prep.spec.stateful:
+            if prep.spec.rows_window:
+                out = self._execute_rows(prep, routing)
+            elif prep.spec.stateful:
                 out = self._execute_stateful(prep, routing)
             else:
                 out = self._execute_stateless(prep, routing)
@@ -621,6 +629,48 @@ class StreamExecutionEngine:
             order = np.argsort(rows, kind="stable")
         # input row of every output row, for passthrough columns; when every row passed,
         # the output is every input row in input order and the columns are the inputs
+        sel = None if total == n else _gather(orow, segs, order)
+        return self._assemble(spec, (OI, OF, OB, OM), segs, order, prep, sel)
+
+    def _execute_rows(self, prep: Prepared, r: Routing) -> RecordBatch:
+        """ROWS window functions: partition p updates its keys' frames and writes one row
+        per record at ``r.starts[p]``; rows are put back in input order."""
+        spec = prep.spec
+        self._ensure_state(spec)
+        n = prep.n
+        OI, OF, OB, OM, orow = self._out_buffers(spec, n)
+        idx = r.idx if r.idx is not None else _EMPTY_I64
+        use_idx = r.idx is not None
+        P = len(r.starts)
+        obases = r.starts.astype(np.int64, copy=False)
+        starts = obases.copy()
+        ends = r.ends.astype(np.int64, copy=False)
+        stops = starts.copy()
+        counts = np.zeros(P, np.int64)
+        active = np.ones(P, np.uint8)
+        module = prep.module
+        while True:
+            S = tuple(self._state)
+            if r.parallel and P > 1:
+                module.rows_all(S, prep.C, prep.M, prep.R, idx, use_idx, starts, ends, obases,
+                                active, OI, OF, OB, OM, orow, stops, counts)
+            else:
+                for p in range(P):
+                    if active[p]:
+                        stops[p], counts[p] = module.rows_part(
+                            S, p, prep.C, prep.M, prep.R, idx, use_idx, int(starts[p]),
+                            int(ends[p]), int(obases[p]), OI, OF, OB, OM, orow)
+            unfinished = stops < ends
+            if not unfinished.any():
+                break
+            self._grow()
+            active = unfinished.astype(np.uint8)
+            starts = stops.copy()
+        total = int(counts.sum())
+        segs = [(int(s), int(s) + int(c)) for s, c in zip(obases, counts) if c > 0]
+        order = None
+        if use_idx and len(segs) > 1:
+            order = np.argsort(np.concatenate([orow[a:b] for a, b in segs]), kind="stable")
         sel = None if total == n else _gather(orow, segs, order)
         return self._assemble(spec, (OI, OF, OB, OM), segs, order, prep, sel)
 

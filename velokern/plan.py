@@ -29,6 +29,8 @@ __all__ = [
     "IsNull",
     "KeyRef",
     "Lit",
+    "Over",
+    "OverRef",
     "PlanError",
     "Query",
     "Unary",
@@ -191,6 +193,31 @@ class KeyRef(Expr):
 
 
 @dataclass(frozen=True)
+class Over(Expr):
+    """A ROWS window function: ``func`` over the last ``rows`` rows (the current one
+    included) of the rows sharing its PARTITION BY key, in arrival order. ``func`` is
+    avg, sum, min, max, count, count_star (frame aggregates), lag (``offset`` rows back,
+    else ``default``) or row_number."""
+
+    func: str
+    arg: Expr | None
+    partition: tuple[Expr, ...]
+    rows: int = 0
+    offset: int = 1
+    default: Lit | None = None
+
+    def children(self):
+        return (() if self.arg is None else (self.arg,)) + self.partition
+
+
+@dataclass(frozen=True)
+class OverRef(Expr):
+    """Reference to ROWS window function ``i`` of a query."""
+
+    i: int
+
+
+@dataclass(frozen=True)
 class WinRef(Expr):
     """The start (``end=False``) or end of the time window a row belongs to
     (``window_start`` / ``_window_start``, ``window_end`` / ``_window_end`` in SQL)."""
@@ -260,6 +287,11 @@ class Query:
     allowed_lateness_ms: int | None = None  # from WITH (allowed_lateness = ...)
 
     @property
+    def has_over(self) -> bool:
+        """The query has ROWS window functions (one output row per input row)."""
+        return any(isinstance(n, Over) for _, e in self.select for n in walk(e))
+
+    @property
     def is_aggregate(self) -> bool:
         return self.window is not None or bool(self.group_by) or any(
             isinstance(n, Agg) for _, e in self.select for n in walk(e)
@@ -294,10 +326,14 @@ class BoundQuery:
     size: int = 0
     slide: int = 0
     ticks_per_ms: float = 1.0
+    #: ROWS window functions (``keys`` are then their PARTITION BY expressions)
+    overs: list = field(default_factory=list)
+    over_types: list = field(default_factory=list)
+    over_arg_types: list = field(default_factory=list)
 
     @property
     def is_aggregate(self) -> bool:
-        return bool(self.aggs) or bool(self.keys)
+        return (bool(self.aggs) or bool(self.keys)) and not self.overs
 
 
 # --------------------------------------------------------------------------- typing
@@ -323,6 +359,10 @@ def type_of(e: Expr, types: dict[str, str], q: Query, env: dict | None = None) -
         return types[q.window.time_column]
     if isinstance(e, KeyRef):
         return env["key"][e.i]
+    if isinstance(e, OverRef):
+        return env["over"][e.i]
+    if isinstance(e, Over):
+        raise _err(q, e, "a window function OVER (...) cannot be nested here")
     if isinstance(e, AggRef):
         return env["agg"][e.i]
     if isinstance(e, Unary):
@@ -473,6 +513,8 @@ def bind(q: Query, schema: Schema) -> BoundQuery:
         if wt not in (BOOL, NULL):
             raise _err(q, where, f"WHERE must be a boolean condition, got {wt}")
 
+    if q.has_over:
+        return _bind_over(q, schema, types, select, where)
     if not q.is_aggregate:
         out_types = []
         for name, e in select:
@@ -568,6 +610,72 @@ def bind(q: Query, schema: Schema) -> BoundQuery:
                       agg_types, agg_arg_types, having, emit, window, size, slide, ticks)
 
 
+def _bind_over(q: Query, schema: Schema, types: dict[str, str], select, where) -> BoundQuery:
+    """A ROWS-window query: one output row per input row that passes WHERE."""
+    if q.is_aggregate:
+        node = next((e for _, e in select for e in walk(e) if isinstance(e, Over)), None)
+        raise _err(q, node, "window functions OVER (...) cannot be combined with GROUP BY, "
+                            "aggregates or time windows in one query")
+    overs: list[Over] = []
+
+    def rewrite(e: Expr) -> Expr:
+        if isinstance(e, Over):
+            if e not in overs:
+                overs.append(e)
+            return OverRef(overs.index(e))
+        return _rebuild(e, rewrite)
+
+    outputs = [(n, rewrite(e)) for n, e in select]
+    parts = {o.partition for o in overs}
+    if len(parts) > 1:
+        raise _err(q, overs[1], "every window function of a query must use the same "
+                                "PARTITION BY")
+    keys = list(overs[0].partition)
+    key_types = []
+    for k in keys:
+        kt = type_of(k, types, q)
+        if kt == NULL or (is_float(kt) and not isinstance(k, Col)):
+            raise _err(q, k, "PARTITION BY needs a column or an integer/string expression")
+        key_types.append(_output_type(k, kt, types))
+    over_arg_types, over_types = [], []
+    for o in overs:
+        at = None if o.arg is None else type_of(o.arg, types, q)
+        if o.arg is not None and any(isinstance(n, (Over, Agg)) for n in walk(o.arg)):
+            raise _err(q, o, "window functions and aggregates cannot be nested")
+        if o.func in ("avg", "sum") and not (at is not None and is_numeric(at)):
+            raise _err(q, o, f"{o.func.upper()} needs a number, got {at}")
+        if o.func in ("min", "max", "lag") and at is not None and (at == STRING or
+                                                                   at == BOOL or at == NULL):
+            raise _err(q, o, f"{o.func.upper()} OVER (...) of a {at} is not supported")
+        over_arg_types.append(at)
+        if o.func in ("count", "count_star", "row_number"):
+            over_types.append(INT)
+        elif o.func == "avg":
+            over_types.append(FLOAT)
+        elif o.func == "sum":
+            over_types.append(INT if is_int(at) else FLOAT)
+        else:
+            over_types.append(at if isinstance(o.arg, Col) else compute_type(at))
+        if o.func == "lag" and o.default is not None and o.default.type not in (NULL,) and \
+                not (is_numeric(o.default.type) and (is_numeric(at) or is_time(at))):
+            raise _err(q, o, f"LAG's default must be a number, got {o.default.type}")
+    env = {"over": [compute_type(t) for t in over_types], "key": [], "agg": []}
+    out_types = []
+    for name, e in outputs:
+        et = type_of(e, types, q, env)
+        if isinstance(e, OverRef):
+            out_types.append(over_types[e.i])
+        else:
+            if et == STRING and not isinstance(e, Col):
+                raise _err(q, e, f"output {name!r}: string expressions other than a column "
+                                 "are not supported")
+            out_types.append(_output_type(e, et, types))
+    cols = _collect_columns([e for _, e in select] + ([where] if where else []))
+    return BoundQuery(q, schema, cols, where, outputs, out_types, keys, key_types, [], [], [],
+                      None, "rows", overs=overs, over_types=over_types,
+                      over_arg_types=over_arg_types)
+
+
 #: ticks of a datetime64 unit per millisecond
 _TICKS_PER_MS = {"ns": 1e6, "us": 1e3, "ms": 1.0, "s": 1e-3, "m": 1 / 60e3, "h": 1 / 3600e3,
                  "D": 1 / 86400e3}
@@ -628,7 +736,7 @@ def _collect_columns(exprs: list[Expr]) -> list[str]:
 
 def _rebuild(e: Expr, f) -> Expr:
     """Copy of ``e`` with every direct child replaced by ``f(child)``."""
-    if isinstance(e, (Col, Lit, KeyRef, AggRef, WinRef)):
+    if isinstance(e, (Col, Lit, KeyRef, AggRef, WinRef, OverRef, Over)):
         return e
     if isinstance(e, Unary):
         return replace(e, x=f(e.x))

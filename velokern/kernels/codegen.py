@@ -47,6 +47,7 @@ from velokern.plan import (
     IsNull,
     KeyRef,
     Lit,
+    OverRef,
     PlanError,
     Unary,
     WinRef,
@@ -134,6 +135,7 @@ class KernelSpec:
     num_part_keys: int = 0  # leading keys hash partitioning uses (all but the window)
     windowed: bool = False  # key 0 is the window start; R ends with (WIN, WM, LATEBUF)
     max_windows: int = 1  # windows one record can belong to
+    rows_window: bool = False  # ROWS window functions: one output row per input row
     window_row: int = -1  # row of the window start (key 0) in pack I
 
     def out_rows(self) -> dict[str, int]:
@@ -226,6 +228,8 @@ class _Gen:
             return self.refs[f"{type(e).__name__}{e.i}"]
         if isinstance(e, WinRef):
             return self.refs["WinEnd" if e.end else "WinStart"]
+        if isinstance(e, OverRef):
+            return self.refs[f"OverRef{e.i}"]
         if isinstance(e, Lit):
             if e.type == NULL:
                 return "0", "True"
@@ -481,7 +485,11 @@ def generate(bq: BoundQuery, nullable: set[str]) -> KernelSpec:
         num_part_keys=len(bq.keys) - (bq.window is not None),
         windowed=bq.window is not None,
     )
-    if bq.is_aggregate:
+    if bq.overs:
+        spec.stateful = True
+        spec.rows_window = True
+        body = _gen_rows(bq, spec, types)
+    elif bq.is_aggregate:
         body = _gen_aggregate(bq, spec, types)
     else:
         body = _gen_stateless(bq, spec, types)
@@ -979,6 +987,192 @@ def _gen_aggregate(bq: BoundQuery, spec: KernelSpec, types) -> str:
         src += ["@njit(**JIT)", "def init_global(S, p):"]
         src += _indent(bind_state + init + ["return 0"], 4)
         src += [""]
+    return "\n".join(src)
+
+
+def _gen_rows(bq: BoundQuery, spec: KernelSpec, types) -> str:
+    """ROWS window functions: per PARTITION BY key (a group of the hash table), ring
+    buffers of the last rows' values in the packed state (ring slot s of a function is
+    row ``base + s`` of its pack, column = the key's group id) and running sums, counts
+    and extremes; one output row per input row that passes WHERE."""
+    K = len(bq.keys)
+    rows = {"I": 0, "F": 0, "B": 0}
+    st: list[StateArray] = []
+
+    def add(name: str, dtype: str, n: int = 1) -> int:
+        pack = PACKS[dtype]
+        first = rows[pack]
+        for k in range(n):
+            st.append(StateArray(name if n == 1 else f"{name}_{k}", dtype, pack, rows[pack]))
+            rows[pack] += 1
+        return first
+
+    for j, t in enumerate(bq.key_types):
+        add(f"kv{j}", _state_type(t))
+    add("nrows", "int64")
+    layout = []  # per function: (value dtype, ring pack, ring base, ring length)
+    for oi, (o, at) in enumerate(zip(bq.overs, bq.over_arg_types)):
+        vt = "float64" if at is not None and is_float(at) else "int64"
+        ring = o.rows if o.func not in ("lag", "row_number") else (
+            o.offset if o.func == "lag" else 0)
+        if o.func in ("count_star", "row_number"):
+            ring = 0
+        base = add(f"o{oi}_ring", vt, ring) if ring else -1
+        nbase = add(f"o{oi}_null", "uint8", ring) if ring else -1
+        if o.func in ("avg", "sum", "count"):
+            add(f"o{oi}_sum", vt)
+            add(f"o{oi}_cnt", "int64")
+        if o.func in ("min", "max"):
+            add(f"o{oi}_ext", vt)
+            add(f"o{oi}_none", "uint8")  # no value in the frame
+        layout.append((vt, PACKS[vt], base, nbase, ring))
+    spec.state = st
+    spec.pack_rows = rows
+    spec.meta_cols = {"ngroups": 0, "nout": 1, "filtered": 2}
+    spec.rows_row = next(a.row for a in st if a.name == "nrows")
+    bind_state = [f"{name} = S[{k}][p]" for k, name in enumerate(STATE_SLOTS)
+                  if name in ("table", "hashes", "kbits", "knull", "meta")]
+    bind_state += [f"{pk}_ = S[{STATE_SLOTS.index(pk)}][p]" for pk in ("I", "F", "B")]
+    bind_state += [f"{a.name} = {a.pack}_[{a.row}]" for a in st if "_ring_" not in a.name
+                   and "_null_" not in a.name]
+
+    g = _Gen(bq, spec, types)
+    if bq.where is not None:
+        wv, wn = g.gen(bq.where)
+        g.emit(f"if not ({wv} and not {wn}):\n    filtered += 1\n    continue")
+    g.emit("h = np.uint64(0)")
+    kvals = []
+    for j, (e, t) in enumerate(zip(bq.keys, bq.key_types)):
+        v, n = g.gen(e)
+        kb = _bits_code(g, e, t, v)
+        g.emit(f"kvs[{j}] = {kb} if not {n} else np.int64(0)\nkns[{j}] = {n}\n"
+               f"h = combine(h, kvs[{j}])")
+        kvals.append((v, n))
+    g.emit("g = probe(table, hashes, kbits, knull, kvs, kns, h, ng)")
+    init = ["ng += 1", "nrows[g] = 0"]
+    for j, (v, n) in enumerate(kvals):
+        init.append(f"if not {n}:\n    kv{j}[g] = {v}")
+    for oi, o in enumerate(bq.overs):
+        if o.func in ("avg", "sum", "count"):
+            init += [f"o{oi}_sum[g] = 0", f"o{oi}_cnt[g] = 0"]
+        if o.func in ("min", "max"):
+            init += [f"o{oi}_ext[g] = 0", f"o{oi}_none[g] = 1"]
+    g.emit("if g == ng:")
+    g.lines.extend(_indent("\n".join(init).split("\n"), 4))
+    g.emit("r = nrows[g]")
+    for oi, (o, at) in enumerate(zip(bq.overs, bq.over_arg_types)):
+        vt, pk, base, nbase, ring = layout[oi]
+        v, n = f"o{oi}v", f"o{oi}n"
+        if o.func == "row_number":
+            g.emit(f"{v} = r + 1\n{n} = False")
+            g.refs[f"OverRef{oi}"] = (v, "False")
+            continue
+        if o.func == "count_star":
+            g.emit(f"{v} = min(r + 1, {o.rows})")
+            g.refs[f"OverRef{oi}"] = (v, "False")
+            continue
+        x, xn = g.gen(o.arg)
+        x = f"np.float64({x})" if vt == "float64" else f"np.int64({x})"
+        ring_v, ring_n = f"{pk}_[{base} + slot, g]", f"B_[{nbase} + slot, g]"
+        g.emit(f"slot = r % {ring}\nxv = {x}\nxn = {xn}")
+        if o.func == "lag":
+            dv, dn = ("0", "True") if o.default is None or o.default.type == NULL else (
+                repr(o.default.value), "False")
+            g.emit(f"if r >= {ring}:\n    {v} = {ring_v}\n    {n} = {ring_n} != 0\n"
+                   f"else:\n    {v} = {dv}\n    {n} = {dn}")
+            g.emit(f"{ring_v} = xv\n{ring_n} = xn")
+            g.refs[f"OverRef{oi}"] = (v, n)
+            continue
+        g.emit(f"ev = {ring_v}\nevn = r < {ring} or {ring_n} != 0")
+        g.emit(f"{ring_v} = xv\n{ring_n} = xn")
+        if o.func in ("avg", "sum", "count"):
+            s_, c_ = f"o{oi}_sum[g]", f"o{oi}_cnt[g]"
+            g.emit(f"if not evn:\n    {s_} -= ev\n    {c_} -= 1")
+            g.emit(f"if not xn:\n    {s_} += xv\n    {c_} += 1")
+            if vt == "float64":
+                # a running float sum drifts, and NaN/inf cannot be subtracted: re-add the
+                # frame exactly once per frame length and when a non-finite value leaves
+                g.emit(f"if slot == {ring} - 1 or (not evn and not np.isfinite(ev)):\n"
+                       "    acc = 0.0\n"
+                       f"    for q in range({ring}):\n"
+                       f"        if B_[{nbase} + q, g] == 0:\n"
+                       f"            acc += {pk}_[{base} + q, g]\n    {s_} = acc")
+            if o.func == "count":
+                g.emit(f"{v} = {c_}\n{n} = False")
+            elif o.func == "sum":
+                g.emit(f"{v} = {s_}\n{n} = {c_} == 0")
+            else:
+                g.emit(f"{n} = {c_} == 0\n{v} = (np.float64({s_}) / {c_}) if not {n} else 0.0")
+            g.refs[f"OverRef{oi}"] = (v, "False" if o.func == "count" else n)
+            continue
+        # MIN / MAX: rescan the frame when the value leaving it was the extreme
+        e_, none_ = f"o{oi}_ext[g]", f"o{oi}_none[g]"
+        if vt == "float64":
+            better = ("f_lt(xv, {e})" if o.func == "min" else "f_lt({e}, xv)").format(e=e_)
+            better_q = ("f_lt(cv, best)" if o.func == "min" else "f_lt(best, cv)")
+            same = f"f_eq(ev, {e_})"
+        else:
+            better = f"xv < {e_}" if o.func == "min" else f"xv > {e_}"
+            better_q = "cv < best" if o.func == "min" else "cv > best"
+            same = f"ev == {e_}"
+        g.emit(f"if not evn and {none_} == 0 and {same}:\n"
+               f"    best = {e_}\n    found = False\n"
+               f"    for q in range(min(r + 1, {ring})):\n"
+               f"        if B_[{nbase} + q, g] == 0:\n"
+               f"            cv = {pk}_[{base} + q, g]\n"
+               f"            if not found or {better_q}:\n"
+               f"                best = cv\n                found = True\n"
+               f"    {e_} = best\n    {none_} = 0 if found else 1\n"
+               f"elif not xn and ({none_} != 0 or {better}):\n"
+               f"    {e_} = xv\n    {none_} = 0")
+        g.emit(f"{v} = {e_}\n{n} = {none_} != 0")
+        g.refs[f"OverRef{oi}"] = (v, n)
+    g.emit("nrows[g] = r + 1")
+    g.env = {"over": [compute_type(t) for t in bq.over_types], "key": [], "agg": []}
+    stores = _out_lines(g, list(zip(bq.outputs, bq.output_types)), "k", passthrough=True)
+    g.env = None
+    loop = g.lines + stores + ["orow[k] = i", "k += 1"]
+    pro = _prologue_inputs(spec) + bind_state + [
+        f"kvs = np.empty({K}, np.int64)",
+        f"kns = np.empty({K}, np.uint8)",
+        "ng = meta[0]",
+        "k = obase + meta[1]",
+        "filtered = 0",
+        "max_groups = len(hashes)",
+    ]
+    src = ["@njit(**JIT)",
+           "def rows_part(S, p, C, M, R, idx, use_idx, start, end, obase, OI, OF, OB, OM, "
+           "orow):"]
+    src += _indent(pro, 4)
+    src += _indent(["for j in range(start, end):",
+                    "    if ng + 1 > max_groups:",
+                    "        meta[0] = ng",
+                    "        meta[1] = k - obase",
+                    "        meta[2] += filtered",
+                    "        return j, 0",
+                    "    i = idx[j] if use_idx else j"], 4)
+    src += _indent(loop, 8)
+    src += _indent(["meta[0] = ng", "meta[1] = 0", "meta[2] += filtered",
+                    "return end, k - obase"], 4)
+    src += ["", "", "@njit(**PJIT)",
+            "def rows_all(S, C, M, R, idx, use_idx, starts, ends, obases, active, OI, OF, OB, "
+            "OM, orow, stops, counts):",
+            "    for p in prange(len(starts)):",
+            "        if active[p]:",
+            "            r = rows_part(S, p, C, M, R, idx, use_idx, starts[p], ends[p], "
+            "obases[p], OI, OF, OB, OM, orow)",
+            "            stops[p] = r[0]",
+            "            counts[p] = r[1]",
+            "", ""]
+    kb = _Gen(bq, spec, types)
+    for j, (ke, t) in enumerate(zip(bq.keys, bq.key_types)):
+        v, n = kb.gen(ke)
+        kb.emit(f"out[{j}, i] = {_bits_code(kb, ke, t, v)} if not {n} else np.int64(0)")
+    src += ["@njit(**JIT)", "def key_bits(C, M, R, n, out):"]
+    src += _indent(_prologue_inputs(spec), 4)
+    src += _indent(["for i in range(n):"], 4)
+    src += _indent(kb.lines or ["pass"], 8)
+    src += ["    return 0", ""]
     return "\n".join(src)
 
 

@@ -34,6 +34,7 @@ from velokern.plan import (
     Lit,
     PlanError,
     Query,
+    Over,
     Unary,
     WindowSpec,
 )
@@ -359,10 +360,48 @@ def _extract_windows(sql: str, toks: list) -> tuple[str, list, WindowSpec | None
             windows[0] if windows else None, options)
 
 
+def _buffer_frames(sql: str) -> str:
+    """``OVER (ROWS WINDOW BUFFER n ROWS PARTITION BY ...)`` -> the standard frame
+    ``OVER (PARTITION BY ... ROWS BETWEEN n-1 PRECEDING AND CURRENT ROW)``."""
+    while True:
+        try:
+            toks = list(sqlglot.tokenize(sql, read=DIALECT))
+        except TokenError as exc:
+            raise PlanError(f"cannot read SQL: {exc}") from exc
+        hit = None
+        for i in range(len(toks) - 4):
+            w = [t.text.upper() for t in toks[i:i + 5]]
+            if w[0] == "ROWS" and w[1] == "WINDOW" and w[2] == "BUFFER" and w[4] == "ROWS":
+                hit = i
+        if hit is None:
+            return sql
+        n = toks[hit + 3]
+        if n.token_type != TokenType.NUMBER or int(float(n.text)) < 1:
+            raise PlanError(f"ROWS WINDOW BUFFER needs a positive row count, got {n.text!r} "
+                            f"(line {n.line})")
+        depth = 0
+        close = None
+        for t in toks[hit + 5:]:
+            if t.token_type == TokenType.L_PAREN:
+                depth += 1
+            elif t.token_type == TokenType.R_PAREN:
+                if depth == 0:
+                    close = t
+                    break
+                depth -= 1
+        if close is None:
+            raise PlanError(f"ROWS WINDOW BUFFER must be inside OVER (...) (line {n.line})")
+        frame = f" ROWS BETWEEN {int(n.text) - 1} PRECEDING AND CURRENT ROW"
+        sql = (sql[:toks[hit].start] + sql[toks[hit + 4].end + 1:close.start] + frame
+               + sql[close.start:])
+
+
 def parse_sql(sql: str) -> Query:
     """Parse one streaming SELECT statement into a :class:`Query`."""
     if not isinstance(sql, str) or not sql.strip():
         raise PlanError("empty SQL: expected a SELECT statement")
+    original = sql
+    sql = _buffer_frames(sql)
     body, emit, toks = _strip_streaming_clauses(sql)
     body, toks, window, options = _extract_windows(body, toks)
     try:
@@ -449,7 +488,7 @@ def parse_sql(sql: str) -> Query:
         raise PlanError("allowed_lateness applies to time windows; this query has no "
                         "WINDOW")
     return Query(source=source, select=select, where=where, group_by=group_by, having=having,
-                 emit=emit, star=star, sql=sql, positions=ctx.positions, window=window,
+                 emit=emit, star=star, sql=original, positions=ctx.positions, window=window,
                  allowed_lateness_ms=options.get("allowed_lateness"))
 
 
@@ -586,7 +625,7 @@ class _Converter:
                 return Agg(_ANON_AGGS[fname], self.expr(node.expressions[0]))
             raise ctx.error(node, f"unknown function {node.name.upper()}")
         if isinstance(node, exp.Window):
-            raise ctx.error(node, "unsupported SQL construct: window function OVER (...)")
+            return self._over(node)
         if isinstance(node, (exp.Subquery, exp.Select, exp.Exists)):
             raise ctx.error(node, "unsupported SQL construct: subquery")
         if isinstance(node, exp.Star):
@@ -595,6 +634,57 @@ class _Converter:
             raise ctx.error(node, f"unsupported function {node.sql_name()}")
         raise ctx.error(node, f"unsupported SQL construct: {node.key.upper()} "
                               f"({node.sql(dialect=DIALECT)})")
+
+    def _over(self, node: exp.Window) -> Over:
+        """A ROWS window function (arrival order is the ORDER BY: a stream is read in
+        the order its records come)."""
+        ctx = self.ctx
+        if node.args.get("alias"):
+            raise ctx.error(node, "unsupported SQL construct: named windows")
+        fn = node.this
+        if isinstance(fn, (exp.IgnoreNulls, exp.RespectNulls)):
+            raise ctx.error(node, "IGNORE/RESPECT NULLS is not supported in OVER (...)")
+        part = tuple(self.expr(e) for e in node.args.get("partition_by") or [])
+        spec = node.args.get("spec")
+        rows = 0
+        if spec is not None:
+            start, side, end = spec.args.get("start"), spec.args.get("start_side"), \
+                spec.args.get("end")
+            ok = (str(spec.args.get("kind", "")).upper() == "ROWS"
+                  and isinstance(start, exp.Literal) and not start.is_string
+                  and str(side).upper() == "PRECEDING" and str(end).upper() == "CURRENT ROW"
+                  and not spec.args.get("end_side"))
+            if not ok:
+                raise ctx.error(node, "unsupported window frame: velokern runs ROWS BETWEEN n "
+                                      "PRECEDING AND CURRENT ROW (or ROWS WINDOW BUFFER n ROWS)")
+            rows = int(start.this) + 1
+        if isinstance(fn, exp.RowNumber):
+            return Over("row_number", None, part)
+        if isinstance(fn, exp.Lead):
+            raise ctx.error(node, "LEAD needs rows that have not arrived yet; a streaming "
+                                  "frame ends at the current row (use LAG)")
+        if isinstance(fn, exp.Lag):
+            off = fn.args.get("offset")
+            k = 1 if off is None else (int(off.this) if isinstance(off, exp.Literal) and
+                                       not off.is_string else None)
+            if k is None or k < 1:
+                raise ctx.error(node, "LAG's offset must be a positive integer literal")
+            d = fn.args.get("default")
+            default = None if d is None else self.expr(d)
+            if default is not None and not isinstance(default, Lit):
+                raise ctx.error(node, "LAG's default must be a literal")
+            return Over("lag", self.expr(fn.this), part, 0, k, default)
+        inner = self._expr(fn)
+        if not isinstance(inner, Agg) or inner.func not in ("avg", "sum", "min", "max",
+                                                            "count", "count_star"):
+            raise ctx.error(node, f"unsupported window function {fn.sql(dialect=DIALECT)} "
+                                  "OVER (...): velokern runs AVG, SUM, MIN, MAX, COUNT, LAG, "
+                                  "ROW_NUMBER")
+        if rows == 0:
+            raise ctx.error(node, f"{inner.func.upper().replace('_STAR', '')} OVER (...) "
+                                  "needs a frame: ROWS BETWEEN n PRECEDING AND CURRENT ROW (or "
+                                  "ROWS WINDOW BUFFER n ROWS)")
+        return Over(inner.func, inner.arg, part, rows)
 
     def _is_null_arg(self, node: exp.Is) -> Expr:
         if not isinstance(node.expression, exp.Null):

@@ -1,0 +1,105 @@
+"""ROWS window functions: one output row per input row, in input order; per key a ring
+buffer of the last rows. V1 = V2 bit for bit; = DuckDB's window functions ordered by
+arrival (``seq``)."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import (
+    assert_batches_identical,
+    assert_rows_match,
+    cut,
+    duckdb_rows,
+    make_stream,
+    rows_of,
+    run,
+    to_batch,
+)
+
+import velokern as vk
+from velokern.batch import RecordBatch
+from velokern.datagen import SCENARIOS, stream_for
+from velokern.plan import PlanError
+
+W = "PARTITION BY k ORDER BY seq ROWS BETWEEN 4 PRECEDING AND CURRENT ROW"
+QUERIES = {
+    "frame_aggs": (
+        f"SELECT seq, k, AVG(f) OVER ({W}) AS af, SUM(x) OVER ({W}) AS sx, "
+        f"MIN(f) OVER ({W}) AS mnf, MAX(x) OVER ({W}) AS mxx, COUNT(x) OVER ({W}) AS cx, "
+        f"COUNT(*) OVER ({W}) AS cs, SUM(f) OVER ({W}) AS sf, MIN(x) OVER ({W}) AS mnx FROM t",
+        f"SELECT seq, k, AVG(f) OVER w, SUM(x) OVER w, MIN(f) OVER w, MAX(x) OVER w, "
+        f"COUNT(x) OVER w, COUNT(*) OVER w, SUM(f) OVER w, MIN(x) OVER w FROM t "
+        f"WINDOW w AS ({W}) ORDER BY seq",
+    ),
+    "lag_rownum": (
+        "SELECT seq, s2, LAG(x) OVER (PARTITION BY s2 ORDER BY seq) AS l1, "
+        "LAG(f, 3, 0) OVER (PARTITION BY s2 ORDER BY seq) AS l3, "
+        "ROW_NUMBER() OVER (PARTITION BY s2 ORDER BY seq) AS rn, "
+        "f - AVG(f) OVER (ROWS WINDOW BUFFER 3 ROWS PARTITION BY s2 ORDER BY seq) AS dev "
+        "FROM t WHERE x IS NULL OR x > -8",
+        "SELECT seq, s2, LAG(x) OVER w, LAG(f, 3, 0) OVER w, ROW_NUMBER() OVER w, "
+        "f - AVG(f) OVER (PARTITION BY s2 ORDER BY seq ROWS BETWEEN 2 PRECEDING AND CURRENT "
+        "ROW) FROM t WHERE x IS NULL OR x > -8 WINDOW w AS (PARTITION BY s2 ORDER BY seq) "
+        "ORDER BY seq",
+    ),
+    "global_frame": (
+        "SELECT seq, MAX(f) OVER (ROWS BETWEEN 50 PRECEDING AND CURRENT ROW) AS m, "
+        "AVG(x) OVER (ROWS BETWEEN 50 PRECEDING AND CURRENT ROW) AS a FROM t",
+        "SELECT seq, MAX(f) OVER w, AVG(x) OVER w FROM t WINDOW w AS (ORDER BY seq ROWS "
+        "BETWEEN 50 PRECEDING AND CURRENT ROW) ORDER BY seq",
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+def batch():
+    return to_batch(make_stream(3000, seed=5, keys=7))
+
+
+@pytest.mark.parametrize("name", list(QUERIES))
+def test_rows_windows_match_duckdb_and_v1_equals_v2(batch, name):
+    sql, ref = QUERIES[name]
+    ref_rows = duckdb_rows(ref, batch)
+    for sizes in ([10**9], [1, 17, 400, 3, 1000], [250] * 12):
+        batches = cut(batch, sizes)
+        v1 = run(sql, batches, "v1")
+        assert_rows_match(rows_of(RecordBatch.concat(v1)), ref_rows, name)
+        for cfg in ("v2:2", "v2:3", "v2:8"):
+            assert_batches_identical(run(sql, batches, cfg), v1, f"{name} {cfg}")
+
+
+def test_s1_scenario_matches_duckdb():
+    batches = list(stream_for("S1", 30_000, 7_000, random=True))
+    whole = RecordBatch.concat(batches)
+    ours = RecordBatch.concat(run(SCENARIOS["S1"], batches, "v2:2"))
+    ref = duckdb_rows(
+        "SELECT symbol, price, AVG(price) OVER (PARTITION BY symbol ORDER BY rn ROWS BETWEEN "
+        "99 PRECEDING AND CURRENT ROW) FROM (SELECT *, row_number() OVER () AS rn FROM t) "
+        "ORDER BY rn", whole)
+    assert_rows_match(rows_of(ours), ref, "S1")
+
+
+def test_one_output_row_per_input_row_in_order(batch):
+    sql = "SELECT seq, ROW_NUMBER() OVER (PARTITION BY k) AS rn FROM t"
+    outs = run(sql, cut(batch, [100] * 30), "v2:3")
+    for inp, out in zip(cut(batch, [100] * 30), outs):
+        assert out.column("seq").tolist() == inp.column("seq").tolist()
+
+
+@pytest.mark.parametrize("sql, msg", [
+    ("SELECT LEAD(x) OVER (PARTITION BY k) FROM t", "LEAD"),
+    ("SELECT AVG(x) OVER (PARTITION BY k ORDER BY seq) FROM t", "needs a frame"),
+    ("SELECT SUM(x) OVER (ORDER BY seq ROWS BETWEEN 2 PRECEDING AND 2 FOLLOWING) FROM t",
+     "unsupported window frame"),
+    ("SELECT SUM(x) OVER (ORDER BY seq RANGE BETWEEN 2 PRECEDING AND CURRENT ROW) FROM t",
+     "unsupported window frame"),
+    ("SELECT k, COUNT(*), SUM(x) OVER (ROWS BETWEEN 2 PRECEDING AND CURRENT ROW) FROM t "
+     "GROUP BY k", "cannot be combined"),
+    ("SELECT LAG(x) OVER (PARTITION BY k), LAG(x) OVER (PARTITION BY s) FROM t",
+     "same PARTITION BY"),
+    ("SELECT NTILE(4) OVER (PARTITION BY k) FROM t", "unsupported function NTILE"),
+])
+def test_rows_window_errors(batch, sql, msg):
+    with pytest.raises(PlanError, match=msg):
+        e = vk.StreamExecutionEngine(sql)
+        vk.JobProcessorFactory.create("v1").process_batch(batch, e)
