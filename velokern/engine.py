@@ -308,6 +308,10 @@ class StreamExecutionEngine:
         bound = self._bound
         if bound is None:
             missing = [c for c in self._needed_columns() if c not in batch]
+            if w is None and any(c in WINDOW_COLUMNS for c in missing):
+                name = next(c for c in missing if c in WINDOW_COLUMNS)
+                raise PlanError(f"{name} is defined only in a time-windowed query (add "
+                                f"WINDOW TUMBLING(...) or GROUP BY TUMBLE(...))")
             if missing:
                 raise SchemaError(f"batch lacks column(s) {missing} used by the query "
                                   f"(batch columns: {batch.column_names})")
@@ -554,10 +558,13 @@ class StreamExecutionEngine:
         rebuild_direct(self._state[11], self._state[2], self._state[3], meta, ddims)
 
     def _grow(self) -> None:
-        """Double whatever is full (groups and/or distinct sets), rebuild its tables."""
+        """Double whatever is full (groups and/or distinct sets), rebuild its tables.
+        Full means: one more record could not get its groups (as many as the windows a
+        record belongs to), which is when the kernels stop."""
         spec, st = self._spec, self._state
         meta = self._meta()
-        if meta[:, 0].max() >= st[1].shape[1]:
+        room = spec.max_windows
+        if meta[:, 0].max() + room > st[1].shape[1]:
             st[1] = _double(st[1], 1)
             st[2] = _double(st[2], 1)
             st[3] = _double(st[3], 1)
@@ -566,7 +573,7 @@ class StreamExecutionEngine:
             st[0] = np.full((st[0].shape[0], st[0].shape[1] * 2), -1, np.int64)
             rebuild_table(st[0], st[1], meta, 0)
         cols = [spec.meta_cols[f"{a}_nd"] for a in spec.distinct]
-        if cols and max(meta[:, c].max() for c in cols) >= st[9].shape[2]:
+        if cols and max(meta[:, c].max() for c in cols) + room > st[9].shape[2]:
             st[9] = _double(st[9], 2)
             st[10] = _double(st[10], 2)
             st[8] = np.full(st[8].shape[:2] + (st[8].shape[2] * 2,), -1, np.int64)

@@ -777,7 +777,7 @@ def _gen_aggregate(bq: BoundQuery, spec: KernelSpec, types) -> str:
     if win is not None:
         pro += ["LATENESS = R[-3][0]", "WM = R[-2]", "LATEBUF = R[-1]", "nlate = meta[3]",
                 "notime = 0", "nout = meta[5]", "minws = min_window(kv0, ng)",
-                "close_at = max(CLOSE_AT, 2 * ng)"]
+                "close_at = CLOSE_AT"]
     src = [
         "@njit(**JIT)",
         f"def stop(meta, j, ng, nt, filtered, nds{extra}):",
@@ -810,7 +810,7 @@ def _gen_aggregate(bq: BoundQuery, spec: KernelSpec, types) -> str:
             f"def update_part(S, p, C, M, R, idx, use_idx, start, end, seq_base, obase{out_args}):"]
     src += _indent(pro, 4)
     src += _indent(["for j in range(start, end):"], 4)
-    src += _indent(guard + ["i = idx[j] if use_idx else j"] + close_check, 8)
+    src += _indent(["i = idx[j] if use_idx else j"] + close_check + guard, 8)
     src += _indent(g.lines, 8)
     src += _indent([f"return {stop_call.replace('(meta, j,', '(meta, end,')}"], 4)
     src += ["", ""]

@@ -32,9 +32,9 @@ from velokern.plan import (
     InList,
     IsNull,
     Lit,
+    Over,
     PlanError,
     Query,
-    Over,
     Unary,
     WindowSpec,
 )
