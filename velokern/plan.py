@@ -644,8 +644,7 @@ def _bind_over(q: Query, schema: Schema, types: dict[str, str], select, where) -
             raise _err(q, o, "window functions and aggregates cannot be nested")
         if o.func in ("avg", "sum") and not (at is not None and is_numeric(at)):
             raise _err(q, o, f"{o.func.upper()} needs a number, got {at}")
-        if o.func in ("min", "max", "lag") and at is not None and (at == STRING or
-                                                                   at == BOOL or at == NULL):
+        if o.func in ("min", "max", "lag") and at in (STRING, BOOL, NULL):
             raise _err(q, o, f"{o.func.upper()} OVER (...) of a {at} is not supported")
         over_arg_types.append(at)
         if o.func in ("count", "count_star", "row_number"):

@@ -1060,7 +1060,7 @@ def _gen_rows(bq: BoundQuery, spec: KernelSpec, types) -> str:
     g.emit("if g == ng:")
     g.lines.extend(_indent("\n".join(init).split("\n"), 4))
     g.emit("r = nrows[g]")
-    for oi, (o, at) in enumerate(zip(bq.overs, bq.over_arg_types)):
+    for oi, o in enumerate(bq.overs):
         vt, pk, base, nbase, ring = layout[oi]
         v, n = f"o{oi}v", f"o{oi}n"
         if o.func == "row_number":
