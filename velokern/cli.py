@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     d.set_defaults(func=_demo)
     b = sub.add_parser("bench", help="V1 / V2 / DuckDB / Polars on the reference scenarios")
     b.add_argument("--quick", action="store_true", help="small run (under a minute)")
-    b.add_argument("--scenarios", default="S0,S2")
+    b.add_argument("--scenarios", default="S0,S1,S2,S3a,S3b")
     b.add_argument("--processors", default=None, help="e.g. v1,v2:2")
     b.add_argument("--json", help="also write the results as JSON to this file")
     b.add_argument("--report", help="run every measurement and write the markdown report")
