@@ -9,24 +9,25 @@ from __future__ import annotations
 import time
 
 import velokern as vk
-from velokern.datagen import SCENARIOS, market_data, orders
+from velokern.datagen import SCENARIOS, stream_for
 
 TOTAL = 1_000_000
 BATCH_SIZES = [1_000, 10_000, 100_000]
 PROCESSORS = ["v1", "v2:1", "v2:2"]
-_STREAMS = {"S0": orders, "S2": market_data}
 
 
 class Scenarios:
-    """S0 (filter + projection) and S2 (GROUP BY symbol, 5 aggregates)."""
+    """The reference scenarios: S0 (filter + projection), S1 (ROWS window, moving
+    average), S2 (GROUP BY symbol, 5 aggregates), S3a (tumbling window + GROUP BY, EMIT
+    FINAL), S3b (S3a with EMIT CHANGES)."""
 
-    params = (list(_STREAMS), PROCESSORS, BATCH_SIZES)
+    params = (["S0", "S1", "S2", "S3a", "S3b"], PROCESSORS, BATCH_SIZES)
     param_names = ["scenario", "processor", "batch_size"]
     timeout = 300
 
     def setup(self, scenario, processor, batch_size):
         total = TOTAL if batch_size >= 10_000 else TOTAL // 10
-        self.batches = list(_STREAMS[scenario](total, batch_size))
+        self.batches = list(stream_for(scenario, total, batch_size))
         self.records = total
         self.sql = SCENARIOS[scenario]
         self.processor = processor
@@ -51,13 +52,15 @@ class Scenarios:
 
 
 class ScalingEfficiency:
-    """V2 throughput at 2 partitions / (2 x V1 throughput), S2 at 100k batches."""
+    """V2 throughput at 2 partitions / (2 x V1 throughput), at 100k batches."""
 
+    params = ["S2", "S1", "S3a"]
+    param_names = ["scenario"]
     unit = "ratio"
 
-    def setup(self):
-        self.batches = list(market_data(TOTAL, 100_000))
-        self.sql = SCENARIOS["S2"]
+    def setup(self, scenario):
+        self.batches = list(stream_for(scenario, TOTAL, 100_000))
+        self.sql = SCENARIOS[scenario]
         for cfg in ("v1", "v2:2"):
             self._run(cfg)
 
@@ -70,7 +73,7 @@ class ScalingEfficiency:
         proc.flush(engine)
         return time.perf_counter() - t0
 
-    def track_scaling_efficiency_2(self):
+    def track_scaling_efficiency_2(self, scenario):
         v1 = min(self._run("v1") for _ in range(3))
         v2 = min(self._run("v2:2") for _ in range(3))
         return v1 / (2 * v2)
@@ -97,3 +100,31 @@ class PeakMemory:
         for b in self.batches:
             proc.process_batch(b, engine)
         proc.flush(engine)
+
+
+class WindowState:
+    """Engine state while 5M records of S3a stream through (closed windows are freed,
+    so this stays flat as the stream grows)."""
+
+    def setup(self):
+        self.sql = SCENARIOS["S3a"]
+        first = next(stream_for("S3a", 100_000, 100_000))
+        vk.SimpleJobProcessor().process_batch(first, vk.StreamExecutionEngine(self.sql))
+
+    def peakmem_window_state(self):
+        engine = vk.StreamExecutionEngine(self.sql)
+        proc = vk.SimpleJobProcessor()
+        for b in stream_for("S3a", 5_000_000, 100_000):
+            proc.process_batch(b, engine)
+        proc.flush(engine)
+
+    def track_peak_live_groups_over_5m_records(self):
+        engine = vk.StreamExecutionEngine(self.sql)
+        proc = vk.SimpleJobProcessor()
+        peak = 0
+        for b in stream_for("S3a", 5_000_000, 100_000):
+            proc.process_batch(b, engine)
+            peak = max(peak, engine.metrics["groups"])
+        return peak
+
+    track_peak_live_groups_over_5m_records.unit = "groups"
