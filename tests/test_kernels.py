@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 import velokern as vk
 from velokern import _shim
-from velokern.kernels import scalar, slow
+from velokern.kernels import scalar, slow, windows
 from velokern.kernels.aggregates import REGISTRY, reference
 
 finite = st.floats(allow_nan=False, allow_infinity=False, width=64)
@@ -116,3 +116,51 @@ def test_aggregates_match_reference(values, groups):
                     assert got == pytest.approx(exp, rel=1e-12, abs=1e-12), (name, vals)
             else:
                 assert got == exp, (name, vals, got, exp)
+
+
+# ------------------------------------------------------------------ window kernels
+times = st.integers(-(10**12), 10**12)
+
+
+@given(times, st.integers(1, 10**6), st.integers(1, 40))
+def test_first_window(t, slide, mult):
+    size = slide * mult  # sizes are whole slides for HOP/SLIDING with mult > 1
+    for sz in (size, slide + (size - slide) // 2 + 1) if mult > 1 else (size,):
+        starts = slow.window_starts(t, sz, slide)
+        assert windows.first_window(np.int64(t), sz, slide) == starts[0]
+        assert starts[-1] == t - t % slide
+
+
+@given(st.lists(st.tuples(times, st.booleans()), max_size=60), times)
+def test_watermarks(rows, carry):
+    ts = np.array([t for t, _ in rows], np.int64)
+    valid = np.array([v for _, v in rows], np.bool_)
+    out = np.empty(len(rows), np.int64)
+    wm = windows.watermarks(ts, valid, True, carry, out)
+    ref, ref_wm = slow.watermarks(ts, valid, carry)
+    assert out.tolist() == ref and wm == ref_wm
+
+
+@given(st.lists(st.integers(0, 8), max_size=50), st.integers(-1, 9))
+def test_closing_gids(starts, limit):
+    w = np.array(starts, np.int64)
+    got = windows.closing_gids(w, len(w), limit).tolist()
+    assert got == slow.closing_gids(w, len(w), limit)
+
+
+@given(st.lists(st.lists(st.tuples(st.integers(0, 5), st.integers(0, 30)), max_size=12),
+                min_size=1, max_size=5))
+def test_merge_runs(runs):
+    win, seq, bounds = [], [], []
+    for run in runs:
+        a = len(win)
+        for w, s in sorted(run):
+            win.append(w)
+            seq.append(s)
+        bounds.append((a, len(win)))
+    got = windows.merge_runs(np.array(win, np.int64), np.array(seq, np.int64),
+                             np.array([a for a, _ in bounds], np.int64),
+                             np.array([b for _, b in bounds], np.int64))
+    ref = slow.merge_runs(win, seq, bounds)
+    key = [(win[k], seq[k]) for k in range(len(win))]
+    assert [key[k] for k in got] == [key[k] for k in ref]

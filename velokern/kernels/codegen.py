@@ -68,7 +68,7 @@ from velokern.kernels.scalar import (
 )
 from velokern.kernels.hashtable import probe, distinct_insert
 from velokern.kernels.windows import (
-    NO_WM, closing_gids, drop_closed, min_window, window_order,
+    NO_WM, closing_gids, drop_closed, first_window, min_window, window_order,
 )
 
 JIT = dict(cache=True, nogil=True, error_model="numpy")
@@ -655,8 +655,7 @@ def _gen_aggregate(bq: BoundQuery, spec: KernelSpec, types) -> str:
         tv, tn = g.gen(Col(win.time_column))
         if tn != "False":
             g.emit(f"if {tn}:\n    notime += 1\n    continue")
-        g.emit(f"wl = {tv} - {tv} % {bq.slide}")
-        g.emit(f"wf = wl - (({bq.size} - 1 - ({tv} - wl)) // {bq.slide}) * {bq.slide}")
+        g.emit(f"wf = first_window({tv}, {bq.size}, {bq.slide})")
         # late: the record's first window had closed when it arrived (record watermark)
         g.emit(f"if wf + {bq.size} + LATENESS <= WM[i]:\n    LATEBUF[obase + nlate] = i\n"
                "    nlate += 1\n    continue")

@@ -1,4 +1,5 @@
-"""Slow pure-Python twins of the scalar kernels (bottleneck-style), for the tests.
+"""Slow pure-Python twins of the scalar and window kernels (bottleneck-style), for the
+tests.
 
 Each function computes the same value as its namesake in
 :mod:`velokern.kernels.scalar`, in the simplest exact way (Decimal arithmetic for
@@ -71,3 +72,38 @@ def float_key_bits(x: float) -> int:
     if math.isnan(x):
         return 0x7FF8000000000000
     return struct.unpack("<q", struct.pack("<d", x))[0]
+
+
+# --------------------------------------------------------------------------- windows
+NO_WATERMARK = -(2**63)
+
+
+def watermarks(ts, valid, carry):
+    """(per-record watermark, final watermark): the largest earlier valid time."""
+    out, wm = [], carry
+    for t, ok in zip(ts, valid):
+        out.append(wm)
+        if ok:
+            wm = max(wm, int(t))
+    return out, wm
+
+
+def window_starts(t: int, size: int, slide: int) -> list[int]:
+    """Starts of the windows [s, s + size) that cover time ``t``, s a multiple of slide."""
+    return [s for s in range((t // slide - size // slide - 1) * slide, t + 1, slide)
+            if s <= t < s + size]
+
+
+def closing_gids(wstart, ng: int, limit: int) -> list[int]:
+    """Groups whose window starts at or before ``limit``, by (window start, id)."""
+    return sorted((g for g in range(ng) if wstart[g] <= limit), key=lambda g: (wstart[g], g))
+
+
+def merge_runs(win, seq, runs) -> list[int]:
+    """Positions (into the concatenated runs) of all rows ordered by (win, seq), ties
+    by position."""
+    rows = []
+    for a, b in runs:
+        rows.extend(range(a, b))
+    order = sorted(range(len(rows)), key=lambda k: (win[rows[k]], seq[rows[k]], k))
+    return order

@@ -19,6 +19,15 @@ NO_WM = NO_WATERMARK  # the name generated kernels use
 _MAX = np.iinfo(np.int64).max
 
 
+@njit(inline="always", **JIT)
+def first_window(t, size, slide):
+    """Start of the earliest window ``[s, s + size)`` (``s`` a multiple of ``slide``)
+    that covers time ``t``; the record belongs to the windows ``s, s + slide, ...`` up
+    to ``t``."""
+    wl = t - t % slide
+    return wl - ((size - 1 - (t - wl)) // slide) * slide
+
+
 @njit(**JIT)
 def min_window(wstart, ng):
     """Smallest window start among the first ``ng`` groups (int64 max when none)."""
@@ -73,21 +82,6 @@ def closing_gids(wstart, ng, limit):
             out[k] = g
             k += 1
     return window_order(out, wstart)
-
-
-@njit(**JIT)
-def count_closing(I, keyrow, meta, limit, counts):
-    """Per partition, how many groups have a window starting at or before ``limit``."""
-    total = 0
-    for p in range(meta.shape[0]):
-        c = 0
-        w = I[p, keyrow]
-        for g in range(meta[p, 0]):
-            if w[g] <= limit:
-                c += 1
-        counts[p] = c
-        total += c
-    return total
 
 
 @njit(**JIT)
@@ -190,8 +184,8 @@ __all__ = [
     "NO_WATERMARK",
     "NO_WM",
     "closing_gids",
-    "count_closing",
     "drop_closed",
+    "first_window",
     "merge_runs",
     "min_window",
     "watermarks",
