@@ -267,7 +267,6 @@ def test_processing_time_when_the_stream_has_no_time_column():
     ("SELECT COUNT(*) FROM t WINDOW TUMBLING(nope, 1m)", r"column\(s\) \['nope'\]"),
     ("SELECT COUNT(*) FROM t WINDOW TUMBLING(s, 1m)", "time column 's'"),
     ("SELECT COUNT(*) FROM t WINDOW TUMBLING(ts, 5 parsecs)", "cannot read duration"),
-    ("SELECT COUNT(*) FROM t WINDOW SESSION(ts, 30s)", "session windows"),
     ("SELECT COUNT(*) FROM t GROUP BY TUMBLE(ts, 1m) WINDOW TUMBLING(ts, 1m)", "one time "
      "window"),
     ("SELECT COUNT(*) FROM t WITH (allowed_lateness = '5s')", "no WINDOW"),

@@ -35,6 +35,7 @@ from velokern.plan import (
     BoundQuery,
     Over,
     PlanError,
+    Query,
     bind,
     columns_of,
     is_float,
@@ -42,6 +43,7 @@ from velokern.plan import (
     is_time,
     walk,
 )
+from velokern.sessions import SessionWindows, is_session
 from velokern.sql import parse_sql
 
 __all__ = ["Prepared", "Routing", "StreamExecutionEngine"]
@@ -124,8 +126,18 @@ class StreamExecutionEngine:
     def __init__(self, sql: str, schema: Schema | Mapping[str, str] | None = None, *,
                  allowed_lateness_ms: int | None = None,
                  late_sink: Callable[[RecordBatch], object] | None = None):
+        self._setup(parse_sql(sql), sql, schema, allowed_lateness_ms, late_sink)
+
+    @classmethod
+    def _from_query(cls, query: Query, schema: Schema | None) -> StreamExecutionEngine:
+        """An engine for an already parsed (e.g. derived) query."""
+        self = cls.__new__(cls)
+        self._setup(query, query.sql, schema, None, None)
+        return self
+
+    def _setup(self, query: Query, sql: str, schema, allowed_lateness_ms, late_sink) -> None:
         self.sql = sql
-        self.query = parse_sql(sql)
+        self.query = query
         if allowed_lateness_ms is None:
             allowed_lateness_ms = self.query.allowed_lateness_ms or 0
         if (not isinstance(allowed_lateness_ms, (int, np.integer))
@@ -165,8 +177,13 @@ class StreamExecutionEngine:
             "batches_rejected": 0,
             "partition_records": [],
         }
-        if schema is not None:
-            self._bind_schema(schema if isinstance(schema, Schema) else Schema(schema))
+        if schema is not None and not isinstance(schema, Schema):
+            schema = Schema(schema)
+        self._sessions: SessionWindows | None = None
+        if is_session(query):
+            self._sessions = SessionWindows(self, schema)
+        elif schema is not None:
+            self._bind_schema(schema)
 
     # ---------------------------------------------------------------- plan
     def _bind_schema(self, schema: Schema) -> None:
@@ -234,11 +251,15 @@ class StreamExecutionEngine:
         if self.query.window is not None:
             m.setdefault("records_without_time", 0)
             m["watermark"] = self.watermark
+        if self._sessions is not None:
+            m["records_filtered"] += self._sessions.pre.metrics["records_filtered"]
         m["groups"] = self.num_groups
         return m
 
     @property
     def num_groups(self) -> int:
+        if self._sessions is not None:
+            return self._sessions.groups()
         if self._state is None or self._spec is None:
             return 0
         return int(self._meta()[:, 0].sum())
@@ -247,6 +268,15 @@ class StreamExecutionEngine:
         """The plan as text (also printed by ``velokern explain``)."""
         q = self.query
         lines = [f"StreamExecutionEngine: FROM {q.source}"]
+        if self._sessions is not None:
+            lines.append(f"  window: {q.window.describe()}, allowed lateness "
+                         f"{self.allowed_lateness_ms} ms (a session closes when the "
+                         "watermark passes its end + lateness)")
+            lines.append("  kernels: WHERE and keys fused; sessions assigned record by "
+                         "record; a closed session's records aggregated by the query's "
+                         "GROUP BY kernel (serial: V2 partitions do not split sessions)")
+            lines.append("  output: " + ", ".join(n for n, _ in q.select))
+            return "\n".join(lines)
         if self._bound is not None:
             b = self._bound
             lines.append(f"  input columns: {', '.join(f'{c} {b.schema[c]}' for c in b.columns)}")
@@ -305,6 +335,8 @@ class StreamExecutionEngine:
         w = self.query.window
         if w is not None and w.time_col is None and PROCESSING_TIME not in batch:
             batch = _stamp_processing_time(batch)
+        if self._sessions is not None:
+            return self._sessions.prepare(batch)
         bound = self._bound
         if bound is None:
             missing = [c for c in self._needed_columns() if c not in batch]
@@ -601,7 +633,9 @@ class StreamExecutionEngine:
                 pr[: len(routing.starts)] += routing.ends - routing.starts
             self._metrics["records_in"] += prep.n
             self._metrics["batches"] += 1
-            if prep.spec.rows_window:
+            if self._sessions is not None:
+                out = self._sessions.execute(prep)
+            elif prep.spec.rows_window:
                 out = self._execute_rows(prep, routing)
             elif prep.spec.stateful:
                 out = self._execute_stateful(prep, routing)
@@ -947,6 +981,10 @@ class StreamExecutionEngine:
     def flush(self, parallel: bool = False) -> RecordBatch:
         """End of input: emit what is still held (final group rows for EMIT FINAL)."""
         with self._lock:
+            if self._sessions is not None:
+                out = self._sessions.flush()
+                self._metrics["records_emitted"] += len(out)
+                return out
             if self._bound is None:
                 return RecordBatch({})
             spec, module = self._variant()

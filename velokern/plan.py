@@ -236,8 +236,9 @@ PROCESSING_TIME = "_timestamp"
 
 @dataclass(frozen=True)
 class WindowSpec:
-    """A time window: ``kind`` is "tumbling" or "sliding" (hopping); durations are in
-    milliseconds (a tumbling window has ``slide_ms == size_ms``)."""
+    """A time window: ``kind`` is "tumbling", "sliding" (hopping) or "session";
+    durations are in milliseconds (a tumbling window has ``slide_ms == size_ms``; a
+    session window's ``size_ms`` is its gap)."""
 
     kind: str
     time_col: str | None  # None: PROCESSING_TIME
@@ -252,6 +253,8 @@ class WindowSpec:
         t = self.time_column
         if self.kind == "tumbling":
             return f"TUMBLING({t}, {self.size_ms} ms)"
+        if self.kind == "session":
+            return f"SESSION({t}, gap {self.size_ms} ms)"
         return f"SLIDING({t}, size {self.size_ms} ms, slide {self.slide_ms} ms)"
 
 

@@ -107,3 +107,36 @@ def merge_runs(win, seq, runs) -> list[int]:
         rows.extend(range(a, b))
     order = sorted(range(len(rows)), key=lambda k: (win[rows[k]], seq[rows[k]], k))
     return order
+
+
+def assign_sessions(keys, ts, wm, gap: int, lateness: int) -> list[int]:
+    """Session of every record (-1: late), sessions numbered in order of creation, a
+    merged session keeping the number of the one whose first record came first."""
+    sessions: list[dict] = []  # key, start, end, first, alive, parent
+    out = []
+    for r, (k, t, w) in enumerate(zip(keys, ts, wm)):
+        hits = [s for s in sessions if s["key"] == k and s["alive"] and
+                s["end"] + lateness > w and t < s["end"] and t + gap > s["start"]]
+        if not hits:
+            if t + gap + lateness <= w:
+                out.append(-1)
+                continue
+            sessions.append({"id": len(sessions), "key": k, "start": t, "end": t + gap,
+                             "first": r, "alive": True, "parent": None})
+            out.append(len(sessions) - 1)
+            continue
+        target = min(hits, key=lambda s: s["first"])
+        for s in hits:
+            if s is not target:
+                s["alive"], s["parent"] = False, target["id"]
+        target["start"] = min([t] + [s["start"] for s in hits])
+        target["end"] = max([t + gap] + [s["end"] for s in hits])
+        target["first"] = min(s["first"] for s in hits)
+        out.append(target["id"])
+
+    def root(i):
+        while sessions[i]["parent"] is not None:
+            i = sessions[i]["parent"]
+        return i
+
+    return [root(i) if i >= 0 else -1 for i in out]

@@ -180,9 +180,73 @@ def merge_runs(win, seq, starts, ends):
     return order
 
 
+@njit(inline="always", **JIT)
+def _overlaps_open(s, t, hi, w, lateness, st_start, st_end, st_alive):
+    """Open session ``s`` (not closed at watermark ``w``) overlaps ``[t, hi)``."""
+    return (st_alive[s] != 0 and st_end[s] + lateness > w and t < st_end[s]
+            and hi > st_start[s])
+
+
+@njit(**JIT)
+def assign_sessions(key, ts, wm, seqs, gap, lateness, st_start, st_end, st_first, st_alive,
+                    st_parent, st_key, head, nxt, nsess, out):
+    """Session windows, record by record in arrival order. A record at ``t`` of key
+    ``key[r]`` spans ``[t, t + gap)``; it joins the key's open sessions that overlap
+    that span (several merge into the one whose first record came first; the others
+    point to it through ``st_parent``) or starts a new session. A session is closed for
+    record r once ``end + lateness <= wm[r]``; a record that overlaps no open session
+    and whose own span is closed is late (``out[r] = -1``). Sessions of a key form the
+    list ``head[key] -> nxt[...]``. Returns (sessions used, late records)."""
+    nlate = 0
+    for r in range(len(key)):
+        k = key[r]
+        t = ts[r]
+        w = wm[r]
+        hi = t + gap
+        target = -1
+        s = head[k]
+        while s >= 0:
+            if _overlaps_open(s, t, hi, w, lateness, st_start, st_end, st_alive) and (
+                    target < 0 or st_first[s] < st_first[target]):
+                target = s
+            s = nxt[s]
+        if target < 0:
+            if hi + lateness <= w:
+                out[r] = -1
+                nlate += 1
+                continue
+            target = nsess
+            nsess += 1
+            st_start[target] = t
+            st_end[target] = hi
+            st_first[target] = seqs[r]
+            st_alive[target] = 1
+            st_parent[target] = target
+            st_key[target] = k
+            nxt[target] = head[k]
+            head[k] = target
+            out[r] = target
+            continue
+        s = head[k]
+        while s >= 0:
+            if s != target and _overlaps_open(s, t, hi, w, lateness, st_start, st_end,
+                                              st_alive):
+                st_alive[s] = 0
+                st_parent[s] = target
+                st_start[target] = min(st_start[target], st_start[s])
+                st_end[target] = max(st_end[target], st_end[s])
+                st_first[target] = min(st_first[target], st_first[s])
+            s = nxt[s]
+        st_start[target] = min(st_start[target], t)
+        st_end[target] = max(st_end[target], hi)
+        out[r] = target
+    return nsess, nlate
+
+
 __all__ = [
     "NO_WATERMARK",
     "NO_WM",
+    "assign_sessions",
     "closing_gids",
     "drop_closed",
     "first_window",

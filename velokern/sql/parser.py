@@ -248,8 +248,6 @@ def _duration_arg(arg: list) -> int | None:
 def _window_spec(kind: str, name: str, arg_toks: list, flink_hop: bool) -> WindowSpec:
     args = _split_args(arg_toks)
     where = f"{name}(...) at line {arg_toks[0].line if arg_toks else '?'}"
-    if kind == "session":
-        raise PlanError(f"session windows are not supported yet: {where}")
     col = None
     if args and _duration_arg(args[0]) is None:
         col = args[0][0].text
@@ -257,12 +255,13 @@ def _window_spec(kind: str, name: str, arg_toks: list, flink_hop: bool) -> Windo
     durations = [_duration_arg(a) for a in args]
     if any(d is None for d in durations):
         raise PlanError(f"{where}: only the first argument may be the time column")
-    want = 1 if kind == "tumbling" else 2
+    want = 2 if kind == "sliding" else 1
     if len(durations) != want:
         shape = ("(time_column, size)" if kind == "tumbling" else
+                 "(time_column, gap)" if kind == "session" else
                  "(time_column, slide, size)" if flink_hop else "(time_column, size, slide)")
         raise PlanError(f"{where}: expected {name}{shape}, the time column optional")
-    if kind == "tumbling":
+    if kind in ("tumbling", "session"):  # a session's "size" is its gap
         size = slide = durations[0]
     elif flink_hop:
         slide, size = durations

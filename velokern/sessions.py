@@ -1,0 +1,299 @@
+"""Session windows: ``GROUP BY k WINDOW SESSION(ts, INTERVAL '30' SECOND)``.
+
+A session of a key is a run of its records whose times lie closer than the gap: a
+record at ``t`` spans ``[t, t + gap)`` and joins every open session of its key that the
+span overlaps (sessions that grow together merge); the session is ``[first time, last
+time + gap)`` and closes once the watermark reaches its end plus the allowed lateness.
+Lateness, as for the other windows, is decided record by record
+(:func:`velokern.kernels.windows.assign_sessions`), so batch boundaries never change it.
+
+How it runs: a stateless kernel applies WHERE and computes the keys; the session kernel
+assigns each record to a session; the records of open sessions are held (only the
+columns the query needs) and, when a session closes, its records go in arrival order
+through the query's own aggregates (a GROUP BY over the session), so every aggregate,
+HAVING and expression of the other windows works here too. The work is serial: V1 and
+V2 give identical output, but V2's partitions do not speed sessions up.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from velokern.batch import RecordBatch, Schema
+from velokern.kernels.windows import NO_WATERMARK, assign_sessions, watermarks
+from velokern.plan import (
+    WINDOW_COLUMNS,
+    Col,
+    PlanError,
+    Query,
+    _bind_window,
+    columns_of,
+    is_time,
+)
+
+if TYPE_CHECKING:
+    from velokern.engine import Prepared, StreamExecutionEngine
+
+_POS = "__vk_pos"  # input position of a record within its batch
+_SID = "__vk_sid"  # session of a held record
+_WS = "__vk_ws"  # session start (for the output order)
+_KEY = "__vk_k{}"
+
+
+def _key_bits(batch: RecordBatch, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """(int64 grouping bits, null flags) of a key column: -0.0 groups with 0.0 and
+    every NaN with every NaN; a NULL key is its own group."""
+    a = batch.column(name)
+    valid = batch.validity(name)
+    nulls = np.zeros(len(a), np.int64) if valid is None else (~valid).astype(np.int64)
+    if a.dtype.kind == "f":
+        v = np.where(a == 0, 0.0, a.astype(np.float64))
+        v = np.where(np.isnan(v), np.nan, v)
+        bits = v.view(np.int64)
+    elif a.dtype.kind == "M":
+        bits = a.view(np.int64)
+    else:
+        bits = a.astype(np.int64)
+    return np.where(nulls != 0, 0, bits), nulls
+
+
+class SessionWindows:
+    """The session-window half of a :class:`StreamExecutionEngine` (it delegates)."""
+
+    def __init__(self, engine: StreamExecutionEngine, schema: Schema | None):
+        from velokern.engine import StreamExecutionEngine
+
+        q = engine.query
+        self.engine = engine
+        self.window = q.window
+        if q.emit == "changes":
+            raise PlanError("EMIT CHANGES is not supported for session windows (a session "
+                            "can still merge with another); use EMIT FINAL")
+        self.time_col = q.window.time_column
+        self.keys = list(q.group_by)
+        used: list[str] = []
+        for _, e in q.select:
+            used += columns_of(e)
+        for e in self.keys + ([q.having] if q.having is not None else []):
+            used += columns_of(e)
+        self.window_names = [c for c in dict.fromkeys(used) if c in WINDOW_COLUMNS]
+        cols = [c for c in dict.fromkeys(used + [self.time_col]) if c not in WINDOW_COLUMNS]
+        # WHERE and the keys: a stateless query over the input
+        pre_select = [(c, Col(c)) for c in cols]
+        pre_select += [(_KEY.format(j), k) for j, k in enumerate(self.keys)]
+        pre_select.append((_POS, Col(_POS)))
+        self.pre = StreamExecutionEngine._from_query(
+            Query(q.source, pre_select, where=q.where, sql=q.sql, positions=q.positions),
+            None if schema is None else Schema(list(schema) + [(_POS, "int64")]))
+        # the aggregates of a closed session: GROUP BY the keys and the session
+        self.agg_query = Query(
+            q.source, list(q.select) + [(_WS, Col(_WS))], where=None,
+            group_by=self.keys + [Col(_SID), Col(_WS)] + [Col(c) for c in self.window_names],
+            having=q.having, emit="final", sql=q.sql, positions=q.positions)
+        self.gap = 0
+        self.ticks = 1.0
+        self.time_type: str | None = None
+        self._key_ids: dict[bytes, int] = {}
+        self._nsess = 0
+        cap = 1024
+        self._start = np.zeros(cap, np.int64)
+        self._end = np.zeros(cap, np.int64)
+        self._first = np.zeros(cap, np.int64)
+        self._alive = np.zeros(cap, np.uint8)
+        self._parent = np.zeros(cap, np.int64)
+        self._skey = np.zeros(cap, np.int64)
+        self._nxt = np.full(cap, -1, np.int64)
+        self._head = np.full(cap, -1, np.int64)
+        self._held: RecordBatch | None = None  # records of open sessions
+        self._held_sid = np.zeros(0, np.int64)
+        self._empty: RecordBatch | None = None
+
+    # ------------------------------------------------------------------ input
+    def prepare(self, batch: RecordBatch) -> Prepared:
+        """Validate through the WHERE/key kernel; the watermark of every record rides
+        along (computed over all records, filtered or not)."""
+        n = len(batch)
+        data = {c: batch._parts(c)[0] for c in batch.column_names}
+        masks = {c: batch._parts(c)[1] for c in batch.column_names}
+        data[_POS] = np.arange(n, dtype=np.int64)
+        masks[_POS] = None
+        with_pos = RecordBatch._trusted(batch.column_names + [_POS], data, masks,
+                                        dict(batch.dictionaries), n)
+        prep = self.pre.prepare(with_pos)
+        schema = self.pre.schema
+        if self.time_type is None:
+            self.ticks, self.gap, _ = _bind_window(self.engine.query, self.window,
+                                                   dict(zip(schema.names, schema.types)))
+            self.time_type = schema[self.time_col]
+        ts = batch.column(self.time_col)
+        ts = ts.view(np.int64) if is_time(self.time_type) else ts.astype(np.int64)
+        valid = batch.validity(self.time_col)
+        wm = np.empty(n, np.int64)
+        final = watermarks(ts, valid if valid is not None else np.ones(0, np.bool_),
+                           valid is not None, self.engine._watermark, wm)
+        prep.session = (batch, wm, int(final))
+        return prep
+
+    # ------------------------------------------------------------------ state
+    def _ensure(self, sessions: int, keys: int) -> None:
+        cap = len(self._start)
+        if sessions > cap:
+            new = max(sessions, 2 * cap)
+            for name in ("_start", "_end", "_first", "_parent", "_skey"):
+                a = getattr(self, name)
+                setattr(self, name, np.concatenate([a, np.zeros(new - cap, a.dtype)]))
+            self._alive = np.concatenate([self._alive, np.zeros(new - cap, np.uint8)])
+            self._nxt = np.concatenate([self._nxt, np.full(new - cap, -1, np.int64)])
+        if keys > len(self._head):
+            self._head = np.concatenate(
+                [self._head, np.full(max(keys, 2 * len(self._head)) - len(self._head), -1,
+                                     np.int64)])
+
+    def _key_ids_of(self, rows: RecordBatch) -> np.ndarray:
+        """Dense id of every row's key (ids live as long as the job)."""
+        if not self.keys:
+            return np.zeros(len(rows), np.int64)
+        parts = []
+        for j in range(len(self.keys)):
+            bits, nulls = _key_bits(rows, _KEY.format(j))
+            parts += [bits, nulls]
+        mat = np.ascontiguousarray(np.stack(parts, axis=1))
+        uniq, inverse = np.unique(mat, axis=0, return_inverse=True)
+        ids = np.empty(len(uniq), np.int64)
+        for u in range(len(uniq)):
+            ids[u] = self._key_ids.setdefault(uniq[u].tobytes(), len(self._key_ids))
+        return ids[inverse.reshape(-1)]
+
+    def _roots(self, sids: np.ndarray) -> np.ndarray:
+        r = sids.copy()
+        while True:
+            nxt = self._parent[r]
+            if (nxt == r).all():
+                return r
+            r = nxt
+
+    def groups(self) -> int:
+        return int(self._alive[:self._nsess].sum())
+
+    # ------------------------------------------------------------------ run
+    def execute(self, prep: Prepared) -> RecordBatch:
+        from velokern.engine import Routing
+
+        batch, wm, final = prep.session
+        eng = self.engine
+        self.pre.bind_partitions(1)
+        rows = self.pre.execute(prep, Routing.single(prep.n))
+        t = rows.column(self.time_col)
+        t = t.view(np.int64) if is_time(self.time_type) else t.astype(np.int64)
+        tvalid = rows.validity(self.time_col)
+        m = eng._metrics
+        if tvalid is not None and not tvalid.all():
+            m["records_without_time"] = m.get("records_without_time", 0) + int(
+                (~tvalid).sum())
+            keep = np.flatnonzero(tvalid)
+            rows, t = rows.take(keep), t[keep]
+        pos = rows.column(_POS)
+        keys = self._key_ids_of(rows)
+        n = len(rows)
+        self._ensure(self._nsess + n, len(self._key_ids))
+        sid = np.empty(n, np.int64)
+        seqs = eng._seq + pos
+        self._nsess, nlate = assign_sessions(
+            keys, t, wm[pos], seqs, self.gap, int(eng.allowed_lateness_ms * self.ticks),
+            self._start, self._end, self._first, self._alive, self._parent, self._skey,
+            self._head,
+            self._nxt, self._nsess, sid)
+        if nlate:
+            late = sid < 0
+            m["late_records"] += int(nlate)
+            if eng.late_sink is not None:
+                eng.late_sink(batch.take(pos[late]))
+            keep = np.flatnonzero(~late)
+            rows, sid = rows.take(keep), sid[keep]
+        self._held = rows if self._held is None else RecordBatch.concat([self._held, rows])
+        self._held_sid = np.concatenate([self._held_sid, sid])
+        if final != NO_WATERMARK:
+            eng._watermark = final
+            limit = final - int(eng.allowed_lateness_ms * self.ticks)
+            return self._close(self._end[:self._nsess] <= limit)
+        return self._close(np.zeros(self._nsess, bool))
+
+    def flush(self) -> RecordBatch:
+        return self._close(np.ones(self._nsess, bool))
+
+    def _close(self, ends_passed: np.ndarray) -> RecordBatch:
+        """Emit the open sessions flagged in ``ends_passed`` and free them."""
+        closing = ends_passed & (self._alive[:self._nsess] != 0)
+        held = self._held
+        if held is None or not closing.any():
+            return self._emit(None if held is None else held.take(np.zeros(0, np.int64)),
+                              np.zeros(0, np.int64))
+        roots = self._roots(self._held_sid)
+        out_rows = closing[roots]
+        take = np.flatnonzero(out_rows)
+        out = self._emit(held.take(take), roots[take])
+        # free: keep the other records and renumber the sessions still open
+        stay = np.flatnonzero(~out_rows)
+        self._held = held.take(stay)
+        self._alive[:self._nsess][closing] = 0
+        live = np.flatnonzero(self._alive[:self._nsess])
+        newid = np.full(self._nsess, -1, np.int64)
+        newid[live] = np.arange(len(live))
+        self._held_sid = newid[roots[stay]]
+        k = len(live)
+        for name in ("_start", "_end", "_first", "_skey"):
+            a = getattr(self, name)
+            a[:k] = a[live]
+        self._alive[:k] = 1
+        self._alive[k:self._nsess] = 0
+        self._parent[:k] = np.arange(k)
+        # rebuild the per-key lists (newest first, as the kernel builds them)
+        self._head[:] = -1
+        self._nxt[:k] = -1
+        for s in range(k):
+            self._nxt[s] = self._head[self._skey[s]]
+            self._head[self._skey[s]] = s
+        self._nsess = k
+        return out
+
+    def _emit(self, rows: RecordBatch | None, roots: np.ndarray) -> RecordBatch:
+        from velokern.engine import Routing, StreamExecutionEngine
+
+        if rows is None:
+            return RecordBatch({})
+        if len(rows) == 0 and self._empty is not None:
+            return self._empty
+        n = len(rows)
+        data = {c: rows._parts(c)[0] for c in rows.column_names}
+        masks = {c: rows._parts(c)[1] for c in rows.column_names}
+        names = list(rows.column_names)
+        ws, we = self._start[roots], self._end[roots]
+        tdt = np.dtype(self.time_type) if is_time(self.time_type) else None
+        extra: dict[str, Any] = {_SID: roots.astype(np.int64), _WS: ws}
+        for c in self.window_names:
+            v = we if WINDOW_COLUMNS[c] else ws
+            extra[c] = v.view(tdt) if tdt is not None else v.astype(np.int64)
+        for c, v in extra.items():
+            data[c] = v
+            masks[c] = None
+            names.append(c)
+        fed = RecordBatch._trusted(names, data, masks, dict(rows.dictionaries), n)
+        agg = StreamExecutionEngine._from_query(self.agg_query, None)
+        agg.bind_partitions(1)
+        agg.execute(agg.prepare(fed), Routing.single(n))
+        out = agg.flush()
+        # window start, then the session's first record (the GROUP BY's own order)
+        order = np.argsort(out.column(_WS), kind="stable")
+        out = out.take(order).select([c for c in out.column_names if c != _WS])
+        if n == 0:
+            self._empty = out
+        return out
+
+
+def is_session(q: Query) -> bool:
+    return q.window is not None and q.window.kind == "session"
+
+
+__all__ = ["SessionWindows", "is_session"]
