@@ -64,7 +64,7 @@ def test_rows_windows_match_duckdb_and_v1_equals_v2(batch, name):
         batches = cut(batch, sizes)
         v1 = run(sql, batches, "v1")
         assert_rows_match(rows_of(RecordBatch.concat(v1)), ref_rows, name)
-        for cfg in ("v2:2", "v2:3", "v2:8"):
+        for cfg in ("v2:1", "v2:2", "v2:3", "v2:8"):
             assert_batches_identical(run(sql, batches, cfg), v1, f"{name} {cfg}")
 
 

@@ -91,7 +91,7 @@ def test_sessions_match_the_reference_and_v1_equals_v2(stream, lateness):
         for out in v1:  # each emission is ordered by session start
             if len(out):
                 assert (np.diff(out.column("window_start")) >= 0).all()
-        for cfg in ("v2:2", "v2:3", "v2:8"):
+        for cfg in ("v2:1", "v2:2", "v2:3", "v2:8"):
             assert_batches_identical(run_cfg(sql, batches, cfg)[0], v1, f"{cname} {cfg}")
 
 

@@ -126,7 +126,7 @@ def test_windows_match_duckdb_and_v1_equals_v2(stream, name, lateness):
     base = None
     for cname, sizes in CUTS.items():
         batches = cut(stream, sizes)
-        for cfg in ("v1", "v2:2", "v2:3", "v2:8"):
+        for cfg in ("v1", "v2:1", "v2:2", "v2:3", "v2:8"):
             outs, engine = run_cfg(sql, batches, cfg)
             if cfg == "v1":
                 v1 = outs
