@@ -100,7 +100,16 @@ def _explain(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from velokern.bench import format_table, run_bench, to_json, write_report
+    from velokern.bench import (
+        ALL_SCENARIOS,
+        QUICK,
+        format_scaling,
+        format_table,
+        plot,
+        run_bench,
+        to_json,
+        write_report,
+    )
 
     if args.report:
         write_report(args.report, quick=args.quick)
@@ -108,15 +117,23 @@ def _bench(args: argparse.Namespace) -> int:
         return 0
     kw = {}
     if args.quick:
-        kw = {"batch_sizes": (1_000, 100_000), "records": 500_000, "small_records": 50_000,
-              "repeats": 3}
+        kw = dict(QUICK)
     if args.processors:
         kw["processors"] = tuple(args.processors.split(","))
-    results = run_bench(scenarios=tuple(args.scenarios.split(",")), **kw)
+    scenarios = tuple(x.strip() for x in args.scenarios.split(",") if x.strip())
+    bad = [x for x in scenarios if x not in ALL_SCENARIOS]
+    if bad or not scenarios:
+        raise ValueError(f"unknown scenario(s) {bad or [args.scenarios]} for --scenarios "
+                         f"(known: {', '.join(ALL_SCENARIOS)})")
+    results = run_bench(scenarios=scenarios, **kw)
     print(format_table(results))
+    print()
+    print(format_scaling(results))
     if args.json:
         with open(args.json, "w") as f:
             f.write(to_json(results))
+    if args.plot and plot(results, args.plot):
+        print(f"wrote {args.plot}")
     return 0
 
 
@@ -134,7 +151,9 @@ def main(argv: list[str] | None = None) -> int:
     d.set_defaults(func=_demo)
     b = sub.add_parser("bench", help="V1 / V2 / DuckDB / Polars on the reference scenarios")
     b.add_argument("--quick", action="store_true", help="small run (under a minute)")
-    b.add_argument("--scenarios", default="S0,S1,S2,S3a,S3b")
+    b.add_argument("--scenarios", default="S0,S1,S2,S3a,S3b",
+                   help="comma-separated reference scenarios")
+    b.add_argument("--plot", help="also draw throughput and scaling to this PNG file")
     b.add_argument("--processors", default=None, help="e.g. v1,v2:2")
     b.add_argument("--json", help="also write the results as JSON to this file")
     b.add_argument("--report", help="run every measurement and write the markdown report")

@@ -1,0 +1,36 @@
+"""``velokern bench --quick``: runs end to end in a subprocess, checks every engine's
+answer before printing, and writes its JSON and plot."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+
+def test_quick_bench_writes_json_and_plot(tmp_path):
+    out, png = tmp_path / "bench.json", tmp_path / "bench.png"
+    r = subprocess.run(
+        [sys.executable, "-m", "velokern", "bench", "--quick", "--scenarios", "S2",
+         "--processors", "v1,v2:2", "--json", str(out), "--plot", str(png)],
+        capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    rows = json.loads(out.read_text())
+    got = {(x["engine"], x["batch_size"]) for x in rows}
+    assert got == {(e, b) for e in ("v1", "v2:2", "duckdb", "polars") for b in (1_000, 100_000)}
+    for x in rows:
+        assert x["records_per_s"] > 0 and len(x["seconds"]) == 3
+        if x["engine"] == "v2:2":  # S2's 200 symbols split over both partitions
+            assert len(x["partition_records"]) == 2 and min(x["partition_records"]) > 0
+            assert sum(x["partition_records"]) == x["records"]
+            assert 1.0 <= x["load_balance"] < 1.2
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "scaling efficiency" in r.stdout
+
+
+def test_bench_refuses_an_unknown_scenario():
+    r = subprocess.run([sys.executable, "-m", "velokern", "bench", "--scenarios", "S9"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1
+    assert "unknown scenario(s) ['S9']" in r.stderr
+    assert "Traceback" not in r.stderr
