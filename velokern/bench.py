@@ -702,7 +702,15 @@ aggregates), same machine, medians of repeated calls.
   hash probe of the symbol, a read and a write of the 100-slot ring buffer, the running
   sum, and an exact re-sum of the frame once per frame length (so the float sum cannot
   drift). A direct map for dictionary-encoded keys (as GROUP BY has) would remove the
-  probe. V2 gains nothing on S1 (~1.0x): the routing pass costs about as much as the
-  kernel it splits, and S1 has only 10 symbols, which hash 6/4 onto 2 partitions (load
-  balance 1.20 in the table above), so even free routing would cap V2 at 1.67x.
+  probe. V2 gains little on S1 (1.0x to 1.4x over V1 across runs on this shared
+  machine): the routing pass costs a good part of the kernel it splits, and S1 has only
+  10 symbols, which hash 6/4 onto 2 partitions (load balance 1.20 in the table above),
+  so even free routing would cap V2 at 1.67x.
+- **GROUP BY over ~1M integer keys (as fast as Polars: missed, ~4x slower).** Not
+  profiled yet. Every row is a random access into state for a million groups, much
+  larger than the caches: the hash probe, the key compare and each aggregate's
+  read-modify-write. The state also grows from 256 groups by doubling, and the table is
+  rebuilt at each step. Polars gets the whole table at once and partitions it
+  internally. Presizing the state from a hint, and radix-partitioning a batch before
+  the updates, are the candidate fixes.
 """
