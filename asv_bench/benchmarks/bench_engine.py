@@ -128,3 +128,40 @@ class WindowState:
         return peak
 
     track_peak_live_groups_over_5m_records.unit = "groups"
+
+
+_FIRST_RESULT = """
+import velokern as vk
+from velokern.datagen import SCENARIOS, market_data
+batch = next(market_data(100_000, 100_000))
+vk.SimpleJobProcessor().process_batch(batch, vk.StreamExecutionEngine(SCENARIOS["S2"]))
+"""
+
+
+class Startup:
+    """Import, plan and first result of S2 (100k records) in a new process: with the
+    kernels in the on-disk cache (warm) and with an empty cache (cold: compiles)."""
+
+    timeout = 300
+    repeat = (1, 5, 60.0)
+
+    def setup(self):
+        import subprocess
+        import sys
+        import tempfile
+
+        self.cache = tempfile.mkdtemp(prefix="velokern-asv-")
+        warm = f"import os\nos.environ['VELOKERN_CACHE_DIR'] = {self.cache!r}\n"
+        subprocess.run([sys.executable, "-c", warm + _FIRST_RESULT], check=True)
+
+    def teardown(self):
+        import shutil
+
+        shutil.rmtree(self.cache, ignore_errors=True)
+
+    def timeraw_first_result_warm_cache(self):
+        return _FIRST_RESULT, f"import os\nos.environ['VELOKERN_CACHE_DIR'] = {self.cache!r}"
+
+    def timeraw_first_result_cold_cache(self):
+        return _FIRST_RESULT, ("import os, tempfile\nos.environ['VELOKERN_CACHE_DIR'] = "
+                               f"tempfile.mkdtemp(dir={self.cache!r})")
