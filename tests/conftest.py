@@ -102,12 +102,19 @@ def cut(batch: RecordBatch, sizes: list[int]) -> list[RecordBatch]:
 
 def run(sql: str, batches: list[RecordBatch], processor, **kw) -> list[RecordBatch]:
     """Every output batch (one per input batch, then the flush)."""
-    engine = vk.StreamExecutionEngine(sql)
     proc = processor if not isinstance(processor, str) else vk.JobProcessorFactory.create(
         processor, **kw)
+    return run_job(sql, batches, proc)[0]
+
+
+def run_job(sql: str, batches: list[RecordBatch], processor, **engine_kw):
+    """(every output batch, the engine): ``engine_kw`` go to StreamExecutionEngine."""
+    engine = vk.StreamExecutionEngine(sql, **engine_kw)
+    proc = processor if not isinstance(processor, str) else vk.JobProcessorFactory.create(
+        processor)
     outs = [proc.process_batch(b, engine) for b in batches]
     outs.append(proc.flush(engine))
-    return outs
+    return outs, engine
 
 
 def assert_batches_identical(a: list[RecordBatch], b: list[RecordBatch], label: str = ""):

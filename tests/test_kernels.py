@@ -191,3 +191,16 @@ def test_assign_sessions(rows, gap, lateness):
     ref = slow.assign_sessions(keys.tolist(), ts.tolist(), wm.tolist(), gap, lateness)
     assert roots == ref
     assert nlate == ref.count(-1)
+
+
+@given(st.lists(st.integers(0, 4), max_size=30))
+def test_session_lists(skey):
+    n = len(skey)
+    head, nxt = np.zeros(5, np.int64), np.zeros(n + 1, np.int64)
+    windows.session_lists(np.array(skey + [0], np.int64), n, head, nxt)
+    for k in range(5):  # each key's list: its sessions, newest first
+        got, s = [], head[k]
+        while s >= 0:
+            got.append(int(s))
+            s = nxt[s]
+        assert got == [i for i in range(n - 1, -1, -1) if skey[i] == k]

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import assert_batches_identical, assert_rows_match, cut, duckdb_rows, rows_of
+from conftest import assert_batches_identical, assert_rows_match, cut, duckdb_rows, rows_of, run_job
 from test_windows import timed_stream
 
 import velokern as vk
@@ -49,13 +49,6 @@ def with_sessions(batch: RecordBatch, lateness: int) -> RecordBatch:
                        batch.dictionaries)
 
 
-def run_cfg(sql, batches, cfg, **kw):
-    engine = vk.StreamExecutionEngine(sql, **kw)
-    proc = vk.JobProcessorFactory.create(cfg)
-    outs = [proc.process_batch(b, engine) for b in batches]
-    outs.append(proc.flush(engine))
-    return outs, engine
-
 
 def _sorted_rows(outs):
     rows = rows_of(RecordBatch.concat([o for o in outs if o.num_columns]))
@@ -79,7 +72,7 @@ def test_sessions_match_the_reference_and_v1_equals_v2(stream, lateness):
     base = None
     for cname, sizes in CUTS.items():
         batches = cut(stream, sizes)
-        v1, engine = run_cfg(sql, batches, "v1")
+        v1, engine = run_job(sql, batches, "v1")
         ours = _sorted_rows(v1)
         assert_rows_match(ours, ref, f"sessions {cname}")
         assert engine.metrics["late_records"] == late
@@ -92,7 +85,7 @@ def test_sessions_match_the_reference_and_v1_equals_v2(stream, lateness):
             if len(out):
                 assert (np.diff(out.column("window_start")) >= 0).all()
         for cfg in ("v2:1", "v2:2", "v2:3", "v2:8"):
-            assert_batches_identical(run_cfg(sql, batches, cfg)[0], v1, f"{cname} {cfg}")
+            assert_batches_identical(run_job(sql, batches, cfg)[0], v1, f"{cname} {cfg}")
 
 
 def test_in_order_sessions_equal_duckdb_gap_sessionization():
@@ -102,7 +95,7 @@ def test_in_order_sessions_equal_duckdb_gap_sessionization():
     b = RecordBatch({"k": rng.integers(0, 4, n), "ts": ts, "v": rng.normal(size=n)})
     sql = ("SELECT k, COUNT(*) AS n, SUM(v) AS sv, window_start, window_end FROM t "
            "GROUP BY k WINDOW SESSION(ts, 3s)")
-    outs, _ = run_cfg(sql, cut(b, [333] * 7), "v2:2")
+    outs, _ = run_job(sql, cut(b, [333] * 7), "v2:2")
     ref = duckdb_rows(
         "SELECT k, COUNT(*), SUM(v), MIN(ts), MAX(ts) + 3000 FROM (SELECT *, SUM(brk) OVER "
         "(PARTITION BY k ORDER BY ts ROWS UNBOUNDED PRECEDING) AS sess FROM (SELECT *, "
@@ -169,10 +162,10 @@ def test_session_errors(stream, sql, msg):
 
 def test_group_window_form_and_processing_time():
     b = RecordBatch({"k": np.arange(50) % 5, "ts": np.arange(50) * 100})
-    a, _ = run_cfg("SELECT k, COUNT(*) AS n FROM t GROUP BY k, SESSION(ts, 1s)", [b], "v1")
-    c, _ = run_cfg("SELECT k, COUNT(*) AS n FROM t GROUP BY k WINDOW SESSION(ts, 1s)", [b],
+    a, _ = run_job("SELECT k, COUNT(*) AS n FROM t GROUP BY k, SESSION(ts, 1s)", [b], "v1")
+    c, _ = run_job("SELECT k, COUNT(*) AS n FROM t GROUP BY k WINDOW SESSION(ts, 1s)", [b],
                    "v1")
     assert RecordBatch.concat(a).equals(RecordBatch.concat(c), bitwise=True)
-    p, _ = run_cfg("SELECT k, COUNT(*) AS n FROM t GROUP BY k WINDOW SESSION(1m)",
+    p, _ = run_job("SELECT k, COUNT(*) AS n FROM t GROUP BY k WINDOW SESSION(1m)",
                    [b.select(["k"])], "v1")
     assert sorted(rows_of(RecordBatch.concat(p))) == [(j, 10) for j in range(5)]

@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import assert_batches_identical, assert_rows_match, cut, duckdb_rows, rows_of
+from conftest import assert_batches_identical, assert_rows_match, cut, duckdb_rows, rows_of, run_job
 from test_windows import reference_late
 
-import velokern as vk
 from velokern.batch import RecordBatch
 from velokern.datagen import SCENARIOS, stream_for
 
@@ -17,13 +16,6 @@ N = 12_000
 CUTS = {"one": [10**9], "odd": [1, 7, 1000, 333, 4999], "even": [2000] * 6}
 CONFIGS = ("v2:1", "v2:2", "v2:3", "v2:8")
 
-
-def run_cfg(sql, batches, cfg):
-    engine = vk.StreamExecutionEngine(sql)
-    proc = vk.JobProcessorFactory.create(cfg)
-    outs = [proc.process_batch(b, engine) for b in batches]
-    outs.append(proc.flush(engine))
-    return outs, engine
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +41,7 @@ def test_s3a_matches_duckdb_and_v1_equals_v2(s3_stream):
     base = None
     for cname, sizes in CUTS.items():
         batches = cut(s3_stream, sizes)
-        v1, engine = run_cfg(SCENARIOS["S3a"], batches, "v1")
+        v1, engine = run_job(SCENARIOS["S3a"], batches, "v1")
         final = RecordBatch.concat(v1)
         assert_rows_match(rows_of(final), ref, f"S3a {cname}")
         assert engine.metrics["late_records"] == late
@@ -58,23 +50,23 @@ def test_s3a_matches_duckdb_and_v1_equals_v2(s3_stream):
         else:
             assert final.equals(base, bitwise=True), cname
         for cfg in CONFIGS:
-            assert_batches_identical(run_cfg(SCENARIOS["S3a"], batches, cfg)[0], v1,
+            assert_batches_identical(run_job(SCENARIOS["S3a"], batches, cfg)[0], v1,
                                      f"S3a {cname} {cfg}")
 
 
 def test_s3b_changes_end_at_the_s3a_answer(s3_stream):
     batches = cut(s3_stream, [1500] * 8)
     sql = SCENARIOS["S3b"].replace(" FROM market_data", ", window_start FROM market_data")
-    changes, _ = run_cfg(sql, batches, "v1")
+    changes, _ = run_job(sql, batches, "v1")
     for cfg in CONFIGS:
-        assert_batches_identical(run_cfg(sql, batches, cfg)[0], changes, f"S3b {cfg}")
-    plain, _ = run_cfg(SCENARIOS["S3b"], batches, "v2:2")
+        assert_batches_identical(run_job(sql, batches, cfg)[0], changes, f"S3b {cfg}")
+    plain, _ = run_job(SCENARIOS["S3b"], batches, "v2:2")
     assert [rows_of(o) for o in plain] == [[r[:-1] for r in rows_of(o)] for o in changes]
     last = {}
     for out in changes:
         for r in rows_of(out):
             last[(r[-1], r[0], r[1])] = r[:-1]
-    final = rows_of(RecordBatch.concat(run_cfg(SCENARIOS["S3a"], batches, "v1")[0]))
+    final = rows_of(RecordBatch.concat(run_job(SCENARIOS["S3a"], batches, "v1")[0]))
     assert sorted(last.values()) == sorted(final)
 
 
@@ -86,8 +78,8 @@ def test_s1_random_stream_v1_equals_v2():
         "ORDER BY rn", stream)
     for cname, sizes in CUTS.items():
         batches = cut(stream, sizes)
-        v1, _ = run_cfg(SCENARIOS["S1"], batches, "v1")
+        v1, _ = run_job(SCENARIOS["S1"], batches, "v1")
         assert_rows_match(rows_of(RecordBatch.concat(v1)), ref, f"S1 {cname}")
         for cfg in CONFIGS:
-            assert_batches_identical(run_cfg(SCENARIOS["S1"], batches, cfg)[0], v1,
+            assert_batches_identical(run_job(SCENARIOS["S1"], batches, cfg)[0], v1,
                                      f"S1 {cname} {cfg}")

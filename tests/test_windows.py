@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import assert_batches_identical, assert_rows_match, cut, duckdb_rows, rows_of
+from conftest import assert_batches_identical, assert_rows_match, cut, duckdb_rows, rows_of, run_job
 
 import velokern as vk
 from velokern.batch import RecordBatch, StringDictionary
@@ -103,13 +103,6 @@ QUERIES = {
 CUTS = {"one": [10**9], "fine": [37, 1, 250, 7, 999, 3], "even": [500] * 40}
 
 
-def run_cfg(sql, batches, cfg, **kw):
-    engine = vk.StreamExecutionEngine(sql, **kw)
-    proc = vk.JobProcessorFactory.create(cfg)
-    outs = [proc.process_batch(b, engine) for b in batches]
-    outs.append(proc.flush(engine))
-    return outs, engine
-
 
 @pytest.fixture(scope="module")
 def stream():
@@ -127,7 +120,7 @@ def test_windows_match_duckdb_and_v1_equals_v2(stream, name, lateness):
     for cname, sizes in CUTS.items():
         batches = cut(stream, sizes)
         for cfg in ("v1", "v2:1", "v2:2", "v2:3", "v2:8"):
-            outs, engine = run_cfg(sql, batches, cfg)
+            outs, engine = run_job(sql, batches, cfg)
             if cfg == "v1":
                 v1 = outs
                 ours = rows_of(RecordBatch.concat([o for o in outs if len(o)]))
@@ -179,11 +172,11 @@ def test_lateness_from_the_engine_overrides_sql(stream):
 def test_emit_changes_rows_end_at_the_final_answer(stream):
     base_sql = QUERIES["tumbling"][0]
     batches = cut(stream, [400] * 10)
-    changes, _ = run_cfg(base_sql + " EMIT CHANGES", batches, "v1")
+    changes, _ = run_job(base_sql + " EMIT CHANGES", batches, "v1")
     for cfg in ("v2:2", "v2:8"):
-        other, _ = run_cfg(base_sql + " EMIT CHANGES", batches, cfg)
+        other, _ = run_job(base_sql + " EMIT CHANGES", batches, cfg)
         assert_batches_identical(other, changes, f"changes {cfg}")
-    final, _ = run_cfg(base_sql, batches, "v1")
+    final, _ = run_job(base_sql, batches, "v1")
     assert len(changes[-1]) == 0  # flush has nothing left to say
     last = {}
     for out in changes:
@@ -242,8 +235,8 @@ def test_datetime_time_column_gives_the_same_windows(stream):
     dt_batch = RecordBatch(d, {n: stream.validity(n) for n in stream.column_names},
                            stream.dictionaries)
     sql = QUERIES["tumbling"][0]
-    a, _ = run_cfg(sql, cut(stream, [700] * 6), "v1")
-    b, _ = run_cfg(sql, cut(dt_batch, [700] * 6), "v2:2")
+    a, _ = run_job(sql, cut(stream, [700] * 6), "v1")
+    b, _ = run_job(sql, cut(dt_batch, [700] * 6), "v2:2")
     fa, fb = RecordBatch.concat(a), RecordBatch.concat(b)
     assert fb.type_of("window_start") == "datetime64[ns]"
     assert (fb.column("window_start").astype(np.int64) // 1_000_000).tolist() == \

@@ -688,29 +688,18 @@ class StreamExecutionEngine:
         use_idx = r.idx is not None
         P = len(r.starts)
         obases = r.starts.astype(np.int64, copy=False)
-        starts = obases.copy()
         ends = r.ends.astype(np.int64, copy=False)
-        stops = starts.copy()
-        counts = np.zeros(P, np.int64)
-        active = np.ones(P, np.uint8)
         module = prep.module
-        while True:
-            S = tuple(self._state)
-            if r.parallel and P > 1:
-                module.rows_all(S, prep.C, prep.M, prep.R, idx, use_idx, starts, ends, obases,
-                                active, OI, OF, OB, OM, orow, stops, counts)
-            else:
-                for p in range(P):
-                    if active[p]:
-                        stops[p], counts[p] = module.rows_part(
-                            S, p, prep.C, prep.M, prep.R, idx, use_idx, int(starts[p]),
-                            int(ends[p]), int(obases[p]), OI, OF, OB, OM, orow)
-            unfinished = stops < ends
-            if not unfinished.any():
-                break
-            self._grow()
-            active = unfinished.astype(np.uint8)
-            starts = stops.copy()
+
+        def run_all(S, starts, active, stops, counts):
+            module.rows_all(S, prep.C, prep.M, prep.R, idx, use_idx, starts, ends, obases,
+                            active, OI, OF, OB, OM, orow, stops, counts)
+
+        def run_part(S, p, start):
+            return module.rows_part(S, p, prep.C, prep.M, prep.R, idx, use_idx, start,
+                                    int(ends[p]), int(obases[p]), OI, OF, OB, OM, orow)
+
+        counts = self._run_partitions(obases, ends, run_all, run_part, r.parallel and P > 1)
         total = int(counts.sum())
         segs = [(int(s), int(s) + int(c)) for s, c in zip(obases, counts) if c > 0]
         order = None
@@ -718,6 +707,30 @@ class StreamExecutionEngine:
             order = np.argsort(np.concatenate([orow[a:b] for a, b in segs]), kind="stable")
         sel = None if total == n else _gather(orow, segs, order)
         return self._assemble(spec, (OI, OF, OB, OM), segs, order, prep, sel)
+
+    def _run_partitions(self, starts, ends, run_all, run_part, parallel: bool) -> np.ndarray:
+        """Run every partition's kernel over ``[starts[p], ends[p])`` (one prange call, or
+        one call per partition), growing the state and resuming the partitions that
+        stopped because it was full. Returns the output rows of each partition."""
+        P = len(ends)
+        starts = np.asarray(starts, np.int64).copy()
+        stops = starts.copy()
+        counts = np.zeros(P, np.int64)
+        active = np.ones(P, np.uint8)
+        while True:
+            S = tuple(self._state)
+            if parallel:
+                run_all(S, starts, active, stops, counts)
+            else:
+                for p in range(P):
+                    if active[p]:
+                        stops[p], counts[p] = run_part(S, p, int(starts[p]))
+            unfinished = stops < ends
+            if not unfinished.any():
+                return counts
+            self._grow()
+            active = unfinished.astype(np.uint8)
+            starts = stops.copy()
 
     def _out_buffers(self, spec: KernelSpec, n: int):
         key = id(spec)
@@ -859,29 +872,18 @@ class StreamExecutionEngine:
                 start = stop
             counts = np.array([k], np.int64)
         else:
-            starts = r.starts.astype(np.int64, copy=True)
             ends = r.ends.astype(np.int64, copy=False)
-            stops = starts.copy()
-            counts = np.zeros(P, dtype=np.int64)
-            active = np.ones(P, dtype=np.uint8)
-            while True:
-                S = tuple(self._state)
-                if r.parallel:
-                    module.batch_all(S, prep.C, prep.M, R, idx, use_idx, starts, ends, obases,
-                                     active, self._seq, emit, OI, OF, OB, OM, oseq, stops,
-                                     counts)
-                else:
-                    for p in range(P):
-                        if active[p]:
-                            stops[p], counts[p] = module.batch_part(
-                                S, p, prep.C, prep.M, R, idx, use_idx, starts[p], ends[p],
-                                obases[p], self._seq, emit, OI, OF, OB, OM, oseq)
-                unfinished = stops < ends
-                if not unfinished.any():
-                    break
-                self._grow()
-                active = unfinished.astype(np.uint8)
-                starts = stops.copy()
+
+            def run_all(S, starts, active, stops, counts):
+                module.batch_all(S, prep.C, prep.M, R, idx, use_idx, starts, ends, obases,
+                                 active, self._seq, emit, OI, OF, OB, OM, oseq, stops, counts)
+
+            def run_part(S, p, start):
+                return module.batch_part(S, p, prep.C, prep.M, R, idx, use_idx, start,
+                                         ends[p], obases[p], self._seq, emit, OI, OF, OB, OM,
+                                         oseq)
+
+            counts = self._run_partitions(r.starts, ends, run_all, run_part, r.parallel)
         packs = (OI, OF, OB, OM)
         if spec.windowed:
             self._take_late(prep, R[-1], obases)

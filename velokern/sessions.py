@@ -22,7 +22,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from velokern.batch import RecordBatch, Schema
-from velokern.kernels.windows import NO_WATERMARK, assign_sessions, watermarks
+from velokern.kernels.windows import (
+    NO_WATERMARK,
+    assign_sessions,
+    session_lists,
+    watermarks,
+)
 from velokern.plan import (
     WINDOW_COLUMNS,
     Col,
@@ -249,12 +254,7 @@ class SessionWindows:
         self._alive[:k] = 1
         self._alive[k:self._nsess] = 0
         self._parent[:k] = np.arange(k)
-        # rebuild the per-key lists (newest first, as the kernel builds them)
-        self._head[:] = -1
-        self._nxt[:k] = -1
-        for s in range(k):
-            self._nxt[s] = self._head[self._skey[s]]
-            self._head[self._skey[s]] = s
+        session_lists(self._skey, k, self._head, self._nxt)
         self._nsess = k
         return out
 

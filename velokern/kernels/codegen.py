@@ -961,16 +961,8 @@ def _gen_aggregate(bq: BoundQuery, spec: KernelSpec, types) -> str:
         ]
 
     # ---- key bits (for hash partitioning: the GROUP BY keys, not the window)
-    kb = _Gen(bq, spec, types)
     part_keys = [(ke, t) for ke, t in zip(bq.keys, bq.key_types) if not isinstance(ke, WinRef)]
-    for j, (ke, t) in enumerate(part_keys):
-        v, n = kb.gen(ke)
-        kb.emit(f"out[{j}, i] = {_bits_code(kb, ke, t, v)} if not {n} else np.int64(0)")
-    src += ["@njit(**JIT)", "def key_bits(C, M, R, n, out):"]
-    src += _indent(_prologue_inputs(spec), 4)
-    src += _indent(["for i in range(n):"], 4)
-    src += _indent(kb.lines or ["pass"], 8)
-    src += ["    return 0", "", ""]
+    src += _key_bits_src(bq, spec, types, part_keys) + ["", ""]
     if K == 0:
         # a global aggregate has exactly one group, which exists before any record
         init = ["ng = meta[0]", "kvs = np.empty(0, np.int64)", "kns = np.empty(0, np.uint8)",
@@ -1163,16 +1155,23 @@ def _gen_rows(bq: BoundQuery, spec: KernelSpec, types) -> str:
             "            stops[p] = r[0]",
             "            counts[p] = r[1]",
             "", ""]
+    src += _key_bits_src(bq, spec, types, list(zip(bq.keys, bq.key_types))) + [""]
+    return "\n".join(src)
+
+
+def _key_bits_src(bq: BoundQuery, spec: KernelSpec, types, keys) -> list[str]:
+    """``key_bits(C, M, R, n, out)``: the int64 grouping bits of ``keys`` (expression,
+    type) for every row, which V2 hashes into partitions."""
     kb = _Gen(bq, spec, types)
-    for j, (ke, t) in enumerate(zip(bq.keys, bq.key_types)):
+    for j, (ke, t) in enumerate(keys):
         v, n = kb.gen(ke)
         kb.emit(f"out[{j}, i] = {_bits_code(kb, ke, t, v)} if not {n} else np.int64(0)")
-    src += ["@njit(**JIT)", "def key_bits(C, M, R, n, out):"]
+    src = ["@njit(**JIT)", "def key_bits(C, M, R, n, out):"]
     src += _indent(_prologue_inputs(spec), 4)
     src += _indent(["for i in range(n):"], 4)
     src += _indent(kb.lines or ["pass"], 8)
-    src += ["    return 0", ""]
-    return "\n".join(src)
+    src += ["    return 0"]
+    return src
 
 
 def _state_type(t: str | None) -> str:

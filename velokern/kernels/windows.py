@@ -243,6 +243,16 @@ def assign_sessions(key, ts, wm, seqs, gap, lateness, st_start, st_end, st_first
     return nsess, nlate
 
 
+@njit(**JIT)
+def session_lists(skey, n, head, nxt):
+    """Rebuild the per-key session lists (``head[key] -> nxt[...]``, newest first, as
+    :func:`assign_sessions` builds them) for sessions ``0..n-1`` of keys ``skey``."""
+    head[:] = -1
+    for s in range(n):
+        nxt[s] = head[skey[s]]
+        head[skey[s]] = s
+
+
 __all__ = [
     "NO_WATERMARK",
     "NO_WM",
@@ -252,6 +262,7 @@ __all__ = [
     "first_window",
     "merge_runs",
     "min_window",
+    "session_lists",
     "watermarks",
     "window_order",
 ]
