@@ -185,9 +185,60 @@ class StreamExecutionEngine:
         elif schema is not None:
             self._bind_schema(schema)
 
+    # ---------------------------------------------------------------- snapshots
+    def snapshot(self) -> dict[str, Any]:
+        """The engine's whole state as plain data (numpy arrays, numbers, strings, lists
+        and dicts): what a checkpoint stores. :meth:`restore` rebuilds the engine, which
+        then continues exactly as this one would."""
+        with self._lock:
+            return {
+                "sql": self.sql,
+                "schema": None if self._bound is None else [list(f) for f in
+                                                            self._bound.schema],
+                "allowed_lateness_ms": self.allowed_lateness_ms,
+                "nullable": sorted(self._nullable),
+                "num_partitions": self._num_partitions,
+                "watermark": int(self._watermark),
+                "seq": int(self._seq),
+                "metrics": {k: v.copy() if isinstance(v, np.ndarray) else v
+                            for k, v in self._metrics.items()},
+                "dicts": {c: d.values for c, d in self._dicts.items()},
+                "state": None if self._state is None else [a.copy() for a in self._state],
+                "sessions": None if self._sessions is None else self._sessions.snapshot(),
+            }
+
+    @classmethod
+    def restore(cls, snap: Mapping[str, Any], *,
+                late_sink: Callable[[RecordBatch], object] | None = None
+                ) -> StreamExecutionEngine:
+        """An engine rebuilt from :meth:`snapshot` (kernels load from the cache)."""
+        self = cls(snap["sql"], None, allowed_lateness_ms=snap["allowed_lateness_ms"],
+                   late_sink=late_sink)
+        self._load(snap)
+        return self
+
+    def _load(self, snap: Mapping[str, Any]) -> None:
+        """Adopt a snapshot's state (this engine is new: it has seen no batch)."""
+        if snap["schema"] is not None and self._bound is None:
+            self._bind_schema(Schema([tuple(f) for f in snap["schema"]]))
+        self._dicts = {c: StringDictionary(v) for c, v in snap["dicts"].items()}
+        self._nullable = set(snap["nullable"])
+        if snap["num_partitions"] is not None:
+            self.bind_partitions(snap["num_partitions"])
+        self._watermark = int(snap["watermark"])
+        self._seq = int(snap["seq"])
+        self._metrics.update({k: v.copy() if isinstance(v, np.ndarray) else v
+                              for k, v in snap["metrics"].items()})
+        if snap["state"] is not None:
+            self._spec = self._variant()[0]
+            self._state = [np.array(a) for a in snap["state"]]
+        if snap["sessions"] is not None:
+            self._sessions.restore(snap["sessions"])
+
     # ---------------------------------------------------------------- plan
     def _bind_schema(self, schema: Schema) -> None:
         self._bound = bind(self.query, schema)
+        self._wants = _wanted_types(self._bound)
         for c in self._bound.columns:
             if schema[c] == STRING and c not in self._dicts:
                 self._dicts[c] = StringDictionary()

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from velokern.batch import RecordBatch, Schema
+from velokern.batch import RecordBatch, Schema, StringDictionary
 from velokern.kernels.windows import (
     NO_WATERMARK,
     assign_sessions,
@@ -140,6 +140,42 @@ class SessionWindows:
                            valid is not None, self.engine._watermark, wm)
         prep.session = (batch, wm, int(final))
         return prep
+
+    # ------------------------------------------------------------------ snapshots
+    _ARRAYS = ("_start", "_end", "_first", "_alive", "_parent", "_skey", "_nxt", "_head",
+               "_held_sid")
+
+    def snapshot(self) -> dict[str, Any]:
+        """Plain-data state (see :meth:`StreamExecutionEngine.snapshot`)."""
+        held = self._held
+        return {
+            "pre": self.pre.snapshot(),
+            "bound": None if self.time_type is None else [self.ticks, self.gap,
+                                                          self.time_type],
+            "key_ids": list(self._key_ids),  # keys in id order
+            "nsess": self._nsess,
+            "arrays": {a: getattr(self, a).copy() for a in self._ARRAYS},
+            "held": None if held is None else {
+                "names": list(held.column_names),
+                "data": {c: held._parts(c)[0].copy() for c in held.column_names},
+                "masks": {c: held._parts(c)[1] for c in held.column_names},
+                "dicts": {c: d.values for c, d in held.dictionaries.items()},
+                "rows": len(held)},
+        }
+
+    def restore(self, snap: dict[str, Any]) -> None:
+        self.pre._load(snap["pre"])
+        if snap["bound"] is not None:
+            self.ticks, self.gap, self.time_type = snap["bound"]
+        self._key_ids = {k: i for i, k in enumerate(snap["key_ids"])}
+        self._nsess = int(snap["nsess"])
+        for a, v in snap["arrays"].items():
+            setattr(self, a, np.array(v))
+        h = snap["held"]
+        if h is not None:
+            self._held = RecordBatch._trusted(
+                h["names"], h["data"], h["masks"],
+                {c: StringDictionary(v) for c, v in h["dicts"].items()}, h["rows"])
 
     # ------------------------------------------------------------------ state
     def _ensure(self, sessions: int, keys: int) -> None:
