@@ -1,4 +1,11 @@
-"""The ``velokern`` command line: ``demo``, ``bench`` and ``explain`` (``python -m velokern``)."""
+"""The ``velokern`` command line (``python -m velokern``): ``run``, ``demo``, ``bench``,
+``explain``.
+
+Exit codes: 0 success, 1 the job failed (or the demo's processors disagreed), 2 usage
+errors (bad arguments, SQL, processor config, missing input, unreadable job file),
+130 stopped by Ctrl-C (gracefully: the batch in flight is finished, a checkpoint is
+written when the job has a checkpoint directory, sinks are closed).
+Errors print as one line unless ``--verbose``."""
 
 from __future__ import annotations
 
@@ -8,23 +15,152 @@ import time
 
 __all__ = ["main"]
 
-DEMO_SQL = (
-    "SELECT symbol, COUNT(*) AS trades, SUM(quantity) AS volume, AVG(price) AS avg_price, "
-    "MIN(price) AS low, MAX(price) AS high, STDDEV(price) AS stddev_price, "
-    "COUNT(DISTINCT trader_id) AS traders "
-    "FROM trades WHERE quantity >= 10 GROUP BY symbol HAVING SUM(quantity) > 0 EMIT FINAL"
-)
+
+class UsageError(ValueError):
+    """The command was asked for something it cannot do (exit code 2)."""
+
+
+_JOB_KEYS = {"sql": str, "source": str, "sink": str, "late_sink": str, "processor": str,
+             "batch_size": int, "checkpoint_dir": str, "checkpoint_every": int,
+             "checkpoint_seconds": float, "allowed_lateness_ms": int, "on_error": str,
+             "schema": dict, "name": str}
+
+
+def _load_job_file(path: str) -> dict:
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+    try:
+        with open(path, "rb") as f:
+            spec = tomllib.load(f)
+    except FileNotFoundError:
+        raise UsageError(f"job file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"job file {path} is not valid TOML: {exc}") from None
+    for k, v in spec.items():
+        if k not in _JOB_KEYS:
+            raise UsageError(f"job file {path}: unknown key {k!r} (known: "
+                             f"{', '.join(sorted(_JOB_KEYS))})")
+        want = _JOB_KEYS[k]
+        wrong = not isinstance(v, want) or (want is int and isinstance(v, bool))
+        if wrong and not (want is float and isinstance(v, int)):
+            raise UsageError(f"job file {path}: {k} must be a {want.__name__}, got "
+                             f"{type(v).__name__}")
+    return spec
+
+
+class _Progress:
+    """One self-overwriting stderr line: records, records/s, batches."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+        self._last = 0.0
+
+    def __call__(self, m: dict) -> None:
+        now = time.monotonic()
+        if not self.enabled or now - self._last < 0.2:
+            return
+        self._last = now
+        rate = m["records_in"] / m["elapsed_s"] if m["elapsed_s"] else 0.0
+        print(f"\r{m['job']}: {m['records_in']:,} records, {rate:,.0f} records/s, "
+              f"{m['batches']:,} batches, {m['records_out']:,} out ", end="",
+              file=sys.stderr, flush=True)
+
+    def done(self) -> None:
+        if self.enabled and self._last:
+            print(file=sys.stderr)
+
+
+def _metrics_table(m: dict) -> str:
+    lat = m["latency_ms"]
+    rows = [
+        ("status", m["status"]), ("processor", m["processor"]),
+        ("records in", m["records_in"]), ("records out", m["records_out"]),
+        ("records filtered", m["records_filtered"]), ("late records", m["late_records"]),
+        ("records rejected", m["records_rejected"]), ("batches", m["batches"]),
+        ("elapsed", f"{m['elapsed_s']:.3f} s"),
+        ("throughput", f"{m['records_per_s']:,.0f} records/s"),
+        ("records per partition", ", ".join(f"{x:,}" for x in m["partition_records"])),
+        ("load balance (max/mean)", "-" if m["load_balance"] is None
+         else f"{m['load_balance']:.3f}"),
+        ("batch latency p50/p90/p99/max", "-" if lat["p50"] is None else
+         "/".join(f"{lat[k]:.3f}" for k in ("p50", "p90", "p99", "max")) + " ms"),
+        ("checkpoints written", m["checkpoints"]),
+    ]
+    if m["resumed_from_batch"] is not None:
+        rows.append(("resumed from batch", m["resumed_from_batch"]))
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k:<{width}}  {_fmt(v)}" for k, v in rows)
+
+
+def _run(args: argparse.Namespace) -> int:
+    import signal
+
+    from velokern.server import JobFailed, StreamJob
+
+    spec: dict = {}
+    if args.job_file:
+        spec = _load_job_file(args.job_file)
+    for k in _JOB_KEYS:
+        v = getattr(args, k, None)
+        if v is not None:
+            spec[k] = v
+    for k in ("sql", "source"):
+        if not spec.get(k):
+            raise UsageError(f"velokern run needs --{k} (or '{k} = ...' in a job file)")
+    job = StreamJob(spec.pop("sql"), spec.pop("source"), spec.pop("sink", "memory"),
+                    spec.pop("processor", None), **spec)
+    progress = _Progress(sys.stderr.isatty() if args.progress is None else args.progress)
+    job.on_progress = progress
+    interrupted = False
+
+    def on_sigint(signum, frame):
+        nonlocal interrupted
+        interrupted = True
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C kills
+        job.stop()
+
+    old = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        job.run()
+        failed = None
+    except JobFailed as exc:
+        failed = exc
+    finally:
+        signal.signal(signal.SIGINT, old)
+        progress.done()
+    m = job.metrics()
+    print(_metrics_table(m))
+    if failed is not None:
+        if args.verbose:
+            raise failed
+        print(f"velokern: error: {failed}", file=sys.stderr)
+        return 1
+    if job.sink.name == "memory":
+        out = job.sink.result()
+        if out.num_columns:
+            print()
+            print(_table(out.slice(0, args.show).to_records(), out.column_names))
+            if len(out) > args.show:
+                print(f"... {len(out) - args.show:,} more rows ({len(out):,} in all)")
+    if interrupted:
+        print("velokern: interrupted: stopped after the batch in flight"
+              + (f"; resume with the same command (checkpoint in {job.checkpoint_dir})"
+                 if job.checkpoint_dir else ""), file=sys.stderr)
+        return 130
+    return 0
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:,.3f}"
+    if isinstance(v, int) and not isinstance(v, bool):
+        return f"{v:,}"
+    return "NULL" if v is None else str(v)
 
 
 def _table(rows: list[dict], columns: list[str]) -> str:
-    def fmt(v):
-        if isinstance(v, float):
-            return f"{v:,.3f}"
-        if isinstance(v, int):
-            return f"{v:,}"
-        return "NULL" if v is None else str(v)
-
-    cells = [[fmt(r[c]) for c in columns] for r in rows]
+    cells = [[_fmt(r[c]) for c in columns] for r in rows]
     widths = [max([len(c)] + [len(row[k]) for row in cells]) for k, c in enumerate(columns)]
     line = "+".join("-" * (w + 2) for w in widths)
     out = [" | ".join(c.ljust(w) for c, w in zip(columns, widths)), line]
@@ -34,45 +170,49 @@ def _table(rows: list[dict], columns: list[str]) -> str:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from velokern import JobProcessorFactory, StreamExecutionEngine
-    from velokern.datagen import trades
+    from velokern import JobProcessorFactory, RecordBatch, StreamExecutionEngine
+    from velokern.datagen import SCENARIOS, stream_for
     from velokern.processors.threading import threading_layer_name
 
+    names = [x.strip() for x in args.scenarios.split(",") if x.strip()]
+    bad = [x for x in names if x not in SCENARIOS]
+    if bad or not names:
+        raise UsageError(f"unknown scenario(s) {bad or [args.scenarios]} for --scenarios "
+                         f"(known: {', '.join(SCENARIOS)})")
+    v2 = f"v2:{args.partitions}" if args.partitions else "v2"
     total, bs = args.records, args.batch_size
-    print(f"velokern demo: {total:,} generated trades in batches of {bs:,}")
-    print(f"query: {DEMO_SQL}\n")
-    batches = list(trades(total, bs, seed=args.seed))
-    results = {}
-    for cfg in ("v1", f"v2:{args.partitions}" if args.partitions else "v2"):
-        proc = JobProcessorFactory.create(cfg)
-        # warm-up run compiles (or loads from the on-disk cache) the kernels
-        warm = StreamExecutionEngine(DEMO_SQL)
-        proc.process_batch(batches[0], warm)
-        proc.flush(warm)
-        proc = JobProcessorFactory.create(cfg)
-        engine = StreamExecutionEngine(DEMO_SQL)
-        t0 = time.perf_counter()
-        for b in batches:
-            proc.process_batch(b, engine)
-        out = proc.flush(engine)
-        dt = time.perf_counter() - t0
-        results[cfg] = (out, dt, proc, engine)
-    ref = next(iter(results.values()))[0]
-    rows = ref.to_records()
-    print(_table(rows[: args.show], ref.column_names))
-    if len(rows) > args.show:
-        print(f"... {len(rows) - args.show} more rows")
-    print()
-    print(f"{'processor':<36} {'records/s':>14} {'time':>9}  same answer as V1")
-    for cfg, (out, dt, proc, _engine) in results.items():
-        same = "yes (bit for bit)" if out.equals(ref, bitwise=True) else "NO"
-        label = f"{cfg} {proc.processor_name}"
-        print(f"{label:<36} {total / dt:>14,.0f} {dt * 1e3:>7.1f}ms  {same}")
-    m = results["v1"][3].metrics
-    print(f"\nrecords in {m['records_in']:,}, filtered {m['records_filtered']:,}, "
-          f"groups {m['groups']}, emitted {m['records_emitted']}; "
-          f"threading layer {threading_layer_name()}")
-    ok = all(o.equals(ref, bitwise=True) for o, *_ in results.values())
+    print(f"velokern demo: {len(names)} reference scenarios, {total:,} generated records "
+          f"each in batches of {bs:,}; V1 and {v2}; threading layer {threading_layer_name()}")
+    ok = True
+    for name in names:
+        sql = SCENARIOS[name]
+        batches = list(stream_for(name, total, bs, seed=args.seed))
+        print(f"\n== {name}: {sql}")
+        results = {}
+        for cfg in ("v1", v2):
+            proc = JobProcessorFactory.create(cfg)
+            warm = StreamExecutionEngine(sql)  # compiles (or loads) the kernels
+            proc.process_batch(batches[0], warm)
+            proc.flush(warm)
+            proc = JobProcessorFactory.create(cfg)
+            engine = StreamExecutionEngine(sql)
+            t0 = time.perf_counter()
+            outs = [proc.process_batch(b, engine) for b in batches]
+            outs.append(proc.flush(engine))
+            dt = time.perf_counter() - t0
+            outs = [o for o in outs if o.num_columns]
+            results[cfg] = (RecordBatch.concat(outs), dt, proc)
+        ref = results["v1"][0]
+        rows = ref.slice(0, args.show).to_records()
+        print(_table(rows, ref.column_names))
+        if len(ref) > args.show:
+            print(f"... {len(ref) - args.show:,} more rows ({len(ref):,} in all)")
+        for cfg, (out, dt, proc) in results.items():
+            same = out.equals(ref, bitwise=True)
+            ok &= same
+            verdict = "same answer as V1 (bit for bit)" if same else "DIFFERS from V1"
+            print(f"  {cfg + ' ' + proc.processor_name:<40} {total / dt:>14,.0f} records/s "
+                  f"{dt * 1e3:>9.1f} ms  {verdict}")
     return 0 if ok else 1
 
 
@@ -123,7 +263,7 @@ def _bench(args: argparse.Namespace) -> int:
     scenarios = tuple(x.strip() for x in args.scenarios.split(",") if x.strip())
     bad = [x for x in scenarios if x not in ALL_SCENARIOS]
     if bad or not scenarios:
-        raise ValueError(f"unknown scenario(s) {bad or [args.scenarios]} for --scenarios "
+        raise UsageError(f"unknown scenario(s) {bad or [args.scenarios]} for --scenarios "
                          f"(known: {', '.join(ALL_SCENARIOS)})")
     results = run_bench(scenarios=scenarios, **kw)
     print(format_table(results))
@@ -142,12 +282,35 @@ def main(argv: list[str] | None = None) -> int:
                                      description="Streaming SQL over columnar batches.")
     parser.add_argument("--verbose", action="store_true", help="show tracebacks on errors")
     sub = parser.add_subparsers(dest="command", required=True)
-    d = sub.add_parser("demo", help="run a generated trade stream through V1 and V2")
-    d.add_argument("--records", type=int, default=2_000_000)
+    r = sub.add_parser("run", help="run a query from a source to a sink",
+                       description="Run a query from a source (Parquet file or directory, "
+                       "Arrow IPC, CSV, or scenario:S0..S3b) to a sink (.parquet, .arrow, "
+                       ".csv; default: print the result). Options override the job file.")
+    r.add_argument("job_file", nargs="?", help="a TOML job file (keys as the options)")
+    r.add_argument("--sql")
+    r.add_argument("--source", help="input path, or scenario:S2?total=1000000&seed=1")
+    r.add_argument("--sink", help="output path (.parquet, .arrow, .csv)")
+    r.add_argument("--late-sink", help="where late records go (a path)")
+    r.add_argument("--processor", help="v1, v2, v2:N, v2:affinity, v2:N:affinity "
+                   "(default: $VELOKERN_PROCESSOR or v2)")
+    r.add_argument("--batch-size", type=int)
+    r.add_argument("--checkpoint-dir", help="resume from and write checkpoints here")
+    r.add_argument("--checkpoint-every", type=int, help="batches between checkpoints "
+                   "(default 10)")
+    r.add_argument("--checkpoint-seconds", type=float, help="also checkpoint this often")
+    r.add_argument("--allowed-lateness-ms", type=int)
+    r.add_argument("--on-error", choices=("fail", "skip"))
+    r.add_argument("--show", type=int, default=20, help="rows of an unsaved result to print")
+    r.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="progress line on stderr (default: when stderr is a terminal)")
+    r.set_defaults(func=_run)
+    d = sub.add_parser("demo", help="run the five reference scenarios through V1 and V2")
+    d.add_argument("--scenarios", default="S0,S1,S2,S3a,S3b")
+    d.add_argument("--records", type=int, default=1_000_000, help="records per scenario")
     d.add_argument("--batch-size", type=int, default=100_000)
     d.add_argument("--partitions", type=int, default=None)
     d.add_argument("--seed", type=int, default=7)
-    d.add_argument("--show", type=int, default=12, help="rows of the result to print")
+    d.add_argument("--show", type=int, default=5, help="rows of each result to print")
     d.set_defaults(func=_demo)
     b = sub.add_parser("bench", help="V1 / V2 / DuckDB / Polars on the reference scenarios")
     b.add_argument("--quick", action="store_true", help="small run (under a minute)")
@@ -166,12 +329,21 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, TypeError, KeyError, OSError) as exc:
+    except Exception as exc:
         if args.verbose:
             raise
         print(f"velokern: error: {exc}", file=sys.stderr)
-        return 1
+        return 2 if _is_usage_error(exc) else 1
 
+
+def _is_usage_error(exc: BaseException) -> bool:
+    """Errors in what the user asked for, found before any record was processed."""
+    from velokern.io import SinkError, SourceError
+    from velokern.plan import PlanError
+    from velokern.processors import ConfigError
+
+    return isinstance(exc, (UsageError, PlanError, ConfigError, SourceError, SinkError,
+                            FileNotFoundError))
 
 if __name__ == "__main__":
     sys.exit(main())
