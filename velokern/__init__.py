@@ -14,6 +14,7 @@ from velokern.processors import (
     SimpleJobProcessor,
     StrategyError,
 )
+from velokern.server import StreamJob, StreamJobServer
 
 __all__ = [
     "ConfigError",
@@ -27,6 +28,8 @@ __all__ = [
     "SimpleJobProcessor",
     "StrategyError",
     "StreamExecutionEngine",
+    "StreamJob",
+    "StreamJobServer",
     "StringDictionary",
     "__version__",
     "as_batch",
