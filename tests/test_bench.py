@@ -7,6 +7,8 @@ import json
 import subprocess
 import sys
 
+from velokern.datagen import SCENARIOS
+
 
 def test_quick_bench_writes_json_and_plot(tmp_path):
     out, png = tmp_path / "bench.json", tmp_path / "bench.png"
@@ -28,9 +30,12 @@ def test_quick_bench_writes_json_and_plot(tmp_path):
     assert "scaling efficiency" in r.stdout
 
 
-def test_bench_refuses_an_unknown_scenario():
-    r = subprocess.run([sys.executable, "-m", "velokern", "bench", "--scenarios", "S9"],
-                       capture_output=True, text=True, timeout=120)
-    assert r.returncode == 1
-    assert "unknown scenario(s) ['S9']" in r.stderr
-    assert "Traceback" not in r.stderr
+def test_demo_runs_the_five_scenarios_on_v1_and_v2():
+    # after the bench test in this file (one worker), so the scenario kernels are cached
+    r = subprocess.run([sys.executable, "-m", "velokern", "demo", "--records", "20000",
+                        "--batch-size", "5000", "--partitions", "2"],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    for name in SCENARIOS:
+        assert f"== {name}:" in r.stdout
+    assert r.stdout.count("same answer as V1 (bit for bit)") == 10

@@ -107,14 +107,6 @@ def test_explain():
     assert "strategy: hash" in r.stdout
 
 
-def test_demo_runs_the_five_scenarios_on_v1_and_v2():
-    r = vk_cli("demo", "--records", "20000", "--batch-size", "5000", "--partitions", "2")
-    assert r.returncode == 0, r.stderr
-    for name in SCENARIOS:
-        assert f"== {name}:" in r.stdout
-    assert r.stdout.count("same answer as V1 (bit for bit)") == 10
-
-
 def test_ctrl_c_stops_gracefully_and_the_job_resumes(tmp_path):
     out, cp = tmp_path / "out.parquet", tmp_path / "cp"
     src = "scenario:S3a?total=2000000&seed=1&random=1"
