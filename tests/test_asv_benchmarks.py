@@ -165,3 +165,13 @@ def test_benchmark_runs_once(mod_name, klass, attr, error):
     finally:
         for teardown in teardowns:
             teardown(*args)
+
+
+def test_asv_check_finds_no_problems():
+    """asv's own check (discovery in a subprocess, signatures, params) on this
+    environment: what `asv run` would refuse, this refuses too."""
+    asv = Path(sys.executable).parent / "asv"
+    r = subprocess.run([str(asv), "check", "--python=same"], cwd=ASV_DIR,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "No problems found" in r.stdout, r.stdout

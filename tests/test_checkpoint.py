@@ -55,8 +55,9 @@ def _roundtrip(snap, tmp_path):
     return read_checkpoint(tmp_path, {"sql": snap["sql"]})[1]["engine"]
 
 
-@pytest.mark.parametrize("kind, processor", [(k, "v2:3") for k in QUERIES]
-                         + [("group_by", "v1"), ("session", "v1")])
+@pytest.mark.parametrize("kind, processor", [
+    ("stateless", "v1"), ("group_by", "v2:3"), ("keyless", "v1"), ("tumbling", "v2:3"),
+    ("sliding_changes", "v1"), ("rows", "v2:3"), ("session", "v2:3"), ("group_by", "v1")])
 def test_restored_engine_continues_bit_for_bit(kind, processor, tmp_path):
     sql = QUERIES[kind]
     batches = _batches()
