@@ -185,6 +185,13 @@ class StreamExecutionEngine:
         elif schema is not None:
             self._bind_schema(schema)
 
+    def advance_watermark(self, t: int) -> None:
+        """Move the event-time watermark to at least ``t`` (in the time column's units),
+        as if records up to ``t`` had been seen: a part of a stream processed on its own
+        starts from the watermark of the parts before it (velokern.distributed)."""
+        with self._lock:
+            self._watermark = max(self._watermark, int(t))
+
     # ---------------------------------------------------------------- snapshots
     def snapshot(self) -> dict[str, Any]:
         """The engine's whole state as plain data (numpy arrays, numbers, strings, lists

@@ -1,0 +1,595 @@
+"""Scale out on Dask distributed: the same SQL over data spread across workers.
+
+``run_sql(sql, data, client=None, processor="v2")`` where ``data`` is a dask DataFrame,
+a list of Parquet files (or a directory of them), or a list of ``dask.delayed`` objects
+that each produce one part (a RecordBatch or anything ``as_batch`` takes). Parts keep
+their order: part *i* comes after part *i - 1*, as if one local job read them in turn.
+
+- **Stateless queries**: every part runs through the engine where it lives; outputs are
+  concatenated in part order (the local run's order).
+- **GROUP BY and time windows**: every part builds *partial aggregates* with its own
+  processor (a derived query computes, per group and window, the counts, sums, minima,
+  maxima, Welford triples, first/last values with their record sequence, and the
+  distinct values of each COUNT(DISTINCT)), partials are merged in a tree reduction on
+  the workers, and a last stateless query over the merged groups computes the SELECT
+  expressions and HAVING. Rows come in the local EMIT FINAL order (window start, then
+  first record). Lateness is decided as locally: each part's engine starts from the
+  watermark of the parts before it (a first pass reads each part's largest event time).
+  Integer, string, COUNT, MIN/MAX and FIRST/LAST results equal the local run exactly;
+  float sums, means and variances are merged in another order (relative 1e-12).
+- EMIT CHANGES queries return their final answer (the last change of every group): a
+  change stream depends on batch boundaries that a distributed run does not have.
+- **ROWS windows** (OVER): records are shuffled by the PARTITION BY columns with Dask's
+  own shuffle; each shuffled partition is sorted back into stream order and run; the
+  rows are put back in input order (exactly the local run's rows).
+- Not supported (refused with a PlanError): session windows.
+
+Tasks are named ``velokern-<step>-<part>`` on the dashboard; ``progress(done, total)``
+is called as tasks finish. Dask retries a task whose worker died. An error on a worker
+(a file with another schema, a corrupt file) fails the run with that error, which names
+the file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from velokern.batch import STRING, RecordBatch
+from velokern.engine import StreamExecutionEngine
+from velokern.plan import Agg, Col, PlanError, Query, _rebuild, walk
+from velokern.processors import JobProcessorFactory
+from velokern.sessions import _key_bits
+from velokern.sql import parse_sql
+
+__all__ = ["merge_partials", "partial_plan", "run_sql"]
+
+SEQ = "__vk_seq"  # global record sequence: part index << 40 | row within the part
+_PART_SHIFT = 40
+_FIRST, _LAST, _WS, _WE = "__vk_first", "__vk_last", "__vk_ws", "__vk_we"
+_WELFORD = ("var_samp", "var_pop", "stddev_samp", "stddev_pop")
+
+
+# --------------------------------------------------------------------------- plan
+@dataclass
+class PartialPlan:
+    """How a query splits into partial aggregates, their merge, and the final step."""
+
+    query: Query
+    partial: Query  # per part: groups with partial aggregate columns
+    distinct: list[tuple[int, Query]]  # per COUNT(DISTINCT): (agg index, query)
+    keys: list[str]  # key columns of the partial tables
+    aggs: list[Agg]
+    final: Query  # over the merged groups
+
+
+def _tag(q: Query, what: str) -> str:
+    # derived queries must not share generated kernels with the user's query
+    return f"{q.sql}\n/* velokern {what} */"
+
+
+def partial_plan(sql: str) -> PartialPlan:
+    """Split an aggregate query into its partial, distinct and final queries."""
+    q = parse_sql(sql)
+    if q.has_over:
+        raise PlanError("ROWS windows (OVER) have no partial aggregates: run_sql shuffles "
+                        "their records by the PARTITION BY columns instead")
+    if q.window is not None and q.window.kind == "session":
+        raise PlanError("session windows cannot run distributed yet (sessions merge "
+                        "across parts); run the job locally")
+    aggs: list[Agg] = []
+    for e in [e for _, e in q.select] + ([q.having] if q.having is not None else []):
+        for n in walk(e):
+            if isinstance(n, Agg) and n not in aggs:
+                aggs.append(n)
+    keys = [f"__vk_k{j}" for j in range(len(q.group_by))]
+    select = [(k, e) for k, e in zip(keys, q.group_by)]
+    if q.window is not None:
+        select += [(_WS, Col("window_start")), (_WE, Col("window_end"))]
+    select += [(_FIRST, Agg("min", Col(SEQ))), (_LAST, Agg("max", Col(SEQ)))]
+    distinct = []
+    for i, a in enumerate(aggs):
+        p = f"__vk_a{i}"
+        if a.distinct:
+            dq = replace(q, select=list(select[:len(keys) + (2 if q.window else 0)])
+                         + [("__vk_d", a.arg)], group_by=q.group_by + [a.arg],
+                         having=None, emit="final", sql=_tag(q, f"distinct {i}"))
+            distinct.append((i, dq))
+        elif a.func in ("count_star", "count", "sum", "min", "max", "first_value",
+                        "last_value"):
+            select.append((p, a))
+        elif a.func == "avg":
+            select += [(p + "s", Agg("sum", a.arg)), (p + "c", Agg("count", a.arg))]
+        elif a.func in _WELFORD:
+            select += [(p + "c", Agg("count", a.arg)), (p + "m", Agg("avg", a.arg)),
+                       (p + "v", Agg("var_pop", a.arg))]
+        else:  # pragma: no cover - every registry entry is handled above
+            raise PlanError(f"aggregate {a.func} cannot be merged")
+    partial = replace(q, select=select, having=None, emit="final",
+                      sql=_tag(q, "partial"))
+
+    key_of = {e: Col(k) for k, e in zip(keys, q.group_by)}
+    agg_of = {a: Col(f"__vk_a{i}") for i, a in enumerate(aggs)}
+
+    def swap(e):
+        if e in agg_of:
+            return agg_of[e]
+        if e in key_of:
+            return key_of[e]
+        if isinstance(e, Col) and e.name in ("window_start", "_window_start"):
+            return Col(_WS)
+        if isinstance(e, Col) and e.name in ("window_end", "_window_end"):
+            return Col(_WE)
+        return _rebuild(e, swap)
+
+    final = Query(q.source, [(n, swap(e)) for n, e in q.select],
+                  where=None if q.having is None else swap(q.having),
+                  sql=_tag(q, "final"), positions=q.positions)
+    return PartialPlan(q, partial, distinct, keys + ([_WS, _WE] if q.window else []),
+                       aggs, final)
+
+
+# --------------------------------------------------------------------------- parts
+def _with_seq(batch: RecordBatch, part: int, offset: int) -> RecordBatch:
+    n = len(batch)
+    seq = (np.int64(part) << _PART_SHIFT) + offset + np.arange(n, dtype=np.int64)
+    names = [c for c in batch.column_names if c != SEQ] + [SEQ]
+    data = {c: batch._parts(c)[0] for c in names[:-1]}
+    masks = {c: batch._parts(c)[1] for c in names[:-1]}
+    data[SEQ], masks[SEQ] = seq, None
+    return RecordBatch._trusted(names, data, masks, dict(batch.dictionaries), n)
+
+
+def _batches(part: Any, batch_size: int):
+    """The batches of one part: a Parquet path, or a materialised part."""
+    from velokern.api import as_batch
+
+    if isinstance(part, str):
+        from velokern.io import ParquetSource
+
+        yield from ParquetSource(part, batch_size=batch_size).batches()
+        return
+    if isinstance(part, RecordBatch) and len(part) <= batch_size:
+        yield part
+        return
+    b = as_batch(part)
+    for start in range(0, max(len(b), 1), batch_size):
+        yield b.slice(start, batch_size)
+
+
+@contextlib.contextmanager
+def _naming(part: Any, index: int):
+    """Errors on a part name it: the file, or the part's index."""
+    from velokern.io import SourceError
+
+    try:
+        yield
+    except SourceError:
+        raise
+    except (ValueError, TypeError, KeyError) as exc:
+        where = part if isinstance(part, str) else f"part {index}"
+        raise SourceError(f"{where}: {exc}") from exc
+
+
+def _max_time(part: Any, column: str, batch_size: int, index: int = 0) -> int | None:
+    with _naming(part, index):
+        return _max_time_of(part, column, batch_size)
+
+
+def _max_time_of(part: Any, column: str, batch_size: int) -> int | None:
+    best = None
+    for b in _batches(part, batch_size):
+        if column not in b.column_names:
+            continue
+        a, valid = b.column(column), b.validity(column)
+        a = a.view(np.int64) if a.dtype.kind == "M" else a.astype(np.int64)
+        if valid is not None:
+            a = a[valid]
+        if len(a):
+            m = int(a.max())
+            best = m if best is None else max(best, m)
+    return best
+
+
+def _run_part(query: Query, part: Any, index: int, watermark: int | None, processor: str,
+              batch_size: int) -> tuple[RecordBatch | None, dict]:
+    """Run ``query`` over one part; returns (all emitted rows, the engine's metrics)."""
+    engine = StreamExecutionEngine._from_query(query, None)
+    if watermark is not None:
+        engine.advance_watermark(watermark)
+    proc = JobProcessorFactory.create(processor)
+    outs, offset = [], 0
+    with _naming(part, index):
+        for b in _batches(part, batch_size):
+            outs.append(proc.process_batch(_with_seq(b, index, offset), engine))
+            offset += len(b)
+    outs.append(proc.flush(engine))
+    outs = [o for o in outs if o.num_columns]
+    return (RecordBatch.concat(outs) if outs else None), engine.metrics
+
+
+# --------------------------------------------------------------------------- merge
+def _group_ids(batch: RecordBatch, keys: Sequence[str]) -> np.ndarray:
+    """Dense id of every row's group (same keys, NULL a key of its own, NaN = NaN,
+    -0.0 = 0.0), in order of first appearance."""
+    n = len(batch)
+    if not keys:
+        return np.zeros(n, np.int64)
+    parts = []
+    for k in keys:
+        if batch.type_of(k) == STRING:
+            codes = batch.column(k).astype(np.int64)
+            valid = batch.validity(k)
+            nulls = np.zeros(n, np.int64) if valid is None else (~valid).astype(np.int64)
+            parts += [np.where(nulls != 0, -1, codes), nulls]
+        else:
+            parts += list(_key_bits(batch, k))
+    mat = np.ascontiguousarray(np.stack(parts, axis=1))
+    _, first, inverse = np.unique(mat, axis=0, return_index=True, return_inverse=True)
+    rank = np.empty(len(first), np.int64)
+    rank[np.argsort(first, kind="stable")] = np.arange(len(first))
+    return rank[inverse.reshape(-1)]
+
+
+def _null_aware(values: np.ndarray, valid: np.ndarray | None, fill) -> np.ndarray:
+    return values if valid is None else np.where(valid, values, fill)
+
+
+def merge_partials(plan: PartialPlan, parts: Sequence[RecordBatch | None]
+                   ) -> RecordBatch | None:
+    """Merge partial-aggregate tables (any grouping of them: the merge is associative);
+    the result has the same columns, one row per group."""
+    parts = [p for p in parts if p is not None and len(p)]
+    if not parts:
+        return None
+    b = RecordBatch.concat(parts) if len(parts) > 1 else parts[0]
+    gid = _group_ids(b, plan.keys)
+    order = np.lexsort((b.column(_FIRST), gid))
+    b, gid = b.take(order), gid[order]
+    starts = np.flatnonzero(np.r_[True, gid[1:] != gid[:-1]])
+    out: dict[str, np.ndarray] = {}
+    masks: dict[str, np.ndarray | None] = {}
+    for c in [*plan.keys, _FIRST]:
+        out[c] = b.column(c)[starts]
+        v = b.validity(c)
+        masks[c] = None if v is None else v[starts]
+    out[_LAST] = np.maximum.reduceat(b.column(_LAST), starts)
+    masks[_LAST] = None
+    idx = np.arange(len(b))
+    for i, a in enumerate(plan.aggs):
+        p = f"__vk_a{i}"
+        if a.distinct:
+            continue
+        if a.func in ("count_star", "count"):
+            out[p], masks[p] = np.add.reduceat(b.column(p), starts), None
+        elif a.func in ("sum", "min", "max"):
+            x, valid = b.column(p), b.validity(p)
+            have = np.ones(len(b), bool) if valid is None else valid
+            any_ = np.logical_or.reduceat(have, starts)
+            if b.type_of(p) == STRING:
+                out[p] = _string_extreme(b, p, have, starts, a.func)
+            elif a.func == "sum":
+                out[p] = np.add.reduceat(_null_aware(x, valid, 0), starts)
+            elif x.dtype.kind == "f":
+                # MIN is NaN only when every value is; MAX is NaN when any value is
+                out[p] = (np.fmin.reduceat(_null_aware(x, valid, np.nan), starts)
+                          if a.func == "min" else
+                          np.maximum.reduceat(_null_aware(x, valid, -np.inf), starts))
+            else:
+                xi = x.view(np.int64) if x.dtype.kind == "M" else x
+                if xi.dtype.kind == "b":
+                    fill = a.func == "min"
+                else:
+                    info = np.iinfo(xi.dtype)
+                    fill = info.max if a.func == "min" else info.min
+                f = np.minimum if a.func == "min" else np.maximum
+                r = f.reduceat(_null_aware(xi, valid, fill), starts)
+                out[p] = r.view(x.dtype) if x.dtype.kind == "M" else r
+            masks[p] = None if any_.all() else any_
+        elif a.func in ("first_value", "last_value"):
+            x, valid = b.column(p), b.validity(p)
+            take = np.ones(len(b), bool) if (not a.ignore_nulls or valid is None) else valid
+            if a.func == "first_value":
+                pick = np.minimum.reduceat(np.where(take, idx, len(b)), starts)
+            else:
+                pick = np.maximum.reduceat(np.where(take, idx, -1), starts)
+            found = (pick >= 0) & (pick < len(b))
+            pick = np.where(found, pick, starts)
+            out[p] = x[pick]
+            ok = found if valid is None else found & valid[pick]
+            masks[p] = None if ok.all() else ok
+        elif a.func == "avg":
+            for s in ("s", "c"):
+                x, valid = b.column(p + s), b.validity(p + s)
+                out[p + s] = np.add.reduceat(_null_aware(x, valid, 0), starts)
+                masks[p + s] = None
+        else:  # Welford triples: n, mean, M2 (merged with the combined-variance formula)
+            n = b.column(p + "c")
+            have = n > 0
+            mu = _null_aware(b.column(p + "m"), b.validity(p + "m"), 0.0)
+            var = _null_aware(b.column(p + "v"), b.validity(p + "v"), 0.0)
+            mu, var = np.where(have, mu, 0.0), np.where(have, var, 0.0)
+            tot = np.add.reduceat(n, starts)
+            safe = np.where(tot > 0, tot, 1)
+            mean = np.add.reduceat(n * mu, starts) / safe
+            dev = mu - np.repeat(mean, np.diff(np.r_[starts, len(b)]))
+            m2 = np.add.reduceat(n * var + n * dev * dev * have, starts)
+            out[p + "c"], out[p + "m"] = tot, mean
+            out[p + "v"] = np.where(tot > 0, m2 / safe, 0.0)
+            masks[p + "c"] = None
+            masks[p + "m"] = masks[p + "v"] = None if (tot > 0).all() else tot > 0
+    names = [c for c in b.column_names if c in out]
+    dicts = {c: d for c, d in b.dictionaries.items() if c in out}
+    return RecordBatch({c: out[c] for c in names}, {c: masks[c] for c in names}, dicts)
+
+
+def _string_extreme(b: RecordBatch, p: str, have: np.ndarray, starts: np.ndarray,
+                    func: str) -> np.ndarray:
+    """MIN/MAX of a string partial, compared by dictionary rank (string order)."""
+    rank = b.dictionary(p).ranks().astype(np.int64)  # a permutation of the codes
+    n = len(rank)
+    r = np.where(have, rank[np.where(have, b.column(p), 0)], n if func == "min" else -1)
+    best = (np.minimum if func == "min" else np.maximum).reduceat(r, starts)
+    code_of_rank = np.argsort(rank)
+    return code_of_rank[np.clip(best, 0, max(n - 1, 0))].astype(np.int32) if n else \
+        np.zeros(len(starts), np.int32)
+
+
+def merge_distinct(parts: Sequence[RecordBatch | None], keys: Sequence[str]
+                   ) -> RecordBatch | None:
+    """Union of distinct (group, value) tables: one row per distinct pair."""
+    parts = [p for p in parts if p is not None and len(p)]
+    if not parts:
+        return None
+    b = RecordBatch.concat(parts) if len(parts) > 1 else parts[0]
+    gid = _group_ids(b, [*keys, "__vk_d"])
+    _, first = np.unique(gid, return_index=True)
+    return b.take(np.sort(first))
+
+
+# --------------------------------------------------------------------------- final
+def _final(plan: PartialPlan, merged: RecordBatch | None,
+           distinct: dict[int, RecordBatch | None], processor: str) -> RecordBatch:
+    """The query's rows from the merged groups (SELECT expressions, HAVING, order)."""
+    if merged is None:
+        return RecordBatch({})
+    if plan.query.window is not None:
+        order = np.lexsort((merged.column(_FIRST), merged.column(_WS).view(np.int64)
+                            if merged.column(_WS).dtype.kind == "M"
+                            else merged.column(_WS)))
+    else:
+        order = np.argsort(merged.column(_FIRST), kind="stable")
+    merged = merged.take(order)
+    data = {c: merged._parts(c)[0] for c in merged.column_names}
+    masks = {c: merged._parts(c)[1] for c in merged.column_names}
+    dicts = dict(merged.dictionaries)
+    for i, a in enumerate(plan.aggs):
+        p = f"__vk_a{i}"
+        if a.distinct:
+            counts = np.zeros(len(merged), np.int64)
+            d = distinct.get(i)
+            if d is not None and len(d):
+                valid = d.validity("__vk_d")
+                both = RecordBatch.concat([merged.select(plan.keys), d.select(plan.keys)]) \
+                    if plan.keys else None
+                ids = (_group_ids(both, plan.keys) if both is not None
+                       else np.zeros(len(merged) + len(d), np.int64))
+                g_of_merged, g_of_d = ids[:len(merged)], ids[len(merged):]
+                pos = np.full(ids.max() + 1, -1, np.int64)
+                pos[g_of_merged] = np.arange(len(merged))
+                rows = pos[g_of_d]
+                keep = (rows >= 0) if valid is None else (rows >= 0) & valid
+                np.add.at(counts, rows[keep], 1)
+            data[p], masks[p] = counts, None
+        elif a.func == "avg":
+            s, c = data.pop(p + "s"), data.pop(p + "c")
+            masks.pop(p + "s"), masks.pop(p + "c")
+            safe = np.where(c > 0, c, 1)
+            data[p] = s.astype(np.float64) / safe
+            masks[p] = None if (c > 0).all() else c > 0
+    # Welford triples become variances in _finish
+    return _finish(plan, data, masks, dicts, len(merged), processor)
+
+
+def _finish(plan: PartialPlan, data, masks, dicts, n: int, processor: str) -> RecordBatch:
+    for i, a in enumerate(plan.aggs):
+        p = f"__vk_a{i}"
+        if a.func not in _WELFORD or a.distinct:
+            continue
+        cnt = data.pop(p + "c") if (p + "c") in data else None
+        var = data.pop(p + "v")
+        data.pop(p + "m")
+        for k in (p + "c", p + "m", p + "v"):
+            masks.pop(k, None)
+        ddof = 1 if a.func.endswith("samp") else 0
+        m2 = var * cnt
+        denom = np.where(cnt - ddof > 0, cnt - ddof, 1)
+        val = np.where(cnt == 1, 0.0 if ddof == 0 else m2 / denom, m2 / denom)
+        if a.func.startswith("stddev"):
+            val = np.sqrt(val)
+        data[p] = val.astype(np.float64)
+        ok = cnt > ddof
+        masks[p] = None if ok.all() else ok
+    names = list(data)
+    fed = RecordBatch({c: data[c] for c in names}, {c: masks.get(c) for c in names},
+                      {c: d for c, d in dicts.items() if c in data}, num_rows=n)
+    engine = StreamExecutionEngine._from_query(plan.final, None)
+    proc = JobProcessorFactory.create(processor)
+    out = proc.process_batch(fed, engine)
+    return out
+
+
+# --------------------------------------------------------------------------- driver
+def _parts_of(data: Any) -> tuple[list, str]:
+    """(parts, description): Parquet paths, or dask objects to compute on workers."""
+    if isinstance(data, (str, os.PathLike)):
+        from velokern.io import ParquetSource
+
+        return list(ParquetSource(data).paths), "parquet"
+    if hasattr(data, "to_delayed") and hasattr(data, "npartitions"):
+        return list(data.to_delayed()), "dask"
+    data = list(data)
+    if data and all(isinstance(x, (str, os.PathLike)) for x in data):
+        return [os.fspath(x) for x in data], "parquet"
+    return data, "dask"
+
+
+def run_sql(sql: str, data: Any, client: Any = None, processor: str = "v2", *,
+            batch_size: int = 100_000,
+            progress: Callable[[int, int], object] | None = None) -> RecordBatch:
+    """Run ``sql`` over ``data`` on a Dask cluster; returns every row the local run
+    emits (the final answer for EMIT CHANGES queries) as one RecordBatch."""
+    from distributed import as_completed, default_client
+
+    client = client or default_client()
+    q = parse_sql(sql)
+    run_id = uuid.uuid4().hex[:8]
+    parts, kind = _parts_of(data)
+    if kind == "dask" and not q.has_over:
+        parts = client.compute(parts)  # materialised where they are computed
+    count = {"total": 0, "done": 0}
+    lock = threading.Lock()
+
+    def finished(_future):
+        with lock:
+            count["done"] += 1
+            done, total = count["done"], count["total"]
+        if progress is not None:
+            progress(done, total)
+
+    def tick(futs):
+        with lock:
+            count["total"] += len(futs)
+        for f in futs:
+            f.add_done_callback(finished)
+        return futs
+
+    def wait(futs):
+        out = [None] * len(futs)
+        pos = {f.key: i for i, f in enumerate(futs)}
+        for f in as_completed(futs):
+            out[pos[f.key]] = f.result()  # re-raises a worker's error (names the file)
+        return out
+
+    def submit(step, fn, *args, i=0):
+        # no retries: Dask re-runs a task whose worker died by itself; an error in the
+        # data would only repeat
+        return client.submit(fn, *args, key=f"velokern-{step}-{i}-{run_id}")
+
+    if q.has_over:
+        return _run_rows(q, parts, kind, client, processor, batch_size, run_id, tick, wait)
+    if not q.is_aggregate:
+        futs = tick([submit("part", _run_part, q, part, i, None, processor, batch_size, i=i)
+                     for i, part in enumerate(parts)])
+        outs = [o for o, _ in wait(futs) if o is not None]
+        return RecordBatch.concat(outs).select([n for n in outs[0].column_names
+                                                if n != SEQ]) if outs else RecordBatch({})
+    plan = partial_plan(sql)
+    marks: list[int | None] = [None] * len(parts)
+    if q.window is not None:
+        tcol = q.window.time_column
+        maxes = wait(tick([submit("max-time", _max_time, part, tcol, batch_size, i, i=i)
+                           for i, part in enumerate(parts)]))
+        wm = None
+        for i, m in enumerate(maxes):
+            marks[i] = wm
+            if m is not None:
+                wm = m if wm is None else max(wm, m)
+    queries = [("partial", plan.partial)] + [(f"distinct{i}", dq) for i, dq in plan.distinct]
+    futs = []
+    for step, query in queries:
+        futs.append([submit(step, _run_part, query, part, i, marks[i], processor,
+                            batch_size, i=i) for i, part in enumerate(parts)])
+    tick([f for fs in futs for f in fs])
+    # tree reduction on the workers: merge four partial tables per task
+    merged = []
+    for (step, _), fs in zip(queries, futs):
+        level = 0
+        rows = [client.submit(_first, f, key=f"velokern-{step}-rows-{i}-{run_id}")
+                for i, f in enumerate(fs)]
+        while len(rows) > 1 or level == 0:  # merged at least once
+            nxt = []
+            for j in range(0, len(rows), 4):
+                group = rows[j:j + 4]
+                fn = merge_partials if step == "partial" else _merge_distinct_step
+                arg = plan if step == "partial" else plan.keys
+                nxt.append(client.submit(fn, arg, group,
+                                         key=f"velokern-merge-{step}-{level}-{j}-{run_id}"))
+            tick(nxt)
+            rows, level = nxt, level + 1
+        merged.append(rows[0])
+    results = wait(merged)
+    distinct = {i: r for (i, _), r in zip(plan.distinct, results[1:])}
+    return _final(plan, results[0], distinct, processor)
+
+
+# --------------------------------------------------------------------------- ROWS windows
+def _arrow_frame(part: Any, index: int, batch_size: int):
+    """One part as a pandas DataFrame with Arrow dtypes (nulls and types survive)."""
+    import pandas as pd
+
+    with _naming(part, index):
+        whole = _with_seq(RecordBatch.concat(list(_batches(part, batch_size))), index, 0)
+    return whole.to_arrow().to_pandas(types_mapper=pd.ArrowDtype)
+
+
+def _rows_part(frame, query: Query, processor: str, batch_size: int) -> RecordBatch | None:
+    """The ROWS query over the records of some keys, in stream order."""
+    import pyarrow as pa
+
+    if len(frame) == 0:
+        return None
+    frame = frame.sort_values(SEQ, kind="stable")
+    batch = RecordBatch.from_arrow(pa.Table.from_pandas(frame, preserve_index=False))
+    engine = StreamExecutionEngine._from_query(query, None)
+    proc = JobProcessorFactory.create(processor)
+    outs = [proc.process_batch(batch.slice(i, batch_size), engine)
+            for i in range(0, len(batch), batch_size)]
+    outs.append(proc.flush(engine))
+    outs = [o for o in outs if o.num_columns]
+    return RecordBatch.concat(outs) if outs else None
+
+
+def _run_rows(q: Query, parts: list, kind: str, client, processor: str, batch_size: int,
+              run_id: str, tick, wait) -> RecordBatch:
+    """ROWS windows: shuffle the records by the PARTITION BY columns with Dask's own
+    shuffle, run each shuffled partition in stream order, put rows back in input
+    order (every ROWS query gives one row per input row)."""
+    import dask
+    import dask.dataframe as dd
+
+    engine = StreamExecutionEngine._from_query(q, None)
+    keys = engine.group_by_columns
+    query = replace(q, select=list(q.select) + [(SEQ, Col(SEQ))], sql=_tag(q, "rows"))
+    frames = [dask.delayed(_arrow_frame, name=f"velokern-load-{i}-{run_id}",
+                           pure=False)(part, i, batch_size) for i, part in enumerate(parts)]
+    meta = client.compute(frames[0]).result().iloc[:0]
+    ddf = dd.from_delayed(frames, meta=meta, verify_meta=False)
+    if keys:
+        ddf = ddf.shuffle(on=keys, npartitions=max(1, len(parts)))
+    else:
+        ddf = ddf.repartition(npartitions=1)
+    runs = [dask.delayed(_rows_part, name=f"velokern-rows-{i}-{run_id}", pure=False)(
+        d, query, processor, batch_size) for i, d in enumerate(ddf.to_delayed())]
+    outs = [o for o in wait(tick(client.compute(runs))) if o is not None]
+    if not outs:
+        return RecordBatch({})
+    whole = RecordBatch.concat(outs)
+    whole = whole.take(np.argsort(whole.column(SEQ), kind="stable"))
+    return whole.select([c for c in whole.column_names if c != SEQ])
+
+
+def _first(pair: tuple) -> RecordBatch | None:
+    return pair[0]
+
+
+def _merge_distinct_step(keys: Sequence[str], parts: Sequence[RecordBatch | None]
+                         ) -> RecordBatch | None:
+    return merge_distinct(parts, keys)
