@@ -36,3 +36,11 @@ def test_shell_and_job_file_examples_run(tmp_path):
         assert r.returncode == 0, r.stderr
     assert (tmp_path / "counts.parquet").exists() and (tmp_path / "counts.csv").exists()
     assert (tmp_path / "counts-checkpoint" / "checkpoint.vkcp").exists()
+
+
+def test_scale_out_example_runs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    doc = DOC.parent / "scale-out.md"
+    (code,) = re.findall(r"```python\n(.*?)```", doc.read_text(), flags=re.S)
+    exec(compile(code, str(doc), "exec"), {"__name__": "__main__"})
+    assert (tmp_path / "per-minute.parquet").exists()

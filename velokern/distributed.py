@@ -132,7 +132,7 @@ def partial_plan(sql: str) -> PartialPlan:
     final = Query(q.source, [(n, swap(e)) for n, e in q.select],
                   where=None if q.having is None else swap(q.having),
                   sql=_tag(q, "final"), positions=q.positions)
-    return PartialPlan(q, partial, distinct, keys + ([_WS, _WE] if q.window else []),
+    return PartialPlan(q, partial, distinct, keys + ([_WS] if q.window else []),
                        aggs, final)
 
 
@@ -218,24 +218,25 @@ def _run_part(query: Query, part: Any, index: int, watermark: int | None, proces
 # --------------------------------------------------------------------------- merge
 def _group_ids(batch: RecordBatch, keys: Sequence[str]) -> np.ndarray:
     """Dense id of every row's group (same keys, NULL a key of its own, NaN = NaN,
-    -0.0 = 0.0), in order of first appearance."""
+    -0.0 = 0.0), numbered in order of first appearance (hash factorisation)."""
+    import pandas as pd
+
     n = len(batch)
-    if not keys:
-        return np.zeros(n, np.int64)
-    parts = []
+    gid = np.zeros(n, np.int64)
     for k in keys:
-        if batch.type_of(k) == STRING:
-            codes = batch.column(k).astype(np.int64)
+        if batch.type_of(k) == STRING:  # codes are dense already: NULL -> 0, code c -> c + 1
             valid = batch.validity(k)
-            nulls = np.zeros(n, np.int64) if valid is None else (~valid).astype(np.int64)
-            parts += [np.where(nulls != 0, -1, codes), nulls]
+            codes = batch.column(k).astype(np.int64) + 1
+            codes, width = (codes if valid is None else np.where(valid, codes, 0),
+                            len(batch.dictionary(k)) + 1)
         else:
-            parts += list(_key_bits(batch, k))
-    mat = np.ascontiguousarray(np.stack(parts, axis=1))
-    _, first, inverse = np.unique(mat, axis=0, return_index=True, return_inverse=True)
-    rank = np.empty(len(first), np.int64)
-    rank[np.argsort(first, kind="stable")] = np.arange(len(first))
-    return rank[inverse.reshape(-1)]
+            bits, nulls = _key_bits(batch, k)
+            codes, uniq = pd.factorize(bits)
+            width = len(uniq)
+            if nulls.any():  # a NULL key (bits 0) is not the value whose bits are 0
+                codes, width = codes * 2 + nulls, 2 * width
+        gid = pd.factorize(gid * width + codes)[0].astype(np.int64)
+    return gid
 
 
 def _null_aware(values: np.ndarray, valid: np.ndarray | None, fill) -> np.ndarray:
@@ -256,7 +257,7 @@ def merge_partials(plan: PartialPlan, parts: Sequence[RecordBatch | None]
     starts = np.flatnonzero(np.r_[True, gid[1:] != gid[:-1]])
     out: dict[str, np.ndarray] = {}
     masks: dict[str, np.ndarray | None] = {}
-    for c in [*plan.keys, _FIRST]:
+    for c in [*plan.keys, *([_WE] if plan.query.window is not None else []), _FIRST]:
         out[c] = b.column(c)[starts]
         v = b.validity(c)
         masks[c] = None if v is None else v[starts]
@@ -443,9 +444,34 @@ def _parts_of(data: Any) -> tuple[list, str]:
 
 def run_sql(sql: str, data: Any, client: Any = None, processor: str = "v2", *,
             batch_size: int = 100_000,
-            progress: Callable[[int, int], object] | None = None) -> RecordBatch:
-    """Run ``sql`` over ``data`` on a Dask cluster; returns every row the local run
-    emits (the final answer for EMIT CHANGES queries) as one RecordBatch."""
+            progress: Callable[[int, int], object] | None = None,
+            sink: Any = None, metrics: dict | None = None) -> RecordBatch:
+    """Run ``sql`` over ``data`` on a Dask cluster (``client``, or the default one);
+    returns every row the local run emits (the final answer for EMIT CHANGES queries)
+    as one RecordBatch, also written to ``sink`` (a path or Sink) when given.
+    ``metrics``, a dict, receives the summed ``records_in``, ``records_filtered`` and
+    ``late_records`` of the parts and the number of ``parts``."""
+    out = _run(sql, data, client, processor, batch_size, progress, metrics)
+    if sink is not None:
+        from velokern.io import open_sink
+
+        s = open_sink(sink)
+        s.open()
+        s.write(out)
+        s.close()
+    return out
+
+
+def _sum_metrics(ms: list[dict], into: dict | None) -> None:
+    if into is None:
+        return
+    into["parts"] = len(ms)
+    for k in ("records_in", "records_filtered", "late_records"):
+        into[k] = int(sum(m.get(k, 0) for m in ms))
+
+
+def _run(sql: str, data: Any, client: Any, processor: str, batch_size: int,
+         progress: Callable[[int, int], object] | None, metrics: dict | None) -> RecordBatch:
     from distributed import as_completed, default_client
 
     client = client or default_client()
@@ -488,7 +514,9 @@ def run_sql(sql: str, data: Any, client: Any = None, processor: str = "v2", *,
     if not q.is_aggregate:
         futs = tick([submit("part", _run_part, q, part, i, None, processor, batch_size, i=i)
                      for i, part in enumerate(parts)])
-        outs = [o for o, _ in wait(futs) if o is not None]
+        pairs = wait(futs)
+        _sum_metrics([m for _, m in pairs], metrics)
+        outs = [o for o, _ in pairs if o is not None]
         return RecordBatch.concat(outs).select([n for n in outs[0].column_names
                                                 if n != SEQ]) if outs else RecordBatch({})
     plan = partial_plan(sql)
@@ -526,6 +554,9 @@ def run_sql(sql: str, data: Any, client: Any = None, processor: str = "v2", *,
             rows, level = nxt, level + 1
         merged.append(rows[0])
     results = wait(merged)
+    if metrics is not None:
+        _sum_metrics(wait([client.submit(_second, f, key=f"velokern-metrics-{i}-{run_id}")
+                           for i, f in enumerate(futs[0])]), metrics)
     distinct = {i: r for (i, _), r in zip(plan.distinct, results[1:])}
     return _final(plan, results[0], distinct, processor)
 
@@ -588,6 +619,10 @@ def _run_rows(q: Query, parts: list, kind: str, client, processor: str, batch_si
 
 def _first(pair: tuple) -> RecordBatch | None:
     return pair[0]
+
+
+def _second(pair: tuple) -> dict:
+    return pair[1]
 
 
 def _merge_distinct_step(keys: Sequence[str], parts: Sequence[RecordBatch | None]
