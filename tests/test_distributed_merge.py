@@ -1,6 +1,7 @@
 """Partial aggregates and their merge (velokern.distributed), without a cluster: a
 stream cut into parts, each run on its own, merged in random groupings, equals one local
-run (exactly for integers, strings, MIN/MAX, FIRST/LAST; floats to a relative 1e-12)."""
+run (exactly for integers, strings, MIN/MAX, FIRST/LAST; floats to a relative 1e-12).
+The reference scenarios are run on a real cluster in test_distributed.py."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 from conftest import make_stream, to_batch
 
 import velokern as vk
-from velokern.datagen import SCENARIOS, stream_for
+from velokern.datagen import SCENARIOS
 from velokern.distributed import (
     _final,
     _max_time,
@@ -89,17 +90,17 @@ def _parts(n_parts=5, size=900, seed=1):
 
 
 QUERIES = [
-    "SELECT k, COUNT(*) AS n, COUNT(x) AS cx, SUM(x) AS sx, SUM(f) AS sf, AVG(x) AS ax, "
-    "AVG(f) AS af, MIN(f) AS lo, MAX(f) AS hi, MIN(s2) AS smin, MAX(s2) AS smax, "
+    # every mergeable aggregate kind, string keys, WHERE and HAVING
+    "SELECT s, s2, COUNT(*) AS n, COUNT(x) AS cx, SUM(x) AS sx, SUM(f) AS sf, AVG(x) AS ax, "
+    "AVG(f) AS af, MIN(f) AS lo, MAX(f) AS hi, MIN(s2) AS smin, MAX(k) AS kmax, "
     "FIRST_VALUE(x) AS fx, LAST_VALUE(x) AS lx, FIRST_VALUE(f IGNORE NULLS) AS ff, "
-    "LAST_VALUE(s2 IGNORE NULLS) AS ls, FIRST_VALUE(b) AS fb, MAX(x) - MIN(x) AS rng "
-    "FROM t GROUP BY k EMIT FINAL",
-    "SELECT s, s2, VAR_SAMP(f) AS vs, VAR_POP(x) AS vp, STDDEV(f) AS sd, "
-    "STDDEV_POP(y) AS sdp, COUNT(DISTINCT k) AS dk, COUNT(DISTINCT s2) AS ds "
-    "FROM t WHERE b GROUP BY s, s2 HAVING COUNT(*) > 2",
-    "SELECT COUNT(*) AS n, SUM(y) AS sy, AVG(f) AS af, COUNT(DISTINCT s) AS ds FROM t",
-    "SELECT k % 3 AS kk, COUNT(*) AS n, AVG(f) AS af, COUNT(DISTINCT s2) AS d, window_start "
-    "FROM t WHERE x IS NULL OR x > -8 GROUP BY k % 3 WINDOW SLIDING(ts, 6s, 2s) "
+    "LAST_VALUE(s2 IGNORE NULLS) AS ls, FIRST_VALUE(b) AS fb, MAX(x) - MIN(x) AS rng, "
+    "VAR_SAMP(f) AS vs, VAR_POP(x) AS vp, STDDEV(f) AS sd, STDDEV_POP(y) AS sdp, "
+    "COUNT(DISTINCT k) AS dk FROM t WHERE b OR x > 0 GROUP BY s, s2 HAVING COUNT(*) > 2 "
+    "EMIT FINAL",
+    # keyless, sliding windows with lateness (late records decided as locally)
+    "SELECT COUNT(*) AS n, SUM(y) AS sy, AVG(f) AS af, COUNT(DISTINCT s2) AS d, window_start "
+    "FROM t WHERE x IS NULL OR x > -8 WINDOW SLIDING(ts, 6s, 2s) "
     "WITH (allowed_lateness = '1s')",
 ]
 
@@ -112,15 +113,8 @@ def test_parts_merged_equal_one_local_run(sql):
         assert_close(run_in_parts(sql, parts, seed=seed), exp)
 
 
-@pytest.mark.parametrize("name", ["S2", "S3a", "S3b"])
-def test_reference_scenarios_in_parts(name):
-    parts = list(stream_for(name, 60_000, 7_500, seed=3, random=True))
-    assert_close(run_in_parts(SCENARIOS[name], parts),
-                 local_final(SCENARIOS[name], parts))
-
-
 def test_unsupported_queries_are_refused():
     with pytest.raises(vk.PlanError, match="ROWS windows"):
-        partial_plan(SCENARIOS["S1"])
+        partial_plan(SCENARIOS["S1"])  # run_sql shuffles them instead
     with pytest.raises(vk.PlanError, match="session windows"):
         partial_plan("SELECT k, COUNT(*) AS n FROM t GROUP BY k WINDOW SESSION(ts, 1s)")
