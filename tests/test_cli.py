@@ -111,7 +111,7 @@ def test_ctrl_c_stops_gracefully_and_the_job_resumes(tmp_path):
     out, cp = tmp_path / "out.parquet", tmp_path / "cp"
     src = "scenario:S3a?total=1000000&seed=1&random=1"
     sql = SCENARIOS["S3a"]
-    args = ["run", "--sql", sql, "--source", src, "--sink", str(out), "--processor", "v2:2",
+    args = ["run", "--sql", sql, "--source", src, "--sink", str(out), "--processor", "v1",
             "--batch-size", "5000", "--checkpoint-dir", str(cp), "--checkpoint-every", "5"]
     p = subprocess.Popen([sys.executable, "-m", "velokern", *args, "--progress"],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
