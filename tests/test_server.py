@@ -234,3 +234,16 @@ def test_kill_9_at_random_times(tmp_path):
     p.communicate(timeout=300)
     assert p.returncode == 0
     assert out.read_bytes() == ref.read_bytes()
+
+
+def test_latencies_are_bounded_and_progress_is_cheap(monkeypatch):
+    import velokern.server as server
+
+    monkeypatch.setattr(server, "LATENCY_WINDOW", 3)
+    seen = []
+    job = StreamJob(S2, "scenario:S2?total=50000", processor="v1", batch_size=5_000,
+                    on_progress=seen.append)
+    m = job.run()
+    assert len(job._latencies) == 3 and m["latency_ms"]["p50"] > 0
+    assert [p["batches"] for p in seen] == list(range(1, 11))
+    assert seen[-1]["records_in"] == 50_000 and "latency_ms" not in seen[-1]

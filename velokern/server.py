@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,10 @@ from velokern.engine import StreamExecutionEngine
 from velokern.io import Sink, Source, open_sink, open_source
 from velokern.processors import JobProcessorConfig, JobProcessorFactory
 
-__all__ = ["JobFailed", "StreamJob", "StreamJobServer"]
+__all__ = ["LATENCY_WINDOW", "JobFailed", "StreamJob", "StreamJobServer"]
+
+#: batch latencies kept per job (for percentiles; bounded so a long job stays small)
+LATENCY_WINDOW = 10_000
 
 
 class JobFailed(RuntimeError):
@@ -50,7 +54,8 @@ class StreamJob:
     ``checkpoint_every`` batches and, if given, every ``checkpoint_seconds`` seconds.
     ``on_error``: "fail" (default: a bad batch stops the job) or "skip" (the batch is
     counted in ``records_rejected`` and the job goes on).
-    ``on_progress``: called after every batch with the job's :meth:`metrics`.
+    ``on_progress``: called after every batch with :meth:`progress` (cheap counts).
+    Latency percentiles cover the last ``LATENCY_WINDOW`` batches.
     """
 
     def __init__(self, sql: str, source: Any, sink: Any = "memory", processor: Any = None,
@@ -87,7 +92,7 @@ class StreamJob:
         self._stop = threading.Event()
         self._flush_on_stop = False
         self._lock = threading.Lock()
-        self._latencies: list[float] = []
+        self._latencies: deque[float] = deque(maxlen=LATENCY_WINDOW)
         self._records_out = 0
         self._batches = 0
         self._started = 0.0
@@ -120,8 +125,7 @@ class StreamJob:
     def _identity(self) -> dict[str, Any]:
         return {
             "sql": self.sql,
-            "schema": None if self.schema is None else [list(f) for f in Schema(self.schema)]
-            if not isinstance(self.schema, Schema) else [list(f) for f in self.schema],
+            "schema": None if self.schema is None else [list(f) for f in Schema(self.schema)],
             "processor": str(self.config),
             "source": self.source.describe(),
             "sink": self.sink.describe(),
@@ -159,7 +163,7 @@ class StreamJob:
         self._position = int(head["batches"])
         self.resumed_from = self._position
         job = payload["job"]
-        self._latencies = [float(x) for x in job["latencies"]]
+        self._latencies.extend(float(x) for x in job["latencies"])
         self._records_out = int(job["records_out"])
         self._batches = int(job["batches"])
         return payload["sinks"]["sink"], payload["sinks"]["late_sink"], bool(head["finished"])
@@ -237,7 +241,7 @@ class StreamJob:
                 self._checkpoint()
                 since_cp, last_cp = 0, time.perf_counter()
             if self.on_progress is not None:
-                self.on_progress(self.metrics())
+                self.on_progress(self.progress())
         if self._stop.is_set() and not self._flush_on_stop:
             # suspended: everything is resumable from the checkpoint
             if self.checkpoint_dir is not None:
@@ -258,6 +262,15 @@ class StreamJob:
         self.status = "stopped" if self._stop.is_set() else "finished"
 
     # ------------------------------------------------------------------ metrics
+    def progress(self) -> dict[str, Any]:
+        """Counts so far (cheap enough for every batch): job, status, batches,
+        records_in, records_out, elapsed_s."""
+        with self._lock:
+            batches, out = self._batches, self._records_out
+        return {"job": self.name, "status": self.status, "batches": batches,
+                "records_in": self.engine.metrics["records_in"], "records_out": out,
+                "elapsed_s": time.perf_counter() - self._started if self._started else 0.0}
+
     def metrics(self) -> dict[str, Any]:
         """Records in / out / filtered / late / rejected, batches, throughput, records
         per partition and load balance, batch latency percentiles (ms)."""
