@@ -969,7 +969,7 @@ class StreamExecutionEngine:
         if self.late_sink is not None:
             self.late_sink(prep.batch.take(rows))
 
-    def _close_windows(self, module, R, parallel: bool) -> RecordBatch:
+    def _close_windows(self, module, R) -> RecordBatch:
         """End of input: close every open window (EMIT FINAL: emit its rows in (window
         start, first record) order) and free its state."""
         spec, st = self._spec, self._state
@@ -983,13 +983,10 @@ class StreamExecutionEngine:
         oseq = _alloc_seq(spec, total)
         counts = np.zeros(P, np.int64)
         S = tuple(st)
-        if parallel and P > 1:
-            module.close_all(S, R, _MAX_I64, *packs, oseq, obases, counts)
-        else:
-            for p in range(P):
-                if sizes[p]:
-                    counts[p] = module.close_groups(S, p, R, _MAX_I64, *packs, oseq,
-                                                    int(obases[p]))
+        for p in range(P):  # once per job: serial (see velokern.kernels.codegen)
+            if sizes[p]:
+                counts[p] = module.close_groups(S, p, R, _MAX_I64, *packs, oseq,
+                                                int(obases[p]))
         return self._assemble_groups(spec, packs, oseq, obases, counts)
 
     def _assemble_groups(self, spec: KernelSpec, packs, oseq, obases, counts) -> RecordBatch:
@@ -1007,7 +1004,7 @@ class StreamExecutionEngine:
                 order = np.argsort(seq, kind="stable")
         return self._assemble(spec, packs, segs, order)
 
-    def _emit(self, module, R, parallel: bool, touched: bool) -> RecordBatch:
+    def _emit(self, module, R, touched: bool) -> RecordBatch:
         spec = self._spec
         st = self._state
         meta = self._meta()
@@ -1026,12 +1023,9 @@ class StreamExecutionEngine:
         counts = np.zeros(P, dtype=np.int64)
         obases = goffs[:P].copy()
         S = tuple(st)
-        if parallel and P > 1:
-            module.emit_all(S, R, gids, goffs, OI, OF, OB, OM, oseq, obases, counts)
-        else:
-            for p in range(P):
-                counts[p] = module.emit_part(S, p, R, gids, int(goffs[p]), int(goffs[p + 1]),
-                                             OI, OF, OB, OM, oseq, int(obases[p]))
+        for p in range(P):  # once per job: serial (see velokern.kernels.codegen)
+            counts[p] = module.emit_part(S, p, R, gids, int(goffs[p]), int(goffs[p + 1]),
+                                         OI, OF, OB, OM, oseq, int(obases[p]))
         return self._assemble_groups(spec, (OI, OF, OB, OM), oseq, obases, counts)
 
     def _empty_output(self, spec: KernelSpec) -> RecordBatch:
@@ -1042,8 +1036,10 @@ class StreamExecutionEngine:
             self._bufs[key] = out
         return out
 
-    def flush(self, parallel: bool = False) -> RecordBatch:
-        """End of input: emit what is still held (final group rows for EMIT FINAL)."""
+    def flush(self) -> RecordBatch:
+        """End of input: emit what is still held (final group rows for EMIT FINAL).
+        Once per job, so partitions are emitted one after another (no parallel kernel
+        to compile for it)."""
         with self._lock:
             if self._sessions is not None:
                 out = self._sessions.flush()
@@ -1056,7 +1052,7 @@ class StreamExecutionEngine:
                 # EMIT CHANGES already emitted every row: free the open windows
                 R = self._runtime_constants(spec) + self._window_runtime(
                     self._bound, self._buffer("wm", 1), 0, self._watermark)
-                self._close_windows(module, R, parallel)
+                self._close_windows(module, R)
             if not spec.stateful or self.emit_mode != "final":
                 return self._empty_output(spec)
             if self._state is None:
@@ -1067,9 +1063,9 @@ class StreamExecutionEngine:
             if spec.windowed:
                 R = R + self._window_runtime(self._bound, self._buffer("wm", 1), 0,
                                              self._watermark)
-                out = self._close_windows(module, R, parallel)
+                out = self._close_windows(module, R)
             else:
-                out = self._emit(module, R, parallel, touched=False)
+                out = self._emit(module, R, touched=False)
             self._metrics["records_emitted"] += len(out)
             return out
 

@@ -12,7 +12,7 @@ and for an aggregate query::
     emit_part(S, p, R, gids, gstart, gend, OI, OF, OB, OM, oseq, obase) -> rows written
     batch_part(...)    # update_part, then (EMIT CHANGES) emit the touched groups
     batch_all(...)     # prange over partitions, each calling batch_part
-    emit_all(...)      # prange over partitions (EMIT FINAL at flush)
+    close_groups(S, p, R, limit, ...)  # windowed: emit and free windows ending <= limit
     key_bits(C, M, R, n, out)  # grouping bits of every key, for hash partitioning
 
 ``C`` are the input columns, ``M`` the validity masks of the nullable ones (one 2-D
@@ -22,6 +22,11 @@ when ``use_idx``), ``OI``/``OF``/``OB`` output columns packed by type and ``OM``
 validity. Everything data-dependent is an argument, so the source depends only
 on the query, the input types and which columns are nullable: the module is cached on
 disk by its hash (see :mod:`velokern.kernels.compiler`).
+
+Only the per-batch kernels get a ``prange`` wrapper: each parallel wrapper costs seconds
+of compile time per query, and end-of-input emission runs once per job, so ``flush``
+calls the serial ``*_part`` kernels partition by partition. A prange index is unsigned:
+the wrappers pass it on as int64 so V1 and V2 share one compiled ``*_part`` signature.
 """
 
 from __future__ import annotations
@@ -852,11 +857,7 @@ def _gen_aggregate(bq: BoundQuery, spec: KernelSpec, types) -> str:
     src += _indent(["k = 0", "for t in range(gstart, gend):", "    g = gids[t]"], 4)
     src += _indent(body, 8)
     src += _indent(["return k"], 4)
-    src += ["", "", "@njit(**PJIT)",
-            "def emit_all(S, R, gids, goffs, OI, OF, OB, OM, oseq, obases, counts):",
-            "    for p in prange(len(obases)):",
-            "        counts[p] = emit_part(S, p, R, gids, goffs[p], goffs[p + 1], OI, OF, OB, OM, "
-            "oseq, obases[p])", ""]
+    src += ["", ""]
     # ---- fused per-batch kernels: update, then emit the touched groups (EMIT CHANGES)
     trow = next(a.row for a in st if a.name == "tlist")
     brow = next(a.row for a in st if a.name == "touched")
@@ -918,7 +919,8 @@ def _gen_aggregate(bq: BoundQuery, spec: KernelSpec, types) -> str:
         "@njit(**PJIT)",
         "def batch_all(S, C, M, R, idx, use_idx, starts, ends, obases, active, seq_base, emit, OI,"
         " OF, OB, OM, oseq, stops, counts):",
-        "    for p in prange(len(starts)):",
+        "    for q in prange(len(starts)):",
+        "        p = np.int64(q)  # the prange index is unsigned: one signature for V1 and V2",
         "        if active[p]:",
         "            r = batch_part(S, p, C, M, R, idx, use_idx, starts[p], ends[p], obases[p], "
         "seq_base, emit, OI, OF, OB, OM, oseq)",
@@ -950,12 +952,6 @@ def _gen_aggregate(bq: BoundQuery, spec: KernelSpec, types) -> str:
             "    k = emit_part(S, p, R, sel, 0, len(sel), OI, OF, OB, OM, oseq, obase)",
             f"    drop_closed(S, p, {st[3].row}, limit, {nd_cols}, {trow})",
             "    return k",
-            "",
-            "",
-            "@njit(**PJIT)",
-            "def close_all(S, R, limit, OI, OF, OB, OM, oseq, obases, counts):",
-            "    for p in prange(len(obases)):",
-            "        counts[p] = close_groups(S, p, R, limit, OI, OF, OB, OM, oseq, obases[p])",
             "",
             "",
         ]
@@ -1148,7 +1144,8 @@ def _gen_rows(bq: BoundQuery, spec: KernelSpec, types) -> str:
     src += ["", "", "@njit(**PJIT)",
             "def rows_all(S, C, M, R, idx, use_idx, starts, ends, obases, active, OI, OF, OB, "
             "OM, orow, stops, counts):",
-            "    for p in prange(len(starts)):",
+            "    for q in prange(len(starts)):",
+            "        p = np.int64(q)  # the prange index is unsigned: one signature for V1 and V2",
             "        if active[p]:",
             "            r = rows_part(S, p, C, M, R, idx, use_idx, starts[p], ends[p], "
             "obases[p], OI, OF, OB, OM, orow)",

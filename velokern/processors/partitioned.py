@@ -126,6 +126,4 @@ class PartitionedJobCoordinator:
         self.strategy_for(engine)
         if engine.num_partitions is None:
             engine.bind_partitions(self._n)
-        self._prepare_threads()
-        with parallel_guard():
-            return engine.flush(parallel=self._n > 1)
+        return engine.flush()

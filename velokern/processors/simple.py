@@ -37,4 +37,4 @@ class SimpleJobProcessor:
     def flush(self, engine: StreamExecutionEngine) -> RecordBatch:
         if engine.num_partitions is None:
             engine.bind_partitions(1)
-        return engine.flush(parallel=False)
+        return engine.flush()
