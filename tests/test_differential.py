@@ -18,12 +18,14 @@ from conftest import (
     make_stream,
     rows_of,
     run,
+    run_job,
     to_batch,
 )
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import velokern as vk
+from velokern.kernels.codegen import PF_MIN_SLOTS
 
 STATELESS = {
     "exprs": (
@@ -222,24 +224,28 @@ def test_nulls_appearing_mid_stream():
 
 
 def test_large_group_count_grows_state():
-    """Tens of thousands of groups: the hash table and distinct sets grow mid-batch."""
+    """Tens of thousands of groups: the hash table and distinct sets grow mid-batch, and
+    past PF_MIN_SLOTS table slots the update kernel prefetches rows ahead (through
+    filtered rows, null keys, V2's bucketed row order and a resume after growth)."""
     rng = np.random.default_rng(1)
-    n = 60_000
-    b = vk.RecordBatch.from_pydict({
+    n = 150_000
+    k = rng.integers(0, 60_000, n)
+    b = vk.RecordBatch({
         "seq": np.arange(n),
-        "k": rng.integers(0, 20_000, n),
+        "k": k,
+        "g": rng.integers(0, 2, n),
         "x": rng.integers(0, 50, n),
         "f": rng.normal(size=n),
-        "s": np.array([f"s{v}" for v in rng.integers(0, 3, n)]),
-    })
-    sql = ("SELECT k, COUNT(*) AS n, COUNT(DISTINCT x) AS dx, SUM(f) AS sf FROM t GROUP BY k "
-           "EMIT FINAL")
-    batches = cut(b, [10_000, 25_000])
-    v1 = run(sql, batches, "v1")
+    }, {"k": rng.random(n) > 0.02})
+    sql = ("SELECT k, g, COUNT(*) AS n, COUNT(DISTINCT x) AS dx, SUM(f) AS sf FROM t "
+           "WHERE x > 2 GROUP BY k, g EMIT FINAL")
+    batches = cut(b, [10_000, 25_000, 115_000])
+    v1, engine = run_job(sql, batches, "v1")
+    assert engine._state[0].shape[-1] >= PF_MIN_SLOTS  # the prefetching kernel ran
     for cfg in ("v2:2", "v2:3"):
         assert_batches_identical(v1, run(sql, batches, cfg), cfg)
-    ref = duckdb_rows("SELECT k, COUNT(*), COUNT(DISTINCT x), SUM(f) FROM t GROUP BY k "
-                      "ORDER BY MIN(seq)", b)
+    ref = duckdb_rows("SELECT k, g, COUNT(*), COUNT(DISTINCT x), SUM(f) FROM t WHERE x > 2 "
+                      "GROUP BY k, g ORDER BY MIN(seq)", b)
     assert_rows_match(rows_of(v1[-1]), ref, "many groups")
 
 
