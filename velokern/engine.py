@@ -648,8 +648,11 @@ class StreamExecutionEngine:
         self._direct_fits = [(self._dicts[k.name], dims[j]) for j, (k, t) in
                              enumerate(zip(self._bound.keys, self._bound.key_types))
                              if t == STRING]
-        self._state[11] = np.empty((meta.shape[0], total), dtype=np.int64)
-        rebuild_direct(self._state[11], self._state[2], self._state[3], meta, ddims)
+        if meta[:, 0].any():
+            self._state[11] = np.empty((meta.shape[0], total), dtype=np.int64)
+            rebuild_direct(self._state[11], self._state[2], self._state[3], meta, ddims)
+        else:  # no group yet (a new job): nothing to map, and no kernel to load
+            self._state[11] = np.full((meta.shape[0], total), -1, dtype=np.int64)
 
     def _grow(self) -> None:
         """Double whatever is full (groups and/or distinct sets), rebuild its tables.
