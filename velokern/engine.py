@@ -138,6 +138,12 @@ class StreamExecutionEngine:
     def _setup(self, query: Query, sql: str, schema, allowed_lateness_ms, late_sink) -> None:
         self.sql = sql
         self.query = query
+        # fixed by the query; computed once (each walks the expression trees)
+        self._stateful = query.is_aggregate or query.has_over
+        if not self._stateful or query.has_over:
+            self._emit_mode = "rows"
+        else:
+            self._emit_mode = query.emit or ("final" if query.window is not None else "changes")
         if allowed_lateness_ms is None:
             allowed_lateness_ms = self.query.allowed_lateness_ms or 0
         if (not isinstance(allowed_lateness_ms, (int, np.integer))
@@ -260,7 +266,7 @@ class StreamExecutionEngine:
 
     @property
     def is_stateful(self) -> bool:
-        return self.query.is_aggregate or self.query.has_over
+        return self._stateful
 
     @property
     def group_by_columns(self) -> list[str]:
@@ -278,9 +284,7 @@ class StreamExecutionEngine:
 
     @property
     def emit_mode(self) -> str:
-        if not self.is_stateful or self.query.has_over:
-            return "rows"
-        return self.query.emit or ("final" if self.query.window is not None else "changes")
+        return self._emit_mode
 
     @property
     def watermark(self) -> int | None:
