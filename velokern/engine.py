@@ -841,9 +841,15 @@ class StreamExecutionEngine:
         passthrough columns come from ``prep``'s inputs at rows ``sel`` (None: all)."""
         OM = packs[3]
         simple = len(segs) == 1 and order is None
+        blocks = [None, None, None, None]  # one copy per pack (and masks); columns are rows
         if simple:
             a, b = segs[0]
-            blocks = [None, None, None]  # one copy per output pack; columns are its rows
+            pos = None
+        else:  # the output rows' positions in the packs, in output order
+            pos = (np.concatenate([np.arange(aa, bb) for aa, bb in segs]) if segs
+                   else _EMPTY_I64)
+            if order is not None:
+                pos = pos[order]
         names, cols, masks, dicts = [], {}, {}, {}
         for name, pack, row, mask_row, conv, dtype in self._assembly_plan(spec):
             if pack == 3 and prep is None:  # no input: an empty column
@@ -859,13 +865,12 @@ class StreamExecutionEngine:
                     m = None if vm is None else vm[sel]
                     if m is not None and m.all():
                         m = None
-            elif simple:
+            else:
                 block = blocks[pack]
                 if block is None:
-                    block = blocks[pack] = packs[pack][:, a:b].copy()
+                    block = blocks[pack] = (packs[pack][:, a:b].copy() if simple
+                                            else packs[pack][:, pos])
                 arr = block[row]
-            else:
-                arr = _gather(packs[pack][row], segs, order)
             if pack == 3:
                 pass
             elif mask_row < 0:
@@ -877,9 +882,11 @@ class StreamExecutionEngine:
                     if not mv.all():
                         m = mv.copy()
                 else:
-                    m = _gather(OM[mask_row], segs, order)
-                    if m.all():
-                        m = None
+                    if blocks[3] is None:
+                        blocks[3] = OM[:, pos]
+                    mv = blocks[3][mask_row]
+                    if not mv.all():
+                        m = mv
             if conv is not None:
                 how, arg = conv
                 if how == "view":
