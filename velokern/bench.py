@@ -804,15 +804,19 @@ aggregates), same machine, medians of repeated calls.
   batch, EMIT FINAL kernels without touched tracking, and accumulating small-key
   aggregates in per-batch dense arrays (no per-row group lookup) before folding them
   into the state.
-- **Small batches (1k target missed).** At 1,000 records the kernel takes ~13 µs; the
-  rest (~35-80 µs, depending on load) is Python around it: numba's dispatch of the
-  argument tuples (~3.5 µs per call), validating the batch against the schema (~4 µs),
-  assembling the output RecordBatch (~7 µs), bookkeeping. Already done: cached assembly
-  plans and routings, a trusted RecordBatch constructor for engine output, dtype checks
-  without numpy's slow `dtype.name`, one fused kernel call per batch (update + emit).
-  What would lift it: a single compiled entry point per batch (argument block prepared
+- **Small batches (1k target missed).** Measured on S2 at 1,000 records (V1, one
+  call at a time, `timeit` in a script): the fused kernel call takes ~24 µs, of which
+  ~6 µs is numba's dispatch of its 17 arguments (an empty call) and ~18 µs the update of
+  1,000 rows plus the emission of the ~200 touched groups; validating and converting the
+  batch ~7 µs; assembling the output RecordBatch ~11 µs; the rest of the engine's
+  bookkeeping ~10 µs. Fixed this round: the engine walked the query's expression trees on
+  every batch to find its emit mode (86 -> 52 µs per batch in one run). 30 M rec/s means
+  33 µs per batch, about the kernel plus dispatch alone, so it needs less Python per
+  batch than is left: a single compiled entry point per batch (argument block prepared
   once per job), or coalescing consecutive small batches into one kernel call when the
-  caller accepts the latency.
+  caller accepts the latency. V2 is slower than V1 at 1,000 records (its routing, the
+  parallel call and the re-ordering of group rows are per-batch costs of the same size
+  as the work): use `v1` for small batches on few cores.
 - **V2 on 2 cores (1.7x target missed).** Routing a 100k batch costs ~0.35-0.45 ms of
   serial work before the parallel kernel (key bits, the shim's partition ids, the stable
   counting sort), against ~0.6 ms of kernel work per partition, and the two workers share
@@ -830,11 +834,13 @@ aggregates), same machine, medians of repeated calls.
   S3a with COUNT(*) only 6.1 ms; the same GROUP BY without a window 1.2 ms. So the
   aggregates cost little and ~50 ns/record goes to creating a group (hash of three keys,
   table insert, ~15 state rows initialised) and closing it (emit, compaction, table
-  rebuild), plus ~10 ns/record copying the output rows out. Closing more or less often
-  (every 1,024 or 65,536 live groups instead of 4,096) did not help (7.8 and 9.7 ms).
-  What would lift it: for tumbling windows over in-order time, a per-window dense
-  group array (no hash table) emitted and reset in one pass when the watermark passes;
-  writing the output columns directly in the final RecordBatch arrays.
+  rebuild). A cProfile of 60 batches: the kernel 77% of the time, copying the output
+  rows out of the kernel's buffers 13% (fresh pages: `perf` shows page faults), casting
+  the symbol codes 3%. Closing more or less often (every 1,024 or 65,536 live groups
+  instead of 4,096) did not help (7.8 and 9.7 ms). What would lift it: for tumbling
+  windows over in-order time, a per-window dense group array (no hash table) emitted and
+  reset in one pass when the watermark passes; writing the output columns directly in
+  the final RecordBatch arrays.
 - **S1, ROWS window (50 M rec/s target missed).** The kernel spends ~26 ns/record:
   hash probe of the symbol, a read and a write of the 100-slot ring buffer, the running
   sum, and an exact re-sum of the frame once per frame length (so the float sum cannot
@@ -843,11 +849,27 @@ aggregates), same machine, medians of repeated calls.
   machine): the routing pass costs a good part of the kernel it splits, and S1 has only
   10 symbols, which hash 6/4 onto 2 partitions (load balance 1.20 in the table above),
   so even free routing would cap V2 at 1.67x.
-- **GROUP BY over ~1M integer keys (as fast as Polars: missed, ~4x slower).** Not
-  profiled yet. Every row is a random access into state for a million groups, much
-  larger than the caches: the hash probe, the key compare and each aggregate's
-  read-modify-write. The state also grows from 256 groups by doubling, and the table is
-  rebuilt at each step. Polars gets the whole table at once and partitions it
-  internally. Presizing the state from a hint, and radix-partitioning a batch before
-  the updates, are the candidate fixes.
+- **GROUP BY over ~1M integer keys (as fast as Polars: missed).** Profiled this round
+  (script timing each batch, the growth steps and the flush): once the state holds ~1M
+  groups a 100k batch took ~34 ms, 340 ns/row, while growing the state (doubling from
+  256 groups, tables rebuilt) took 54 ms in all and the flush 10-80 ms. Each row missed
+  the cache on the table slot, then on the group's hash, key bits, null flags and each
+  aggregate state, one after another. The update kernel now prefetches (LLVM's prefetch
+  intrinsic) the table slot of the row 32 ahead and, 16 rows ahead, that slot's group
+  state, once the table has 65,536 slots or more: ~17 ms per batch (1.4-1.5 s -> 0.8-1.0 s
+  for the whole job in the same session). A standalone loop doing only the probe and two
+  sums runs at ~72 ns/row with the same prefetching; the engine's kernel also writes the
+  group's first-record sequence, touched flag and key copies. Polars (both cores, whole
+  table at once) still takes about half the time. What would lift it: a state layout with
+  a group's values in one cache line (today one array per aggregate), radix-partitioning
+  a batch by hash before the updates, and V2's partitions on more cores.
+- **Warm start (< 1 s target).** From a profile of a new process with cached kernels:
+  `import numba` 0.36-0.55 s (varies with the machine's load), numba's first use of its
+  compiler context (registering its typing and lowering tables, needed to load a cached
+  kernel) ~0.25 s, velokern and sqlglot imports ~0.16 s, parsing and planning the query
+  ~0.04 s, loading the kernel and running the batch the rest. Fixed this round: a new
+  job's direct map is filled in numpy instead of loading a second kernel. This sandbox
+  sets `PYTHONDONTWRITEBYTECODE`, which made every process recompile velokern's modules
+  (~0.15 s); the benchmark now measures with Python's bytecode cache on, as in a default
+  install. The rest is numba's own start-up.
 """
