@@ -869,7 +869,7 @@ class StreamExecutionEngine:
                 block = blocks[pack]
                 if block is None:
                     block = blocks[pack] = (packs[pack][:, a:b].copy() if simple
-                                            else packs[pack][:, pos])
+                                            else _take_columns(packs[pack], pos))
                 arr = block[row]
             if pack == 3:
                 pass
@@ -883,7 +883,7 @@ class StreamExecutionEngine:
                         m = mv.copy()
                 else:
                     if blocks[3] is None:
-                        blocks[3] = OM[:, pos]
+                        blocks[3] = _take_columns(OM, pos)
                     mv = blocks[3][mask_row]
                     if not mv.all():
                         m = mv
@@ -1126,6 +1126,14 @@ def _owner(b: BoundQuery, e) -> str:
     if isinstance(e, AggRef):
         return _owner(b, b.aggs[e.i].arg)
     raise PlanError(f"no dictionary for string expression {e}")
+
+
+def _take_columns(pack: np.ndarray, pos: np.ndarray) -> np.ndarray:
+    """``pack[:, pos]``, row by row (numpy's 2-D fancy index is ~3x slower here)."""
+    out = np.empty((pack.shape[0], len(pos)), dtype=pack.dtype)
+    for r in range(pack.shape[0]):
+        np.take(pack[r], pos, out=out[r])
+    return out
 
 
 def _gather(arr: np.ndarray, segs, order) -> np.ndarray:
