@@ -800,6 +800,13 @@ ANALYSIS = """
 Measured with small scripts timing the kernels alone on S2 (200 string keys, five
 aggregates), same machine, medians of repeated calls.
 
+- **Run-to-run variance.** On this shared machine a whole process runs in one of two
+  speeds: the same code, in alternating processes, took 49-56 µs or 87-93 µs per S2
+  batch of 1,000 records (V1). Two `make bench-report` runs of the same code in one
+  session gave, for example, S0 at 320 M and 294 M rec/s, S2 at 1k batches 16.6 M and
+  8.7 M rec/s, and the warm start 1.18 s and 1.37 s. Compare figures within one report;
+  before/after claims below come from alternating processes.
+
 - **GROUP BY kernel (S2 target missed).** Per row: read the key code, find the group
   through a direct map (all-string/bool keys; other keys probe an open-addressing hash
   table), then one read-modify-write per aggregate state plus the group's row count and
