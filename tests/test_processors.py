@@ -146,6 +146,25 @@ def test_processors_are_interchangeable(stream_batch):
             assert_batches_identical(ref, drive(proc, sql), f"{sql} {proc}")
 
 
+def test_v1_and_v2_share_one_compiled_kernel(stream_batch):
+    """V2's prange wrapper passes its loop index (unsigned in numba) on as int64, so V2
+    reuses the per-partition kernel V1 compiled instead of compiling a second signature
+    (seconds per query); end of input has no parallel wrapper to compile at all."""
+    batches = cut(stream_batch, [100, 900, 2000])
+    e1, e2 = vk.StreamExecutionEngine(GROUP_SQL), vk.StreamExecutionEngine(GROUP_SQL)
+    p1, p2 = SimpleJobProcessor(), PartitionedJobCoordinator(2)
+    for b in batches:
+        p1.process_batch(b, e1)
+        p2.process_batch(b, e2)
+    p1.flush(e1)
+    p2.flush(e2)
+    module = e2._variant()[1]
+    assert e1._variant()[1] is module
+    assert len(module.batch_part.signatures) == 1
+    assert len(module.batch_all.signatures) == 1
+    assert not hasattr(module, "emit_all") and not hasattr(module, "close_all")
+
+
 def test_empty_batches_and_big_batch():
     cols = make_stream(10_000, seed=2, keys=100)
     big = to_batch(cols)
