@@ -23,7 +23,6 @@ from velokern.kernels.codegen import KernelSpec, generate
 from velokern.kernels.compiler import load_module
 from velokern.kernels.hashtable import (
     collect_all,
-    collect_touched,
     rebuild_direct,
     rebuild_distinct,
     rebuild_table,
@@ -1016,20 +1015,16 @@ class StreamExecutionEngine:
                 order = np.argsort(seq, kind="stable")
         return self._assemble(spec, packs, segs, order)
 
-    def _emit(self, module, R, touched: bool) -> RecordBatch:
+    def _emit(self, module, R) -> RecordBatch:
+        """End of input, EMIT FINAL without a window: every group, in creation order."""
         spec = self._spec
         st = self._state
         meta = self._meta()
         P = meta.shape[0]
-        total = int(meta[:, 1 if touched else 0].sum())
+        total = int(meta[:, 0].sum())
         gids = np.empty(total, dtype=np.int64)
         goffs = np.empty(P + 1, dtype=np.int64)
-        if touched:
-            trow = next(a.row for a in spec.state if a.name == "touched")
-            lrow = next(a.row for a in spec.state if a.name == "tlist")
-            collect_touched(st[6][:, trow], st[4][:, lrow], meta, 1, gids, goffs)
-        else:
-            collect_all(meta, 0, gids, goffs)
+        collect_all(meta, 0, gids, goffs)
         OI, OF, OB, OM = _alloc_outputs(spec, total)
         oseq = np.empty(total, dtype=np.int64)
         counts = np.zeros(P, dtype=np.int64)
@@ -1077,7 +1072,7 @@ class StreamExecutionEngine:
                                              self._watermark)
                 out = self._close_windows(module, R)
             else:
-                out = self._emit(module, R, touched=False)
+                out = self._emit(module, R)
             self._metrics["records_emitted"] += len(out)
             return out
 

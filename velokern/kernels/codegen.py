@@ -479,6 +479,16 @@ def _bits_code(g: _Gen, e: Expr, t: str, v: str) -> str:
     return f"np.int64({v})"
 
 
+def _key_bits(g: _Gen, e: Expr, t: str) -> tuple[str, str, str]:
+    """Emit the int64 grouping bits of key ``e`` (0 when null) into ``g``; returns (bits
+    variable, value code, null code). The hash table, the prefetcher and V2's partitioner
+    all hash these same bits."""
+    v, n = g.gen(e)
+    kb = g.tmp()
+    g.emit(f"{kb} = {_bits_code(g, e, t, v)} if not {n} else np.int64(0)")
+    return kb, v, n
+
+
 def generate(bq: BoundQuery, nullable: set[str]) -> KernelSpec:
     types = {n: t for n, t in bq.schema}
     inputs: list[tuple[str, str]] = [(c, "data") for c in bq.columns]
@@ -678,12 +688,8 @@ def _gen_aggregate(bq: BoundQuery, spec: KernelSpec, types) -> str:
             key_vals.append(("ws", "False", INT))
             kbs.append(("ws", "False"))
             continue
-        v, n = g.gen(e)
-        ct = key_ctypes[j]
-        bits = _bits_code(g, e, t, v)
-        kb = g.tmp()
-        g.emit(f"{kb} = {bits} if not {n} else np.int64(0)")
-        key_vals.append((v, n, ct))
+        kb, v, n = _key_bits(g, e, t)
+        key_vals.append((v, n, key_ctypes[j]))
         kbs.append((kb, n))
     probe_lines = ["h = np.uint64(0)"]
     for j, (kb, n) in enumerate(kbs):
@@ -772,12 +778,7 @@ def _gen_aggregate(bq: BoundQuery, spec: KernelSpec, types) -> str:
     pf_loop: list[str] = []
     if K > 0 and not direct and win is None:
         h = _Gen(bq, spec, types)
-        hbits = []
-        for e, t in zip(bq.keys, bq.key_types):
-            v, n = h.gen(e)
-            kb = h.tmp()
-            h.emit(f"{kb} = {_bits_code(h, e, t, v)} if not {n} else np.int64(0)")
-            hbits.append(kb)
+        hbits = [_key_bits(h, e, t)[0] for e, t in zip(bq.keys, bq.key_types)]
         h.emit("h = np.uint64(0)")
         for kb in hbits:
             h.emit(f"h = combine(h, {kb})")
@@ -1084,10 +1085,8 @@ def _gen_rows(bq: BoundQuery, spec: KernelSpec, types) -> str:
     g.emit("h = np.uint64(0)")
     kvals = []
     for j, (e, t) in enumerate(zip(bq.keys, bq.key_types)):
-        v, n = g.gen(e)
-        kb = _bits_code(g, e, t, v)
-        g.emit(f"kvs[{j}] = {kb} if not {n} else np.int64(0)\nkns[{j}] = {n}\n"
-               f"h = combine(h, kvs[{j}])")
+        kb, v, n = _key_bits(g, e, t)
+        g.emit(f"kvs[{j}] = {kb}\nkns[{j}] = {n}\nh = combine(h, {kb})")
         kvals.append((v, n))
     g.emit("g = probe(table, hashes, kbits, knull, kvs, kns, h, ng)")
     init = ["ng += 1", "nrows[g] = 0"]
@@ -1215,8 +1214,7 @@ def _key_bits_src(bq: BoundQuery, spec: KernelSpec, types, keys) -> list[str]:
     type) for every row, which V2 hashes into partitions."""
     kb = _Gen(bq, spec, types)
     for j, (ke, t) in enumerate(keys):
-        v, n = kb.gen(ke)
-        kb.emit(f"out[{j}, i] = {_bits_code(kb, ke, t, v)} if not {n} else np.int64(0)")
+        kb.emit(f"out[{j}, i] = {_key_bits(kb, ke, t)[0]}")
     src = ["@njit(**JIT)", "def key_bits(C, M, R, n, out):"]
     src += _indent(_prologue_inputs(spec), 4)
     src += _indent(["for i in range(n):"], 4)

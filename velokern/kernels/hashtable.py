@@ -106,24 +106,6 @@ def rebuild_distinct(dtab, dgid, dval, meta, nd_col):
 
 
 @njit(**JIT)
-def collect_touched(touched, tlist, meta, nt_col, gids, offsets):
-    """Sorted touched group ids of every partition into ``gids`` (partition p at
-    ``gids[offsets[p]:offsets[p+1]]``); clears the touched marks."""
-    pos = 0
-    for p in range(tlist.shape[0]):
-        offsets[p] = pos
-        nt = meta[p, nt_col]
-        seg = np.sort(tlist[p, :nt])
-        for t in range(nt):
-            g = seg[t]
-            gids[pos + t] = g
-            touched[p, g] = 0
-        pos += nt
-        meta[p, nt_col] = 0
-    offsets[tlist.shape[0]] = pos
-
-
-@njit(**JIT)
 def collect_all(meta, ng_col, gids, offsets):
     """Every group id of every partition, in creation order."""
     pos = 0
