@@ -39,3 +39,26 @@ def test_demo_runs_the_five_scenarios_on_v1_and_v2():
     for name in SCENARIOS:
         assert f"== {name}:" in r.stdout
     assert r.stdout.count("same answer as V1 (bit for bit)") == 10
+
+
+def test_high_cardinality_groupby_checks_every_engine():
+    """The 1M-key benchmark (small here) times V1, V2 on every CPU, Polars and DuckDB
+    after checking velokern's answers against Polars; the check fails on a wrong row."""
+    import pyarrow as pa
+    import pytest
+
+    from velokern.bench import _check_direct, measure_high_cardinality
+    from velokern.processors.threading import available_cpus
+
+    got = measure_high_cardinality(rows=30_000, keys=5_000, batch_size=7_000, repeats=1)
+    engines = {k for k in got if k not in ("rows", "keys")}
+    ncpu = len(available_cpus())
+    expect = {"velokern v1 (7k batches)", "polars (whole table)", "duckdb (whole table)"}
+    if ncpu > 1:
+        expect.add(f"velokern v2:{ncpu} (7k batches)")
+    assert engines == expect and all(got[k] > 0 for k in engines)
+    assert got["rows"] == 30_000 and 4_900 < got["keys"] <= 5_000
+    ref = pa.table({"k": [1, 2], "n": [3, 4]})
+    _check_direct("t", "same rows, other order", [ref], [pa.table({"k": [2, 1], "n": [4, 3]})])
+    with pytest.raises(AssertionError, match="column 1 differs"):
+        _check_direct("t", "wrong count", [ref], [pa.table({"k": [1, 2], "n": [3, 5]})])
