@@ -118,3 +118,23 @@ def test_unsupported_queries_are_refused():
         partial_plan(SCENARIOS["S1"])  # run_sql shuffles them instead
     with pytest.raises(vk.PlanError, match="session windows"):
         partial_plan("SELECT k, COUNT(*) AS n FROM t GROUP BY k WINDOW SESSION(ts, 1s)")
+
+
+def test_min_max_ties_keep_the_first_value_seen():
+    """0.0 and -0.0 are equal: MIN and MAX keep the one that came first in the stream,
+    as the local kernels do, whichever part holds it (NaN: MAX is NaN once one is)."""
+    sql = "SELECT k, MIN(f) AS lo, MAX(f) AS hi FROM t GROUP BY k EMIT FINAL"
+    vals = [[0.0, -0.0], [-0.0, 0.0], [-0.0], [0.0, np.nan], [-0.0]]
+    keys = [[1, 2], [1, 2], [3], [3, 4], [4]]
+    parts = [vk.RecordBatch({"k": np.array(k, np.int64), "f": np.array(v)})
+             for k, v in zip(keys, vals)]
+    exp = local_final(sql, parts)
+    assert np.signbit(exp.column("lo")).tolist() == [False, True, True, True]
+    for seed in (0, 1, 2):
+        got = run_in_parts(sql, parts, seed=seed)
+        assert got.equals(exp, bitwise=True), (got.to_pydict(), exp.to_pydict())
+
+
+def test_query_errors_are_not_blamed_on_a_part():
+    with pytest.raises(vk.PlanError, match="needs a number"):
+        run_in_parts("SELECT s, AVG(s2) AS a FROM t GROUP BY s EMIT FINAL", _parts(2, 50))

@@ -24,7 +24,7 @@ their order: part *i* comes after part *i - 1*, as if one local job read them in
   rows are put back in input order (exactly the local run's rows).
 - Not supported (refused with a PlanError): session windows.
 
-Tasks are named ``velokern-<step>-<part>`` on the dashboard; ``progress(done, total)``
+Tasks are named ``velokern-<step>-<part>-<run id>`` on the dashboard; ``progress(done, total)``
 is called as tasks finish. Dask retries a task whose worker died. An error on a worker
 (a file with another schema, a corrupt file) fails the run with that error, which names
 the file.
@@ -171,7 +171,7 @@ def _naming(part: Any, index: int):
 
     try:
         yield
-    except SourceError:
+    except (SourceError, PlanError):  # a query error is no file's fault
         raise
     except (ValueError, TypeError, KeyError) as exc:
         where = part if isinstance(part, str) else f"part {index}"
@@ -245,8 +245,9 @@ def _null_aware(values: np.ndarray, valid: np.ndarray | None, fill) -> np.ndarra
 
 def merge_partials(plan: PartialPlan, parts: Sequence[RecordBatch | None]
                    ) -> RecordBatch | None:
-    """Merge partial-aggregate tables (any grouping of them: the merge is associative);
-    the result has the same columns, one row per group."""
+    """Merge partial-aggregate tables of neighbouring ranges of the stream (the merge is
+    associative over such groupings; FIRST/LAST_VALUE and ties of MIN/MAX are decided
+    by stream order); the result has the same columns, one row per group."""
     parts = [p for p in parts if p is not None and len(p)]
     if not parts:
         return None
@@ -280,9 +281,14 @@ def merge_partials(plan: PartialPlan, parts: Sequence[RecordBatch | None]
                 out[p] = np.add.reduceat(_null_aware(x, valid, 0), starts)
             elif x.dtype.kind == "f":
                 # MIN is NaN only when every value is; MAX is NaN when any value is
-                out[p] = (np.fmin.reduceat(_null_aware(x, valid, np.nan), starts)
-                          if a.func == "min" else
-                          np.maximum.reduceat(_null_aware(x, valid, -np.inf), starts))
+                xf = _null_aware(x, valid, np.nan if a.func == "min" else -np.inf)
+                ext = (np.fmin if a.func == "min" else np.maximum).reduceat(xf, starts)
+                # equal extremes (0.0 and -0.0) keep the first one, as the kernels do:
+                # rows are in stream order within a group (parts are contiguous ranges)
+                per_row = np.repeat(ext, np.diff(np.r_[starts, len(b)]))
+                hit = have & ((xf == per_row) | (np.isnan(xf) & np.isnan(per_row)))
+                pick = np.minimum.reduceat(np.where(hit, idx, len(b)), starts)
+                out[p] = np.where(pick < len(b), x[np.minimum(pick, len(b) - 1)], ext)
             else:
                 xi = x.view(np.int64) if x.dtype.kind == "M" else x
                 if xi.dtype.kind == "b":
@@ -450,7 +456,7 @@ def run_sql(sql: str, data: Any, client: Any = None, processor: str = "v2", *,
     returns every row the local run emits (the final answer for EMIT CHANGES queries)
     as one RecordBatch, also written to ``sink`` (a path or Sink) when given.
     ``metrics``, a dict, receives the summed ``records_in``, ``records_filtered`` and
-    ``late_records`` of the parts and the number of ``parts``."""
+    ``late_records`` of the parts and the number of ``parts`` (not for ROWS windows)."""
     out = _run(sql, data, client, processor, batch_size, progress, metrics)
     if sink is not None:
         from velokern.io import open_sink
@@ -599,16 +605,18 @@ def _run_rows(q: Query, parts: list, kind: str, client, processor: str, batch_si
     engine = StreamExecutionEngine._from_query(q, None)
     keys = engine.group_by_columns
     query = replace(q, select=list(q.select) + [(SEQ, Col(SEQ))], sql=_tag(q, "rows"))
-    frames = [dask.delayed(_arrow_frame, name=f"velokern-load-{i}-{run_id}",
-                           pure=False)(part, i, batch_size) for i, part in enumerate(parts)]
+    frames = [dask.delayed(_arrow_frame, pure=False)(
+        part, i, batch_size, dask_key_name=f"velokern-load-{i}-{run_id}")
+        for i, part in enumerate(parts)]
     meta = client.compute(frames[0]).result().iloc[:0]
     ddf = dd.from_delayed(frames, meta=meta, verify_meta=False)
     if keys:
         ddf = ddf.shuffle(on=keys, npartitions=max(1, len(parts)))
     else:
         ddf = ddf.repartition(npartitions=1)
-    runs = [dask.delayed(_rows_part, name=f"velokern-rows-{i}-{run_id}", pure=False)(
-        d, query, processor, batch_size) for i, d in enumerate(ddf.to_delayed())]
+    runs = [dask.delayed(_rows_part, pure=False)(
+        d, query, processor, batch_size, dask_key_name=f"velokern-rows-{i}-{run_id}")
+        for i, d in enumerate(ddf.to_delayed())]
     outs = [o for o in wait(tick(client.compute(runs))) if o is not None]
     if not outs:
         return RecordBatch({})
