@@ -8,6 +8,7 @@ import threading
 import numpy as np
 import pytest
 from conftest import assert_batches_identical, cut, make_stream, run, to_batch
+from numba import njit
 
 import velokern as vk
 from velokern.processors import (
@@ -163,6 +164,25 @@ def test_v1_and_v2_share_one_compiled_kernel(stream_batch):
     assert len(module.batch_part.signatures) == 1
     assert len(module.batch_all.signatures) == 1
     assert not hasattr(module, "emit_all") and not hasattr(module, "close_all")
+
+
+def test_parallel_wrapper_calls_the_kernel_by_address(stream_batch):
+    """The prange wrapper calls batch_part through the address it is given: a direct
+    call would link batch_part's code into the wrapper and optimize it again (as long
+    to compile as the kernel itself). Checked on the wrapper's LLVM IR (compiled here,
+    uncached, so numba has it to show)."""
+    e = vk.StreamExecutionEngine(GROUP_SQL)
+    p = PartitionedJobCoordinator(2)
+    for b in cut(stream_batch, [1000, 2000]):
+        p.process_batch(b, e)
+    module = e._variant()[1]
+    (sig,) = module.batch_all.signatures
+    wrapper = njit(sig, parallel=True)(module.batch_all.py_func)
+    defined = [ln for ln in wrapper.inspect_llvm(sig).splitlines() if ln.startswith("define")]
+    assert any("batch_all" in ln for ln in defined)
+    assert not any("batch_part" in ln or "update_part" in ln for ln in defined)
+    # the address is that of the very kernel V1 runs, for the wrapper's argument types
+    assert len(module.batch_part.signatures) == 1
 
 
 def test_empty_batches_and_big_batch():

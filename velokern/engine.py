@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from velokern.batch import STRING, RecordBatch, Schema, StringDictionary
+from velokern.kernels.calls import part_address
 from velokern.kernels.codegen import KernelSpec, generate
 from velokern.kernels.compiler import load_module
 from velokern.kernels.hashtable import (
@@ -722,8 +723,12 @@ class StreamExecutionEngine:
         P = len(r.starts)
         counts = np.zeros(P, dtype=np.int64)
         if r.parallel and P > 1:
-            prep.module.project_all(prep.C, prep.M, prep.R, idx, use_idx, r.starts, r.ends,
-                                    OI, OF, OB, OM, orow, counts)
+            args = (prep.C, prep.M, prep.R, idx, use_idx, r.starts, r.ends, OI, OF, OB, OM,
+                    orow, counts)
+            part = part_address(prep.module.project_part, "int", args, lambda: (
+                prep.C, prep.M, prep.R, idx, use_idx, r.starts[0], r.ends[0], OI, OF, OB, OM,
+                orow))
+            prep.module.project_all(part, *args)
         else:
             for p in range(P):
                 counts[p] = prep.module.project_part(prep.C, prep.M, prep.R, idx, use_idx,
@@ -756,8 +761,12 @@ class StreamExecutionEngine:
         module = prep.module
 
         def run_all(S, starts, active, stops, counts):
-            module.rows_all(S, prep.C, prep.M, prep.R, idx, use_idx, starts, ends, obases,
-                            active, OI, OF, OB, OM, orow, stops, counts)
+            args = (S, prep.C, prep.M, prep.R, idx, use_idx, starts, ends, obases, active, OI,
+                    OF, OB, OM, orow, stops, counts)
+            part = part_address(module.rows_part, "pair", args, lambda: (
+                S, starts[0], prep.C, prep.M, prep.R, idx, use_idx, starts[0], ends[0],
+                obases[0], OI, OF, OB, OM, orow))
+            module.rows_all(part, *args)
 
         def run_part(S, p, start):
             return module.rows_part(S, p, prep.C, prep.M, prep.R, idx, use_idx, start,
@@ -944,8 +953,12 @@ class StreamExecutionEngine:
             ends = r.ends.astype(np.int64, copy=False)
 
             def run_all(S, starts, active, stops, counts):
-                module.batch_all(S, prep.C, prep.M, R, idx, use_idx, starts, ends, obases,
-                                 active, self._seq, emit, OI, OF, OB, OM, oseq, stops, counts)
+                args = (S, prep.C, prep.M, R, idx, use_idx, starts, ends, obases, active,
+                        self._seq, emit, OI, OF, OB, OM, oseq, stops, counts)
+                part = part_address(module.batch_part, "pair", args, lambda: (
+                    S, starts[0], prep.C, prep.M, R, idx, use_idx, starts[0], ends[0],
+                    obases[0], self._seq, emit, OI, OF, OB, OM, oseq))
+                module.batch_all(part, *args)
 
             def run_part(S, p, start):
                 return module.batch_part(S, p, prep.C, prep.M, R, idx, use_idx, start,

@@ -4,14 +4,14 @@ One pass over a batch does filter, expression evaluation and aggregate update. T
 generated module holds, for a stateless query::
 
     project_part(C, M, R, idx, use_idx, start, end, OI, OF, OB, OM, orow) -> rows written
-    project_all(...)   # prange over partitions, each calling project_part
+    project_all(part, ...)  # prange over partitions, each calling project_part at `part`
 
 and for an aggregate query::
 
     update_part(S, p, C, M, R, idx, use_idx, start, end, seq_base) -> row it stopped at
     emit_part(S, p, R, gids, gstart, gend, OI, OF, OB, OM, oseq, obase) -> rows written
     batch_part(...)    # update_part, then (EMIT CHANGES) emit the touched groups
-    batch_all(...)     # prange over partitions, each calling batch_part
+    batch_all(part, ...)  # prange over partitions, each calling batch_part at `part`
     close_groups(S, p, R, limit, ...)  # windowed: emit and free windows ending <= limit
     key_bits(C, M, R, n, out)  # grouping bits of every key, for hash partitioning
 
@@ -23,10 +23,12 @@ validity. Everything data-dependent is an argument, so the source depends only
 on the query, the input types and which columns are nullable: the module is cached on
 disk by its hash (see :mod:`velokern.kernels.compiler`).
 
-Only the per-batch kernels get a ``prange`` wrapper: each parallel wrapper costs seconds
-of compile time per query, and end-of-input emission runs once per job, so ``flush``
-calls the serial ``*_part`` kernels partition by partition. A prange index is unsigned:
-the wrappers pass it on as int64 so V1 and V2 share one compiled ``*_part`` signature.
+Only the per-batch kernels get a ``prange`` wrapper, and a wrapper calls its ``*_part``
+kernel through the address passed as ``part`` (see :mod:`velokern.kernels.calls`): a
+direct call would link the kernel into the wrapper and compile it a second time.
+End-of-input emission runs once per job, so ``flush`` calls the serial ``*_part``
+kernels partition by partition. A prange index is unsigned: the wrappers pass it on as
+int64 so V1 and V2 share one compiled ``*_part`` signature.
 """
 
 from __future__ import annotations
@@ -76,6 +78,7 @@ from velokern.kernels.scalar import (
     combine, float_key_bits, int_div, int_mod, round_half_away, round_int, float_to_int,
     f_lt, f_eq, f_le,
 )
+from velokern.kernels.calls import call_int, call_pair
 from velokern.kernels.hashtable import probe, distinct_insert, prefetch, slot_of
 from velokern.kernels.windows import (
     NO_WM, closing_gids, drop_closed, first_window, min_window, window_order,
@@ -576,10 +579,11 @@ def _gen_stateless(bq: BoundQuery, spec: KernelSpec, types) -> str:
     src += _indent(loop, 8)
     src += _indent(["return k - start"], 4)
     src += ["", "", "@njit(**PJIT)",
-            "def project_all(C, M, R, idx, use_idx, starts, ends, OI, OF, OB, OM, orow, counts):",
+            "def project_all(part, C, M, R, idx, use_idx, starts, ends, OI, OF, OB, OM, orow, "
+            "counts):",
             "    for p in prange(len(starts)):",
-            "        counts[p] = project_part(C, M, R, idx, use_idx, starts[p], ends[p], OI, OF, "
-            "OB, OM, orow)", ""]
+            "        counts[p] = call_int(part, (C, M, R, idx, use_idx, starts[p], ends[p], OI, "
+            "OF, OB, OM, orow))", ""]
     return "\n".join(src)
 
 
@@ -865,7 +869,7 @@ def _gen_aggregate(bq: BoundQuery, spec: KernelSpec, types) -> str:
         "    close_at = max(CLOSE_AT, 2 * ng)",
     ]
     out_args = "" if win is None else ", OI, OF, OB, OM, oseq"
-    src += ["@njit(**JIT)",
+    src += ["@njit(inline=\"always\", **JIT)",
             f"def update_part(S, p, C, M, R, idx, use_idx, start, end, seq_base, obase{out_args}):"]
     src += _indent(pro, 4)
     src += _indent(["for j in range(start, end):"], 4)
@@ -905,7 +909,7 @@ def _gen_aggregate(bq: BoundQuery, spec: KernelSpec, types) -> str:
     else:  # rows are ordered by (window start, first record)
         seq_store = ["oseq[0, obase + k] = kv0[g]", "oseq[1, obase + k] = first_seq[g]"]
     body = e.lines + stores + seq_store + ["k += 1"]
-    src += ["@njit(**JIT)",
+    src += ["@njit(inline=\"always\", **JIT)",
             "def emit_part(S, p, R, gids, gstart, gend, OI, OF, OB, OM, oseq, obase):"]
     src += _indent(["LIT = R[0]"] + [f"RANK{k} = R[{k + 1}]"
                                      for k in range(len(spec.rank_columns))] + bind_state, 4)
@@ -951,7 +955,7 @@ def _gen_aggregate(bq: BoundQuery, spec: KernelSpec, types) -> str:
         src += ["    return stop, k", "", ""]
     elif not track:
         # EMIT FINAL: nothing is emitted per batch (and no emit code is compiled here)
-        src += ["    return stop, 0", "", ""]
+        src += ["    return stop, np.int64(0)", "", ""]  # (int64, int64) as call_pair expects
     src += [
         "    if stop < end or not emit:",
         "        return stop, 0",
@@ -972,13 +976,13 @@ def _gen_aggregate(bq: BoundQuery, spec: KernelSpec, types) -> str:
     ] if track and win is None else []
     src += [
         "@njit(**PJIT)",
-        "def batch_all(S, C, M, R, idx, use_idx, starts, ends, obases, active, seq_base, emit, OI,"
-        " OF, OB, OM, oseq, stops, counts):",
+        "def batch_all(part, S, C, M, R, idx, use_idx, starts, ends, obases, active, seq_base, "
+        "emit, OI, OF, OB, OM, oseq, stops, counts):",
         "    for q in prange(len(starts)):",
         "        p = np.int64(q)  # the prange index is unsigned: one signature for V1 and V2",
         "        if active[p]:",
-        "            r = batch_part(S, p, C, M, R, idx, use_idx, starts[p], ends[p], obases[p], "
-        "seq_base, emit, OI, OF, OB, OM, oseq)",
+        "            r = call_pair(part, (S, p, C, M, R, idx, use_idx, starts[p], ends[p], "
+        "obases[p], seq_base, emit, OI, OF, OB, OM, oseq))",
         "            stops[p] = r[0]",
         "            counts[p] = r[1]",
         "",
@@ -1195,13 +1199,13 @@ def _gen_rows(bq: BoundQuery, spec: KernelSpec, types) -> str:
     src += _indent(["meta[0] = ng", "meta[1] = 0", "meta[2] += filtered",
                     "return end, k - obase"], 4)
     src += ["", "", "@njit(**PJIT)",
-            "def rows_all(S, C, M, R, idx, use_idx, starts, ends, obases, active, OI, OF, OB, "
-            "OM, orow, stops, counts):",
+            "def rows_all(part, S, C, M, R, idx, use_idx, starts, ends, obases, active, OI, OF, "
+            "OB, OM, orow, stops, counts):",
             "    for q in prange(len(starts)):",
             "        p = np.int64(q)  # the prange index is unsigned: one signature for V1 and V2",
             "        if active[p]:",
-            "            r = rows_part(S, p, C, M, R, idx, use_idx, starts[p], ends[p], "
-            "obases[p], OI, OF, OB, OM, orow)",
+            "            r = call_pair(part, (S, p, C, M, R, idx, use_idx, starts[p], ends[p], "
+            "obases[p], OI, OF, OB, OM, orow))",
             "            stops[p] = r[0]",
             "            counts[p] = r[1]",
             "", ""]

@@ -39,7 +39,7 @@ def _helpers_digest() -> str:
     notice when a called function changes, so they are part of every module's key."""
     h = hashlib.sha256()
     here = Path(__file__).parent
-    for name in ("scalar.py", "hashtable.py"):
+    for name in ("scalar.py", "hashtable.py", "windows.py", "calls.py"):
         h.update((here / name).read_bytes())
     return h.hexdigest()
 
