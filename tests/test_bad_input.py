@@ -9,6 +9,7 @@ from conftest import assert_batches_identical, cut, make_stream, to_batch
 
 import velokern as vk
 from velokern.plan import PlanError
+from velokern.sql import parse_sql
 
 SQL = "SELECT k, COUNT(*) AS n, SUM(f) AS sf, MAX(s2) AS ms FROM t WHERE x > -5 GROUP BY k"
 STATELESS = "SELECT k, f * 2 AS f2 FROM t WHERE x > 0"
@@ -149,6 +150,23 @@ def test_errors_carry_line_and_column():
         vk.StreamExecutionEngine(sql, schema={"a": "int64"})
     with pytest.raises(PlanError, match=r"line 1, column 17"):
         vk.StreamExecutionEngine("SELECT a FROM t JOIN u ON t.a = u.a", schema={"a": "int64"})
+
+
+def test_a_query_parsed_again_is_a_fresh_copy_with_the_same_errors():
+    """parse_sql keeps parsed queries: a second parse still points errors at the SQL, and
+    changing one caller's query does not change what the next caller gets."""
+    sql = "SELECT a,\n       nope\nFROM t"
+    for _ in range(2):
+        with pytest.raises(PlanError, match=r"line 2, column 8"):
+            vk.StreamExecutionEngine(sql, schema={"a": "int64"})
+    grouped = "SELECT a, SUM(b) AS s FROM t GROUP BY a"
+    q1 = parse_sql(grouped)
+    q1.select.append(("x", q1.select[0][1]))
+    q1.group_by.clear()
+    q1.positions.clear()
+    q2 = parse_sql(grouped)
+    assert [n for n, _ in q2.select] == ["a", "s"] and len(q2.group_by) == 1
+    assert q2.positions and q2 is not q1
 
 
 def test_unbound_engine_rejects_batch_without_query_columns():

@@ -11,6 +11,9 @@ construct and its line and column.
 
 from __future__ import annotations
 
+import functools
+from dataclasses import replace
+
 import sqlglot
 from sqlglot import exp
 from sqlglot.errors import ParseError, TokenError
@@ -396,9 +399,20 @@ def _buffer_frames(sql: str) -> str:
 
 
 def parse_sql(sql: str) -> Query:
-    """Parse one streaming SELECT statement into a :class:`Query`."""
+    """Parse one streaming SELECT statement into a :class:`Query`.
+
+    Parsing takes ~10 ms (sqlglot); a process that starts many jobs of one query (tests,
+    dask tasks, restarts) parses it once: the parsed query is kept and each caller gets
+    its own copy of the lists (the expression trees are immutable and shared)."""
     if not isinstance(sql, str) or not sql.strip():
         raise PlanError("empty SQL: expected a SELECT statement")
+    q = _parse_cached(sql)
+    return replace(q, select=list(q.select), group_by=list(q.group_by),
+                   positions=dict(q.positions))
+
+
+@functools.lru_cache(maxsize=256)
+def _parse_cached(sql: str) -> Query:
     original = sql
     sql = _buffer_frames(sql)
     body, emit, toks = _strip_streaming_clauses(sql)
