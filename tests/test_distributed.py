@@ -56,6 +56,12 @@ def test_rows_windows_are_shuffled_by_key(client, tmp_path):
            "ROW_NUMBER() OVER (PARTITION BY symbol ORDER BY timestamp) AS rn FROM t")
     got = run_sql(sql, [b.to_arrow() for b in batches], client, processor="v1")
     assert got.equals(vk.run_sql(sql, batches, processor="v1"), bitwise=True)
+    # SELECT * passes the stream position through itself (was: duplicate column)
+    sql = ("SELECT *, AVG(price) OVER (ROWS WINDOW BUFFER 10 ROWS PARTITION BY symbol "
+           "ORDER BY timestamp) AS ma FROM t")
+    got = run_sql(sql, str(d), client, processor="v1", batch_size=3_000)
+    exp = vk.run_sql(sql, batches, processor="v1")
+    assert got.column_names == exp.column_names and got.equals(exp, bitwise=True)
 
 
 def test_session_windows_are_refused(client, tmp_path):

@@ -604,7 +604,9 @@ def _run_rows(q: Query, parts: list, kind: str, client, processor: str, batch_si
 
     engine = StreamExecutionEngine._from_query(q, None)
     keys = engine.group_by_columns
-    query = replace(q, select=list(q.select) + [(SEQ, Col(SEQ))], sql=_tag(q, "rows"))
+    # each record's stream position rides along (SELECT * passes it through already)
+    extra = [] if q.star else [(SEQ, Col(SEQ))]
+    query = replace(q, select=list(q.select) + extra, sql=_tag(q, "rows"))
     frames = [dask.delayed(_arrow_frame, pure=False)(
         part, i, batch_size, dask_key_name=f"velokern-load-{i}-{run_id}")
         for i, part in enumerate(parts)]
