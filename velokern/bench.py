@@ -811,8 +811,17 @@ aggregates), same machine, medians of repeated calls.
   its "touched" flag (for EMIT CHANGES). The kernel alone runs at ~10 ns/row; a
   hand-written numba loop doing only the five accumulations runs at ~5.7 ns/row, so
   200 M rec/s (5 ns/row) is near the floor of a per-row scatter-update loop on this
-  machine. Fixes so far, each measured: inlining the hash-table probe (a call passed six
-  arrays and paid NRT reference counting per row: 69 -> 21 ns/row); the direct map for
+  machine. Where the other ~5 ns go, measured this round by running the job with edited
+  copies of the generated kernel (S2, V1, 2M records in 100k batches, alternating
+  variants in one process; ~14 ns/row for the whole job): without the direct-map lookup
+  (key code used as the group id) 11.6; without the hash-probe branch, the new-group
+  branch, the touched flag, the bucketed-order indirection and the capacity guard
+  together 6.9 ns/row, which is the floor here with batches read from memory (a
+  hand-written loop over data already in cache: 3-4.5 ns/row). Each of those costs 1-2.5
+  ns/row; hoisting the direct map's bounds out of the loop, a branch-free MIN/MAX or
+  dropping the NaN test changed nothing measurable. Fixes so far, each measured:
+  inlining the hash-table probe (a call passed six arrays and paid NRT reference
+  counting per row: 69 -> 21 ns/row); the direct map for
   string keys (21 -> 14.5 ns/row); one shared non-null count per aggregate argument
   instead of a count or "seen" flag per aggregate (14.5 -> 11 ns/row); one NaN test per
   MIN/MAX update instead of two (11.4 -> 10.0 ns/row). What would lift it
@@ -882,6 +891,15 @@ aggregates), same machine, medians of repeated calls.
   table at once) still takes about half the time. What would lift it: a state layout with
   a group's values in one cache line (today one array per aggregate), radix-partitioning
   a batch by hash before the updates, and V2's partitions on more cores.
+- **Compile time (first batch of a new query).** A V2 job compiled its `prange` wrapper
+  in as long as V1's kernel: numba links a called function's code into the caller and
+  optimises the whole module again, so the ~10 s of LLVM work on `batch_part` was done
+  twice (numba's timers: `llvm_lock` 9.6 s for a wrapper of five lines). The wrappers now
+  call the kernel through its address, passed as an argument
+  (`velokern.kernels.calls`), and `update_part`/`emit_part` are inlined into their
+  callers at numba IR level instead of compiled separately and linked. Windowed test
+  query, empty cache: V1 14.1 -> 8.9 s, V2's wrapper 11.5 -> 2.7 s; S2 compiles in ~6 s
+  (V1) + ~2.7 s (V2). The test suite went from 9 min 41 s to 8 min 20 s here.
 - **Warm start (< 1 s target).** From a profile of a new process with cached kernels:
   `import numba` 0.36-0.55 s (varies with the machine's load), numba's first use of its
   compiler context (registering its typing and lowering tables, needed to load a cached
