@@ -169,6 +169,45 @@ def test_a_query_parsed_again_is_a_fresh_copy_with_the_same_errors():
     assert q2.positions and q2 is not q1
 
 
+_NEW_PROCESS = """
+import sys
+import velokern as vk
+from velokern.plan import PlanError
+try:
+    vk.StreamExecutionEngine("SELECT a,\\n       nope\\nFROM t", schema={"a": "int64"})
+except PlanError as e:
+    print(e)
+e = vk.StreamExecutionEngine("SELECT a, SUM(b) AS s FROM t GROUP BY a")
+print([n for n, _ in e.query.select], "sqlglot" in sys.modules)
+"""
+
+
+def test_a_new_process_reuses_parsed_queries_without_sqlglot(tmp_path):
+    """Parsed queries are kept in the cache directory: a second process running the same
+    queries gets them (error positions included) without importing sqlglot; a damaged
+    entry is parsed again."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, VELOKERN_CACHE_DIR=str(tmp_path))
+
+    def run():
+        return subprocess.run([sys.executable, "-c", _NEW_PROCESS], env=env, check=True,
+                              capture_output=True, text=True).stdout.splitlines()
+
+    first, second = run(), run()
+    assert first[-1] == "['a', 's'] True"
+    assert second[-1] == "['a', 's'] False"
+    assert "line 2, column 8" in first[0] and second[0] == first[0]
+    entries = list((tmp_path / "queries").glob("*.pickle"))
+    assert len(entries) == 2
+    for f in entries:
+        f.write_bytes(b"not a pickle")
+    assert run()[-1] == "['a', 's'] True"  # parsed again (and stored again)
+    assert run()[-1] == "['a', 's'] False"
+
+
 def test_unbound_engine_rejects_batch_without_query_columns():
     engine = vk.StreamExecutionEngine(SQL)
     with pytest.raises(ValueError, match="lacks column"):

@@ -22,16 +22,14 @@ import numba
 import numpy as np
 
 from velokern._version import __version__
+from velokern.cachedir import cache_dir as _cache_dir
 
 _LOADED: dict[str, ModuleType] = {}
 _LOCK = threading.Lock()
 
 
 def cache_dir() -> Path:
-    env = os.environ.get("VELOKERN_CACHE_DIR")
-    base = Path(env) if env else Path.home() / ".cache" / "velokern" / "kernels"
-    base.mkdir(parents=True, exist_ok=True)
-    return base
+    return _cache_dir()
 
 
 def _helpers_digest() -> str:

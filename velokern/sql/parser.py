@@ -11,9 +11,6 @@ construct and its line and column.
 
 from __future__ import annotations
 
-import functools
-from dataclasses import replace
-
 import sqlglot
 from sqlglot import exp
 from sqlglot.errors import ParseError, TokenError
@@ -42,7 +39,7 @@ from velokern.plan import (
     WindowSpec,
 )
 
-__all__ = ["parse_duration", "parse_sql"]
+__all__ = ["parse", "parse_duration"]
 
 DIALECT = "duckdb"
 
@@ -398,21 +395,9 @@ def _buffer_frames(sql: str) -> str:
                + sql[close.start:])
 
 
-def parse_sql(sql: str) -> Query:
-    """Parse one streaming SELECT statement into a :class:`Query`.
-
-    Parsing takes ~10 ms (sqlglot); a process that starts many jobs of one query (tests,
-    dask tasks, restarts) parses it once: the parsed query is kept and each caller gets
-    its own copy of the lists (the expression trees are immutable and shared)."""
-    if not isinstance(sql, str) or not sql.strip():
-        raise PlanError("empty SQL: expected a SELECT statement")
-    q = _parse_cached(sql)
-    return replace(q, select=list(q.select), group_by=list(q.group_by),
-                   positions=dict(q.positions))
-
-
-@functools.lru_cache(maxsize=256)
-def _parse_cached(sql: str) -> Query:
+def parse(sql: str) -> Query:
+    """Parse one streaming SELECT statement (non-empty text) into a :class:`Query`.
+    Callers use :func:`velokern.sql.parse_sql`, which keeps parsed queries."""
     original = sql
     sql = _buffer_frames(sql)
     body, emit, toks = _strip_streaming_clauses(sql)
