@@ -38,13 +38,17 @@ def parse_sql(sql: str) -> Query:
 
 @functools.lru_cache(maxsize=256)
 def _kept(sql: str) -> Query:
-    path = cache_dir("queries") / f"{_key(sql)}.pickle"
-    q = _load(path)
+    try:
+        path = cache_dir("queries") / f"{_key(sql)}.pickle"
+    except OSError:  # no writable cache directory: parse every time
+        path = None
+    q = None if path is None else _load(path)
     if q is None:
         from velokern.sql.parser import parse  # imports sqlglot
 
         q = parse(sql)
-        _store(path, q)
+        if path is not None:
+            _store(path, q)
     return q
 
 
