@@ -109,3 +109,19 @@ def test_a_corrupt_file_fails_naming_it(client, tmp_path):
     bad.unlink()
     with pytest.raises(SourceError, match=r"part-06\.parquet"):
         run_sql(SCENARIOS["S2"], str(d), client, processor="v1")
+
+
+def test_a_file_whose_column_changed_type_fails_naming_it(client, tmp_path):
+    """Each part runs in its own engine; the driver holds every file to the first one's
+    types with the local engine's rule (int -> float is a change of kind)."""
+    import pyarrow.compute as pc
+
+    d, _ = _dataset(tmp_path, "S2", total=16_000)
+    path = d / "part-03.parquet"
+    t = pq.read_table(path)
+    i = t.schema.get_field_index("price")
+    t = t.set_column(i, "price", pc.cast(pc.round(t.column("price")), pa.int64()))
+    pq.write_table(t, path)
+    with pytest.raises(SourceError, match=r"part-03\.parquet: column 'price' has type "
+                       r"int64 .* float64 \(the job's schema comes from .*part-00"):
+        run_sql(SCENARIOS["S2"], str(d), client, processor="v1")

@@ -434,6 +434,51 @@ def _finish(plan: PartialPlan, data, masks, dicts, n: int, processor: str) -> Re
 
 
 # --------------------------------------------------------------------------- driver
+def _schema_only(part: Any) -> RecordBatch | None:
+    """An empty batch with the part's columns and types (a Parquet file's footer is all
+    that is read); None for a part only a worker can compute (a dask object)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if isinstance(part, str):
+        from velokern.io import SourceError
+
+        try:
+            schema = pq.read_schema(part)
+        except (pa.ArrowException, OSError) as exc:  # not a (whole) Parquet file
+            raise SourceError(f"{part}: {exc}") from exc
+        return RecordBatch.from_arrow(schema.empty_table())
+    if isinstance(part, RecordBatch):
+        return part.slice(0, 0)
+    if isinstance(part, (pa.Table, pa.RecordBatch)):
+        return RecordBatch.from_arrow(part.schema.empty_table())
+    return None
+
+
+def _check_schemas(q: Query, parts: list) -> None:
+    """Every part runs in its own engine, so nothing would hold a part to the others'
+    column types (a local job refuses a batch whose column changed kind). Checked here,
+    before any task runs, with the local engine's own rule: the first part sets the
+    schema; the first part that differs fails with its name."""
+    engine = StreamExecutionEngine._from_query(q, None)
+    first = None
+    for i, part in enumerate(parts):
+        empty = _schema_only(part)
+        if empty is None:
+            continue
+        with _naming(part, i):
+            try:
+                engine.prepare(empty)
+            except PlanError:
+                raise
+            except ValueError as exc:
+                if first is None:
+                    raise
+                raise ValueError(f"{exc} (the job's schema comes from {first})") from exc
+        if first is None:
+            first = part if isinstance(part, str) else f"part {i}"
+
+
 def _parts_of(data: Any) -> tuple[list, str]:
     """(parts, description): Parquet paths, or dask objects to compute on workers."""
     if isinstance(data, (str, os.PathLike)):
@@ -484,6 +529,7 @@ def _run(sql: str, data: Any, client: Any, processor: str, batch_size: int,
     q = parse_sql(sql)
     run_id = uuid.uuid4().hex[:8]
     parts, kind = _parts_of(data)
+    _check_schemas(q, parts)
     if kind == "dask" and not q.has_over:
         parts = client.compute(parts)  # materialised where they are computed
     count = {"total": 0, "done": 0}
