@@ -64,6 +64,21 @@ def test_rows_windows_are_shuffled_by_key(client, tmp_path):
     assert got.column_names == exp.column_names and got.equals(exp, bitwise=True)
 
 
+def test_an_empty_answer_has_the_local_columns(client):
+    """No row comes back: the answer still has the local job's columns and types (was:
+    a batch without columns for a GROUP BY)."""
+    batches = list(stream_for("S2", 6_000, 2_000, seed=1))
+    for sql in ("SELECT symbol, COUNT(*) AS n, AVG(price) AS a FROM t WHERE price > 1e9 "
+                "GROUP BY symbol EMIT FINAL",
+                "SELECT symbol, price FROM t WHERE price > 1e9"):
+        got = run_sql(sql, [b.to_arrow() for b in batches], client, processor="v1")
+        exp = vk.run_sql(sql, batches, processor="v1")
+        assert len(exp) == 0 and got.equals(exp, bitwise=True), sql
+        assert got.column_names == exp.column_names == ["symbol", *exp.column_names[1:]]
+        assert [got.type_of(c) for c in got.column_names] == [
+            exp.type_of(c) for c in exp.column_names]
+
+
 def test_session_windows_are_refused(client, tmp_path):
     d, _ = _dataset(tmp_path, "S3a", total=8_000)
     with pytest.raises(vk.PlanError, match="session windows"):

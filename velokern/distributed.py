@@ -363,10 +363,12 @@ def merge_distinct(parts: Sequence[RecordBatch | None], keys: Sequence[str]
 
 # --------------------------------------------------------------------------- final
 def _final(plan: PartialPlan, merged: RecordBatch | None,
-           distinct: dict[int, RecordBatch | None], processor: str) -> RecordBatch:
-    """The query's rows from the merged groups (SELECT expressions, HAVING, order)."""
+           distinct: dict[int, RecordBatch | None], processor: str,
+           empty: RecordBatch | None = None) -> RecordBatch:
+    """The query's rows from the merged groups (SELECT expressions, HAVING, order);
+    ``empty`` when no group came back."""
     if merged is None:
-        return RecordBatch({})
+        return RecordBatch({}) if empty is None else empty
     if plan.query.window is not None:
         order = np.lexsort((merged.column(_FIRST), merged.column(_WS).view(np.int64)
                             if merged.column(_WS).dtype.kind == "M"
@@ -455,11 +457,12 @@ def _schema_only(part: Any) -> RecordBatch | None:
     return None
 
 
-def _check_schemas(q: Query, parts: list) -> None:
+def _check_schemas(q: Query, parts: list) -> RecordBatch:
     """Every part runs in its own engine, so nothing would hold a part to the others'
     column types (a local job refuses a batch whose column changed kind). Checked here,
     before any task runs, with the local engine's own rule: the first part sets the
-    schema; the first part that differs fails with its name."""
+    schema; the first part that differs fails with its name. Returns the answer to give
+    when no row comes back: the local job's columns, without rows."""
     engine = StreamExecutionEngine._from_query(q, None)
     first = None
     for i, part in enumerate(parts):
@@ -477,6 +480,9 @@ def _check_schemas(q: Query, parts: list) -> None:
                 raise ValueError(f"{exc} (the job's schema comes from {first})") from exc
         if first is None:
             first = part if isinstance(part, str) else f"part {i}"
+    if first is None or engine.bound is None:  # nothing checked; session windows
+        return RecordBatch({})
+    return engine.empty_output()
 
 
 def _parts_of(data: Any) -> tuple[list, str]:
@@ -529,7 +535,7 @@ def _run(sql: str, data: Any, client: Any, processor: str, batch_size: int,
     q = parse_sql(sql)
     run_id = uuid.uuid4().hex[:8]
     parts, kind = _parts_of(data)
-    _check_schemas(q, parts)
+    empty = _check_schemas(q, parts)
     if kind == "dask" and not q.has_over:
         parts = client.compute(parts)  # materialised where they are computed
     count = {"total": 0, "done": 0}
@@ -562,7 +568,8 @@ def _run(sql: str, data: Any, client: Any, processor: str, batch_size: int,
         return client.submit(fn, *args, key=f"velokern-{step}-{i}-{run_id}")
 
     if q.has_over:
-        return _run_rows(q, parts, kind, client, processor, batch_size, run_id, tick, wait)
+        return _run_rows(q, parts, kind, client, processor, batch_size, run_id, tick, wait,
+                         empty)
     if not q.is_aggregate:
         futs = tick([submit("part", _run_part, q, part, i, None, processor, batch_size, i=i)
                      for i, part in enumerate(parts)])
@@ -570,7 +577,7 @@ def _run(sql: str, data: Any, client: Any, processor: str, batch_size: int,
         _sum_metrics([m for _, m in pairs], metrics)
         outs = [o for o, _ in pairs if o is not None]
         return RecordBatch.concat(outs).select([n for n in outs[0].column_names
-                                                if n != SEQ]) if outs else RecordBatch({})
+                                                if n != SEQ]) if outs else empty
     plan = partial_plan(sql)
     marks: list[int | None] = [None] * len(parts)
     if q.window is not None:
@@ -610,7 +617,7 @@ def _run(sql: str, data: Any, client: Any, processor: str, batch_size: int,
         _sum_metrics(wait([client.submit(_second, f, key=f"velokern-metrics-{i}-{run_id}")
                            for i, f in enumerate(futs[0])]), metrics)
     distinct = {i: r for (i, _), r in zip(plan.distinct, results[1:])}
-    return _final(plan, results[0], distinct, processor)
+    return _final(plan, results[0], distinct, processor, empty)
 
 
 # --------------------------------------------------------------------------- ROWS windows
@@ -641,7 +648,7 @@ def _rows_part(frame, query: Query, processor: str, batch_size: int) -> RecordBa
 
 
 def _run_rows(q: Query, parts: list, kind: str, client, processor: str, batch_size: int,
-              run_id: str, tick, wait) -> RecordBatch:
+              run_id: str, tick, wait, empty: RecordBatch) -> RecordBatch:
     """ROWS windows: shuffle the records by the PARTITION BY columns with Dask's own
     shuffle, run each shuffled partition in stream order, put rows back in input
     order (every ROWS query gives one row per input row)."""
@@ -667,7 +674,7 @@ def _run_rows(q: Query, parts: list, kind: str, client, processor: str, batch_si
         for i, d in enumerate(ddf.to_delayed())]
     outs = [o for o in wait(tick(client.compute(runs))) if o is not None]
     if not outs:
-        return RecordBatch({})
+        return empty
     whole = RecordBatch.concat(outs)
     whole = whole.take(np.argsort(whole.column(SEQ), kind="stable"))
     return whole.select([c for c in whole.column_names if c != SEQ])

@@ -1048,6 +1048,15 @@ class StreamExecutionEngine:
                                          OI, OF, OB, OM, oseq, int(obases[p]))
         return self._assemble_groups(spec, (OI, OF, OB, OM), oseq, obases, counts)
 
+    def empty_output(self) -> RecordBatch:
+        """No rows, with the columns (names, types, string dictionaries) the query emits
+        for the schema the engine is bound to; generates no kernel code to run."""
+        with self._lock:
+            if self._bound is None:
+                raise RuntimeError("the engine has no schema yet: prepare a batch first")
+            spec, _ = self._variant()
+            return self._empty_output(spec)
+
     def _empty_output(self, spec: KernelSpec) -> RecordBatch:
         key = f"empty:{id(spec)}"
         out = self._bufs.get(key)
