@@ -15,7 +15,7 @@ from test_distributed_merge import assert_close, local_final
 
 import velokern as vk
 from velokern.datagen import SCENARIOS, stream_for
-from velokern.io import SourceError
+from velokern.io import ParquetSource, SourceError
 
 distributed = pytest.importorskip("distributed")
 from velokern.distributed import run_sql  # noqa: E402
@@ -128,7 +128,8 @@ def test_a_corrupt_file_fails_naming_it(client, tmp_path):
 
 def test_a_file_whose_column_changed_type_fails_naming_it(client, tmp_path):
     """Each part runs in its own engine; the driver holds every file to the first one's
-    types with the local engine's rule (int -> float is a change of kind)."""
+    schema before any task runs, as a local ParquetSource over the files does, and
+    in-memory parts to the first one's types with the engine's rule."""
     import pyarrow.compute as pc
 
     d, _ = _dataset(tmp_path, "S2", total=16_000)
@@ -137,6 +138,11 @@ def test_a_file_whose_column_changed_type_fails_naming_it(client, tmp_path):
     i = t.schema.get_field_index("price")
     t = t.set_column(i, "price", pc.cast(pc.round(t.column("price")), pa.int64()))
     pq.write_table(t, path)
-    with pytest.raises(SourceError, match=r"part-03\.parquet: column 'price' has type "
-                       r"int64 .* float64 \(the job's schema comes from .*part-00"):
+    with pytest.raises(SourceError, match=r"part-03\.parquet: schema differs from the "
+                       r"first file .*part-00\.parquet: column 'price' is int64"):
         run_sql(SCENARIOS["S2"], str(d), client, processor="v1")
+    with pytest.raises(SourceError, match=r"part-03\.parquet: schema differs"):
+        vk.run_sql(SCENARIOS["S2"], ParquetSource(str(d)).batches(), processor="v1")
+    tables = [pq.read_table(d / f"part-0{i}.parquet") for i in range(4)]
+    with pytest.raises(SourceError, match=r"part 3: column 'price' has type int64"):
+        run_sql(SCENARIOS["S2"], tables, client, processor="v1")

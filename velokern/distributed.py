@@ -436,51 +436,30 @@ def _finish(plan: PartialPlan, data, masks, dicts, n: int, processor: str) -> Re
 
 
 # --------------------------------------------------------------------------- driver
-def _schema_only(part: Any) -> RecordBatch | None:
-    """An empty batch with the part's columns and types (a Parquet file's footer is all
-    that is read); None for a part only a worker can compute (a dask object)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    if isinstance(part, str):
-        from velokern.io import SourceError
-
-        try:
-            schema = pq.read_schema(part)
-        except (pa.ArrowException, OSError) as exc:  # not a (whole) Parquet file
-            raise SourceError(f"{part}: {exc}") from exc
-        return RecordBatch.from_arrow(schema.empty_table())
-    if isinstance(part, RecordBatch):
-        return part.slice(0, 0)
-    if isinstance(part, (pa.Table, pa.RecordBatch)):
-        return RecordBatch.from_arrow(part.schema.empty_table())
-    return None
-
-
-def _check_schemas(q: Query, parts: list) -> RecordBatch:
+def _check_schemas(q: Query, parts: list, kind: str) -> RecordBatch:
     """Every part runs in its own engine, so nothing would hold a part to the others'
-    column types (a local job refuses a batch whose column changed kind). Checked here,
-    before any task runs, with the local engine's own rule: the first part sets the
-    schema; the first part that differs fails with its name. Returns the answer to give
-    when no row comes back: the local job's columns, without rows."""
+    columns. Checked here, before any task runs, as the local job would: Parquet files
+    as a local ParquetSource over them does (every footer read; the first file's schema
+    for all), in-memory Arrow or velokern batches with the engine's rule for a batch
+    whose column changed type. Errors name the part. Returns the answer to give when no
+    row comes back: the local job's columns, without rows (none for dask objects)."""
+    import pyarrow as pa
+
+    from velokern.io import ParquetSource
+
     engine = StreamExecutionEngine._from_query(q, None)
-    first = None
-    for i, part in enumerate(parts):
-        empty = _schema_only(part)
-        if empty is None:
-            continue
+    if kind == "parquet":
+        empty = RecordBatch.from_arrow(ParquetSource(parts).check_schemas().empty_table())
+        schemas = [(0, parts[0], empty)]
+    else:
+        schemas = [(i, p, p.slice(0, 0) if isinstance(p, RecordBatch)
+                    else RecordBatch.from_arrow(p.schema.empty_table()))
+                   for i, p in enumerate(parts)
+                   if isinstance(p, (RecordBatch, pa.Table, pa.RecordBatch))]
+    for i, part, empty in schemas:
         with _naming(part, i):
-            try:
-                engine.prepare(empty)
-            except PlanError:
-                raise
-            except ValueError as exc:
-                if first is None:
-                    raise
-                raise ValueError(f"{exc} (the job's schema comes from {first})") from exc
-        if first is None:
-            first = part if isinstance(part, str) else f"part {i}"
-    if first is None or engine.bound is None:  # nothing checked; session windows
+            engine.prepare(empty)  # the first binds the job's schema
+    if engine.bound is None:  # nothing checked (dask objects); session windows
         return RecordBatch({})
     return engine.empty_output()
 
@@ -535,7 +514,7 @@ def _run(sql: str, data: Any, client: Any, processor: str, batch_size: int,
     q = parse_sql(sql)
     run_id = uuid.uuid4().hex[:8]
     parts, kind = _parts_of(data)
-    empty = _check_schemas(q, parts)
+    empty = _check_schemas(q, parts, kind)
     if kind == "dask" and not q.has_over:
         parts = client.compute(parts)  # materialised where they are computed
     count = {"total": 0, "done": 0}

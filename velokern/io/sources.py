@@ -120,6 +120,18 @@ def _arrow_fields(schema) -> list[tuple[str, str]]:
     return [(f.name, str(f.type)) for f in schema]
 
 
+def _held_to(first: tuple[str, list] | None, path: str, schema) -> tuple[str, list]:
+    """(path, fields) of the first file of a multi-file source, given the one before
+    (None for the first file); a file whose Arrow schema differs raises SourceError."""
+    fields = _arrow_fields(schema)
+    if first is None:
+        return path, fields
+    diff = _schema_difference(first[1], fields)
+    if diff:
+        raise SourceError(f"{path}: schema differs from the first file {first[0]}: {diff}")
+    return first
+
+
 def _guarded(items: Iterable, where: str) -> Iterator:
     """The items of ``items``; a failure to produce one becomes a SourceError that
     starts with ``where`` (the consumer's own exceptions are never caught)."""
@@ -407,21 +419,25 @@ class ParquetSource(Source):
         except Exception as exc:  # pyarrow raises ArrowInvalid, OSError, ...
             raise SourceError(f"{path}: cannot open as a Parquet file: {exc}") from exc
 
+    def check_schemas(self) -> Any:
+        """Read every file's footer (no data) and fail as reading would on the first file
+        whose schema differs from the first file's; returns the first file's Arrow
+        schema."""
+        pq = _arrow("pyarrow.parquet")
+        first = schema = None
+        for path in self.paths:
+            with self._open(pq, path) as pf:
+                first = _held_to(first, path, pf.schema_arrow)
+                schema = pf.schema_arrow if schema is None else schema
+        return schema
+
     def _pieces(self, skip: int) -> Iterator:
         """Arrow record batches of all files from record ``skip`` on."""
         pq = _arrow("pyarrow.parquet")
         first: tuple[str, list[tuple[str, str]]] | None = None
         for path in self.paths:
             with self._open(pq, path) as pf:
-                fields = _arrow_fields(pf.schema_arrow)
-                if first is None:
-                    first = (path, fields)
-                else:
-                    diff = _schema_difference(first[1], fields)
-                    if diff:
-                        raise SourceError(
-                            f"{path}: schema differs from the first file {first[0]}: {diff}"
-                        )
+                first = _held_to(first, path, pf.schema_arrow)
                 meta = pf.metadata
                 for rg in range(meta.num_row_groups):
                     rows = meta.row_group(rg).num_rows

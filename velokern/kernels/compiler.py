@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import os
 import sys
-import tempfile
 import threading
 from pathlib import Path
 from types import ModuleType
@@ -22,14 +20,10 @@ import numba
 import numpy as np
 
 from velokern._version import __version__
-from velokern.cachedir import cache_dir as _cache_dir
+from velokern.cachedir import cache_dir, write_atomically
 
 _LOADED: dict[str, ModuleType] = {}
 _LOCK = threading.Lock()
-
-
-def cache_dir() -> Path:
-    return _cache_dir()
 
 
 def _helpers_digest() -> str:
@@ -63,12 +57,7 @@ def load_module(source: str) -> ModuleType:
         name = f"vk_{key}"
         path = cache_dir() / f"{name}.py"
         if not path.exists() or path.read_text() != source:
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{name}.", suffix=".tmp")
-            with os.fdopen(fd, "w") as f:
-                f.write(source)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
+            write_atomically(path, source.encode())
         spec = importlib.util.spec_from_file_location(f"velokern._kernels.{name}", path)
         mod = importlib.util.module_from_spec(spec)
         sys.modules[spec.name] = mod

@@ -10,16 +10,15 @@ version and the parser's and plan's sources; an unreadable entry is parsed again
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
-import os
 import pickle
-import tempfile
 from dataclasses import replace
 from pathlib import Path
 
 from velokern._version import __version__
-from velokern.cachedir import cache_dir
+from velokern.cachedir import cache_dir, write_atomically
 from velokern.plan import PlanError, Query, walk
 
 __all__ = ["parse_sql"]
@@ -76,13 +75,9 @@ def _exprs(q: Query) -> dict:
 def _store(path: Path, q: Query) -> None:
     nodes = _exprs(q)
     spots = [(nodes[i], p) for i, p in q.positions.items() if i in nodes]
-    try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".q.", suffix=".tmp")
-        with os.fdopen(fd, "wb") as f:
-            pickle.dump((replace(q, positions={}), spots), f, protocol=pickle.HIGHEST_PROTOCOL)
-        os.replace(tmp, path)
-    except OSError:  # a read-only or full cache directory: the query is just parsed again
-        pass
+    data = pickle.dumps((replace(q, positions={}), spots), protocol=pickle.HIGHEST_PROTOCOL)
+    with contextlib.suppress(OSError):  # a read-only or full cache directory: parse again
+        write_atomically(path, data)
 
 
 def _load(path: Path) -> Query | None:
