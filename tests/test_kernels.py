@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 import velokern as vk
 from velokern import _shim
-from velokern.kernels import scalar, slow, windows
+from velokern.kernels import order, scalar, slow, windows
 from velokern.kernels.aggregates import REGISTRY, reference
 
 finite = st.floats(allow_nan=False, allow_infinity=False, width=64)
@@ -148,22 +148,48 @@ def test_closing_gids(starts, limit):
     assert got == slow.closing_gids(w, len(w), limit)
 
 
-@given(st.lists(st.lists(st.tuples(st.integers(0, 5), st.integers(0, 30)), max_size=12),
+@given(st.lists(st.tuples(st.lists(st.tuples(st.integers(0, 5), st.integers(0, 30)),
+                                   max_size=12), st.integers(0, 3)),
                 min_size=1, max_size=5))
 def test_merge_runs(runs):
+    """Runs written at gaps in the packs (as partitions do), each sorted by (win, seq):
+    the positions come back in (win, seq) order, ties in run order."""
     win, seq, bounds = [], [], []
-    for run in runs:
+    for run, gap in runs:
+        win += [-1] * gap
+        seq += [-1] * gap
         a = len(win)
         for w, s in sorted(run):
             win.append(w)
             seq.append(s)
         bounds.append((a, len(win)))
-    got = windows.merge_runs(np.array(win, np.int64), np.array(seq, np.int64),
-                             np.array([a for a, _ in bounds], np.int64),
-                             np.array([b for _, b in bounds], np.int64))
-    ref = slow.merge_runs(win, seq, bounds)
-    key = [(win[k], seq[k]) for k in range(len(win))]
-    assert [key[k] for k in got] == [key[k] for k in ref]
+    out = np.full(len(win), -7, np.int64)
+    k = order.merge_runs(np.array(win, np.int64), np.array(seq, np.int64),
+                         np.array([a for a, _ in bounds], np.int64),
+                         np.array([b for _, b in bounds], np.int64), out)
+    assert out[:k].tolist() == slow.merge_runs(win, seq, bounds)
+
+
+@given(st.data(), st.integers(0, 60), st.integers(1, 5))
+def test_input_order(data, n, parts):
+    """Input rows dealt to partitions (each keeping arrival order, some rows filtered
+    out), written at gaps: back in input order, with their input rows."""
+    pid = data.draw(st.lists(st.integers(-1, parts - 1), min_size=n, max_size=n))
+    gaps = data.draw(st.lists(st.integers(0, 3), min_size=parts, max_size=parts))
+    orow, starts, counts, runs = [], [], [], []
+    for p in range(parts):
+        orow += [-5] * gaps[p]
+        starts.append(len(orow))
+        orow += [i for i in range(n) if pid[i] == p]
+        counts.append(len(orow) - starts[-1])
+        runs.append((starts[-1], len(orow)))
+    pos = np.full(len(orow), -7, np.int64)
+    sel = np.full(len(orow), -7, np.int64)
+    m = order.input_order(np.array(orow, np.int64), np.array(starts, np.int64),
+                          np.array(counts, np.int64), np.zeros(n, np.int64), pos, sel)
+    ref_pos, ref_sel = slow.input_order(orow, runs)
+    assert (pos[:m].tolist(), sel[:m].tolist()) == (ref_pos, ref_sel)
+    assert ref_sel == [i for i in range(n) if pid[i] >= 0]
 
 
 @settings(max_examples=200)

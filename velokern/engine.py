@@ -28,7 +28,8 @@ from velokern.kernels.hashtable import (
     rebuild_distinct,
     rebuild_table,
 )
-from velokern.kernels.windows import NO_WATERMARK, merge_runs, watermarks
+from velokern.kernels.order import input_order, merge_runs
+from velokern.kernels.windows import NO_WATERMARK, watermarks
 from velokern.plan import (
     PROCESSING_TIME,
     WINDOW_COLUMNS,
@@ -734,17 +735,9 @@ class StreamExecutionEngine:
                 counts[p] = prep.module.project_part(prep.C, prep.M, prep.R, idx, use_idx,
                                                      int(r.starts[p]), int(r.ends[p]), OI, OF,
                                                      OB, OM, orow)
-        total = int(counts.sum())
-        self._metrics["records_filtered"] += n - total
-        segs = [(int(s), int(s) + int(c)) for s, c in zip(r.starts, counts) if c > 0]
-        order = None
-        if use_idx and len(segs) > 1:
-            rows = np.concatenate([orow[a:b] for a, b in segs])
-            order = np.argsort(rows, kind="stable")
-        # input row of every output row, for passthrough columns; when every row passed,
-        # the output is every input row in input order and the columns are the inputs
-        sel = None if total == n else _gather(orow, segs, order)
-        return self._assemble(spec, (OI, OF, OB, OM), segs, order, prep, sel)
+        self._metrics["records_filtered"] += n - int(counts.sum())
+        rows, sel = self._in_input_order(orow, r.starts, counts, n)
+        return self._assemble(spec, (OI, OF, OB, OM), rows, prep, sel)
 
     def _execute_rows(self, prep: Prepared, r: Routing) -> RecordBatch:
         """ROWS window functions: partition p updates its keys' frames and writes one row
@@ -773,13 +766,23 @@ class StreamExecutionEngine:
                                     int(ends[p]), int(obases[p]), OI, OF, OB, OM, orow)
 
         counts = self._run_partitions(obases, ends, run_all, run_part, r.parallel and P > 1)
-        total = int(counts.sum())
-        segs = [(int(s), int(s) + int(c)) for s, c in zip(obases, counts) if c > 0]
-        order = None
-        if use_idx and len(segs) > 1:
-            order = np.argsort(np.concatenate([orow[a:b] for a, b in segs]), kind="stable")
-        sel = None if total == n else _gather(orow, segs, order)
-        return self._assemble(spec, (OI, OF, OB, OM), segs, order, prep, sel)
+        rows, sel = self._in_input_order(orow, obases, counts, n)
+        return self._assemble(spec, (OI, OF, OB, OM), rows, prep, sel)
+
+    def _in_input_order(self, orow, starts, counts, n: int):
+        """(rows, sel) for :meth:`_assemble`: output rows that each belong to one input
+        row (partition p wrote ``counts[p]`` at ``starts[p]``, pack row k belongs to input
+        row ``orow[k]``), in input order; ``sel``: their input rows, for passthrough
+        columns (None when every input row has its row: the columns are the inputs)."""
+        segs = [(int(s), int(s) + int(c)) for s, c in zip(starts, counts) if c > 0]
+        total = sum(b - a for a, b in segs)
+        if len(segs) <= 1:  # one partition's rows: already in input order
+            rows = segs[0] if segs else (0, 0)
+            return rows, None if total == n else orow[rows[0]:rows[1]].copy()
+        pos, sel = self._buffer("pos", total), self._buffer("sel", total)
+        input_order(orow, np.asarray(starts, np.int64), np.asarray(counts, np.int64),
+                    self._buffer("inv", n)[:n], pos, sel)
+        return pos[:total], None if total == n else sel[:total]
 
     def _run_partitions(self, starts, ends, run_all, run_part, parallel: bool) -> np.ndarray:
         """Run every partition's kernel over ``[starts[p], ends[p])`` (one prange call, or
@@ -843,20 +846,20 @@ class StreamExecutionEngine:
             self._plans[id(spec)] = plan
         return plan
 
-    def _assemble(self, spec: KernelSpec, packs, segs, order, prep: Prepared | None = None,
+    def _assemble(self, spec: KernelSpec, packs, rows, prep: Prepared | None = None,
                   sel: np.ndarray | None = None) -> RecordBatch:
-        """Output batch from the rows ``segs`` of the output packs (then ``order``);
+        """Output batch from the output packs' rows ``rows``: ``(a, b)`` the rows a..b-1,
+        or an int64 array of positions in output order (velokern.kernels.order);
         passthrough columns come from ``prep``'s inputs at rows ``sel`` (None: all)."""
         OM = packs[3]
-        simple = len(segs) == 1 and order is None
+        simple = isinstance(rows, tuple)
         if simple:
-            a, b = segs[0]
+            a, b = rows
+            n = b - a
             blocks = [None, None, None]  # one copy per output pack; columns are its rows
-        else:  # the output rows' positions in the packs, in output order
-            pos = (np.concatenate([np.arange(aa, bb) for aa, bb in segs]) if segs
-                   else _EMPTY_I64)
-            if order is not None:
-                pos = pos[order]
+        else:
+            pos = rows
+            n = len(pos)
         names, cols, masks, dicts = [], {}, {}, {}
         for name, pack, row, mask_row, conv, dtype in self._assembly_plan(spec):
             if pack == 3 and prep is None:  # no input: an empty column
@@ -907,7 +910,6 @@ class StreamExecutionEngine:
             names.append(name)
             cols[name] = arr
             masks[name] = m
-        n = sum(bb - aa for aa, bb in segs)
         return RecordBatch._trusted(names, cols, masks, dicts, n)
 
     def _execute_stateful(self, prep: Prepared, r: Routing) -> RecordBatch:
@@ -976,7 +978,7 @@ class StreamExecutionEngine:
         if P == 1:
             k = int(counts[0])
             base = int(obases[0])
-            return self._assemble(spec, packs, [(base, base + k)] if k else [], None)
+            return self._assemble(spec, packs, (base, base + k))
         return self._assemble_groups(spec, packs, oseq, obases, counts)
 
     def _take_late(self, prep: Prepared, late: np.ndarray, obases: np.ndarray) -> None:
@@ -1018,15 +1020,16 @@ class StreamExecutionEngine:
         ``obases[p]``), merged into the defined order: by the position of each group's
         first record in the stream."""
         segs = [(int(a), int(a) + int(c)) for a, c in zip(obases, counts) if c > 0]
-        order = None
-        if len(segs) > 1:
-            if oseq.ndim == 2:  # windowed: by (window start, first record); runs are sorted
-                order = merge_runs(oseq[0], oseq[1], np.array([a for a, _ in segs]),
-                                   np.array([b for _, b in segs]))
-            else:
-                seq = np.concatenate([oseq[a:b] for a, b in segs])
-                order = np.argsort(seq, kind="stable")
-        return self._assemble(spec, packs, segs, order)
+        if len(segs) <= 1:
+            return self._assemble(spec, packs, segs[0] if segs else (0, 0))
+        # each partition's run is sorted: windowed by (window start, first record),
+        # otherwise by first record (groups are numbered in creation order)
+        win, seq = (oseq[0], oseq[1]) if oseq.ndim == 2 else (oseq, oseq)
+        total = sum(b - a for a, b in segs)
+        pos = self._buffer("pos", total)
+        merge_runs(win, seq, np.array([a for a, _ in segs], np.int64),
+                   np.array([b for _, b in segs], np.int64), pos)
+        return self._assemble(spec, packs, pos[:total])
 
     def _emit(self, module, R) -> RecordBatch:
         """End of input, EMIT FINAL without a window: every group, in creation order."""
@@ -1061,7 +1064,7 @@ class StreamExecutionEngine:
         key = f"empty:{id(spec)}"
         out = self._bufs.get(key)
         if out is None:
-            out = self._assemble(spec, _alloc_outputs(spec, 0), [], None)
+            out = self._assemble(spec, _alloc_outputs(spec, 0), (0, 0))
             self._bufs[key] = out
         return out
 
@@ -1141,19 +1144,6 @@ def _owner(b: BoundQuery, e) -> str:
     if isinstance(e, AggRef):
         return _owner(b, b.aggs[e.i].arg)
     raise PlanError(f"no dictionary for string expression {e}")
-
-
-def _gather(arr: np.ndarray, segs, order) -> np.ndarray:
-    if not segs:
-        return arr[:0].copy()
-    if len(segs) == 1:
-        a, b = segs[0]
-        out = arr[a:b].copy()
-    else:
-        out = np.concatenate([arr[a:b] for a, b in segs])
-    if order is not None:
-        out = out[order]
-    return out
 
 
 def _double(a: np.ndarray, axis: int) -> np.ndarray:

@@ -1,5 +1,5 @@
-"""Slow pure-Python twins of the scalar and window kernels (bottleneck-style), for the
-tests.
+"""Slow pure-Python twins of the scalar, window and output-order kernels
+(bottleneck-style), for the tests.
 
 Each function computes the same value as its namesake in
 :mod:`velokern.kernels.scalar`, in the simplest exact way (Decimal arithmetic for
@@ -100,13 +100,17 @@ def closing_gids(wstart, ng: int, limit: int) -> list[int]:
 
 
 def merge_runs(win, seq, runs) -> list[int]:
-    """Positions (into the concatenated runs) of all rows ordered by (win, seq), ties
-    by position."""
-    rows = []
-    for a, b in runs:
-        rows.extend(range(a, b))
-    order = sorted(range(len(rows)), key=lambda k: (win[rows[k]], seq[rows[k]], k))
-    return order
+    """Positions of the rows of the runs ``[(a, b), ...]`` ordered by (win, seq), ties in
+    run order."""
+    rows = [k for a, b in runs for k in range(a, b)]
+    return sorted(rows, key=lambda k: (win[k], seq[k]))  # stable: ties in run order
+
+
+def input_order(orow, runs) -> tuple[list[int], list[int]]:
+    """(positions, input rows) of the rows of the runs ``[(a, b), ...]`` (pack row k
+    belongs to input row ``orow[k]``), by input row: a sort."""
+    rows = sorted((orow[k], k) for a, b in runs for k in range(a, b))
+    return [k for _, k in rows], [i for i, _ in rows]
 
 
 def assign_sessions(keys, ts, wm, gap: int, lateness: int) -> list[int]:

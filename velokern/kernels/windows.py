@@ -149,37 +149,6 @@ def drop_closed(S, p, keyrow, limit, nd_cols, tlist_row):
     return freed
 
 
-@njit(**JIT)
-def merge_runs(win, seq, starts, ends):
-    """Order of the rows of several runs, each sorted by (win, seq), merged by
-    (win, seq): positions into the concatenation of the runs."""
-    nr = len(starts)
-    total = 0
-    for r in range(nr):
-        total += ends[r] - starts[r]
-    offs = np.empty(nr, np.int64)
-    pos = np.empty(nr, np.int64)
-    o = 0
-    for r in range(nr):
-        offs[r] = o
-        pos[r] = starts[r]
-        o += ends[r] - starts[r]
-    order = np.empty(total, np.int64)
-    for k in range(total):
-        best = -1
-        for r in range(nr):
-            if pos[r] < ends[r]:
-                if best < 0:
-                    best = r
-                else:
-                    a, b = pos[r], pos[best]
-                    if win[a] < win[b] or (win[a] == win[b] and seq[a] < seq[b]):
-                        best = r
-        order[k] = offs[best] + pos[best] - starts[best]
-        pos[best] += 1
-    return order
-
-
 @njit(inline="always", **JIT)
 def _overlaps_open(s, t, hi, w, lateness, st_start, st_end, st_alive):
     """Open session ``s`` (not closed at watermark ``w``) overlaps ``[t, hi)``."""
@@ -260,7 +229,6 @@ __all__ = [
     "closing_gids",
     "drop_closed",
     "first_window",
-    "merge_runs",
     "min_window",
     "session_lists",
     "watermarks",

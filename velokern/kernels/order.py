@@ -1,0 +1,96 @@
+"""Putting the rows that partitions wrote back into the defined output order.
+
+Partition p writes its output rows into the shared output packs at its own base
+position, each partition's rows already in order. These kernels compute the
+*positions in the packs* of all the rows, in output order, in one linear pass, so the
+engine gathers every output column once (``pack[row].take(pos)``) and never sorts:
+
+- :func:`input_order`: rows that each belong to one input row (projections, ROWS
+  windows) go back into input order. An inverse map over the batch's rows, O(rows).
+- :func:`merge_runs`: group rows of windowed queries, each partition's run sorted by
+  (window start, first record), merged by that key.
+
+Scratch and output arrays are passed in (the engine reuses them across batches: a
+large allocation inside a kernel page-faults on every call). Slow twins live in
+:mod:`velokern.kernels.slow`; the tests hold each kernel to its twin.
+"""
+
+from __future__ import annotations
+
+from numba import njit
+
+from velokern.kernels.scalar import JIT
+
+
+@njit(**JIT)
+def input_order(orow, starts, counts, inv, pos, sel):
+    """Partition r wrote ``counts[r]`` rows at ``starts[r]``; pack row k belongs to input
+    row ``orow[k]`` (each input row at most once, ``inv`` has one slot per input row).
+    Writes the pack positions of the rows in input-row order to ``pos`` and their input
+    rows to ``sel``; returns the number of rows."""
+    inv[:] = -1
+    for r in range(len(starts)):
+        for k in range(starts[r], starts[r] + counts[r]):
+            inv[orow[k]] = k
+    m = 0
+    for i in range(len(inv)):
+        k = inv[i]
+        if k >= 0:
+            pos[m] = k
+            sel[m] = i
+            m += 1
+    return m
+
+
+@njit(**JIT)
+def merge_runs(win, seq, starts, ends, out):
+    """Runs ``[starts[r], ends[r])`` of rows each sorted by (win, seq): writes the
+    positions of all their rows ordered by (win, seq), ties in run order, to ``out``;
+    returns the number of rows."""
+    nr = len(starts)
+    if nr == 2:
+        return _merge_two(win, seq, starts[0], ends[0], starts[1], ends[1], out)
+    pos = starts.copy()
+    total = 0
+    for r in range(nr):
+        total += ends[r] - starts[r]
+    for k in range(total):
+        best = -1
+        for r in range(nr):
+            if pos[r] < ends[r]:
+                if best < 0:
+                    best = r
+                else:
+                    a, b = pos[r], pos[best]
+                    if win[a] < win[b] or (win[a] == win[b] and seq[a] < seq[b]):
+                        best = r
+        out[k] = pos[best]
+        pos[best] += 1
+    return total
+
+
+@njit(**JIT)
+def _merge_two(win, seq, i, ie, j, je, out):
+    k = 0
+    while i < ie and j < je:
+        wi = win[i]
+        wj = win[j]
+        if wj < wi or (wj == wi and seq[j] < seq[i]):
+            out[k] = j
+            j += 1
+        else:
+            out[k] = i
+            i += 1
+        k += 1
+    while i < ie:
+        out[k] = i
+        i += 1
+        k += 1
+    while j < je:
+        out[k] = j
+        j += 1
+        k += 1
+    return k
+
+
+__all__ = ["input_order", "merge_runs"]
