@@ -27,13 +27,24 @@ def input_order(orow, starts, counts, inv, pos, sel):
     """Partition r wrote ``counts[r]`` rows at ``starts[r]``; pack row k belongs to input
     row ``orow[k]`` (each input row at most once, ``inv`` has one slot per input row).
     Writes the pack positions of the rows in input-row order to ``pos`` and their input
-    rows to ``sel``; returns the number of rows."""
+    rows to ``sel``; returns the number of rows. When every input row has its row, ``pos``
+    is the inverse map itself (one pass) and ``sel``, which would be 0, 1, ..., is not
+    written."""
+    n = len(inv)
+    total = 0
+    for r in range(len(starts)):
+        total += counts[r]
+    if total == n:
+        for r in range(len(starts)):
+            for k in range(starts[r], starts[r] + counts[r]):
+                pos[orow[k]] = k
+        return n
     inv[:] = -1
     for r in range(len(starts)):
         for k in range(starts[r], starts[r] + counts[r]):
             inv[orow[k]] = k
     m = 0
-    for i in range(len(inv)):
+    for i in range(n):
         k = inv[i]
         if k >= 0:
             pos[m] = k
