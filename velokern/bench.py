@@ -9,7 +9,8 @@ outputs must be identical bit for bit, and velokern's final result must equal Du
 over the whole stream (floats to a relative 1e-9); and every batch's output of DuckDB
 and of Polars must equal velokern's answer for that batch on its own (a new job per
 batch), as a multiset of rows. Figures are medians of several timed passes after a
-warm-up pass (the checked pass).
+warm-up pass; the engines of one scenario and batch size take turns, one pass each per
+round, so their ratios come from passes run side by side.
 """
 
 from __future__ import annotations
@@ -90,19 +91,28 @@ class BenchResult:
         return (max(self.seconds) - min(self.seconds)) / self.median
 
 
+def _time_rounds(cases: dict[str, tuple[Callable[..., object], Callable[[], tuple] | None]],
+                 repeats: int) -> dict[str, list[float]]:
+    """Seconds of ``repeats`` passes of each case ``fn(*setup())`` after a warm-up pass
+    of each (``setup``, creating a job, is not timed). The cases take turns, one pass of
+    each per round, so a change in this shared machine's load hits them alike and their
+    ratios compare passes run side by side."""
+    out: dict[str, list[float]] = {name: [] for name in cases}
+    for fn, setup in cases.values():
+        fn(*(setup() if setup else ()))  # warm-up: compiles or loads kernels, warms caches
+    for _ in range(repeats):
+        for name, (fn, setup) in cases.items():
+            args = setup() if setup else ()
+            t0 = time.perf_counter()
+            fn(*args)
+            out[name].append(time.perf_counter() - t0)
+    return out
+
+
 def _time(fn: Callable[..., object], repeats: int,
           setup: Callable[[], tuple] | None = None) -> list[float]:
-    """Seconds of each of ``repeats`` passes of ``fn(*setup())`` after a warm-up pass;
-    ``setup`` (creating a job: parsing, planning) is not timed."""
-    setup = setup or (lambda: ())
-    fn(*setup())  # warm-up: compiles or loads kernels, warms caches
-    out = []
-    for _ in range(repeats):
-        args = setup()
-        t0 = time.perf_counter()
-        fn(*args)
-        out.append(time.perf_counter() - t0)
-    return out
+    """Seconds of each of ``repeats`` passes of ``fn(*setup())`` after a warm-up pass."""
+    return _time_rounds({"": (fn, setup)}, repeats)[""]
 
 
 def _profile(setup, run) -> tuple[int, list[int]]:
@@ -329,13 +339,12 @@ def run_bench(
         for bs in batch_sizes:
             total = records if bs >= 10_000 else small_records
             batches = list(stream_for(scenario, total, bs))
-            outputs = {}
+            outputs, cases, profiles = {}, {}, {}
             for cfg in processors:
                 setup, run = _velokern(sql, batches, cfg)
                 outputs[cfg] = run(*setup())
-                peak, parts = _profile(setup, run)
-                results.append(BenchResult(scenario, cfg, bs, total,
-                                           _time(run, repeats, setup), peak, parts))
+                profiles[cfg] = _profile(setup, run)
+                cases[cfg] = (run, setup)
             _check(scenario, sql, batches, outputs)
             answers = _per_batch_answers(scenario, batches) if with_duckdb or with_polars \
                 else None
@@ -344,8 +353,7 @@ def run_bench(
                     tables = [b.to_arrow() for b in batches]
                     run = _duckdb(scenario, tables)
                     _check_direct(scenario, "duckdb", answers, run())
-                    results.append(BenchResult(scenario, "duckdb", bs, total,
-                                               _time(run, repeats)))
+                    cases["duckdb"] = (run, None)
                 except ImportError:
                     print("duckdb is not installed: skipped")
             if with_polars:
@@ -355,10 +363,12 @@ def run_bench(
                     frames = [pl.from_arrow(b.to_arrow()) for b in batches]
                     run = _polars(scenario, frames)
                     _check_direct(scenario, "polars", answers, run())
-                    results.append(BenchResult(scenario, "polars", bs, total,
-                                               _time(run, repeats)))
+                    cases["polars"] = (run, None)
                 except ImportError:
                     print("polars is not installed: skipped")
+            times = _time_rounds(cases, repeats)
+            results += [BenchResult(scenario, name, bs, total, times[name],
+                                    *profiles.get(name, (None, None))) for name in cases]
     return results
 
 
@@ -480,18 +490,17 @@ def measure_high_cardinality(rows: int = 5_000_000, keys: int = 1_000_000,
         return con.execute("SELECT k, COUNT(*), SUM(v) FROM t GROUP BY k").fetchnumpy()
 
     ref = polars_run().to_arrow()
-    out = {}
+    cases = {}
     for cfg, (setup, run) in jobs.items():
         ours = vk.RecordBatch.concat([o for o in run(*setup()) if o.num_columns])
         _check_direct("high-cardinality GROUP BY", f"velokern {cfg} against polars", [ref],
                       [ours])
-        label = f"velokern {cfg} ({batch_size // 1000}k batches)"
-        out[label] = statistics.median(_time(run, repeats, setup))
-    return out | {
-        "polars (whole table)": statistics.median(_time(polars_run, repeats)),
-        "duckdb (whole table)": statistics.median(_time(duckdb_run, repeats)),
-        "rows": rows, "keys": ref.num_rows,
-    }
+        cases[f"velokern {cfg} ({batch_size // 1000}k batches)"] = (run, setup)
+    cases["polars (whole table)"] = (polars_run, None)
+    cases["duckdb (whole table)"] = (duckdb_run, None)
+    times = _time_rounds(cases, repeats)
+    return {name: statistics.median(t) for name, t in times.items()} | {
+        "rows": rows, "keys": ref.num_rows}
 
 
 def to_json(results: list[BenchResult]) -> str:
@@ -680,14 +689,14 @@ def measure_dask(tmpdir: str, records: int = 2_000_000, files: int = 8,
             expect = vk.run_sql(final, ParquetSource(d), processor="v1").to_arrow()
             got = dask_sql(sql, d, client, processor="v1")
             _check_direct(sc, "dask", [expect], [got.to_arrow()])
-            out[sc] = {
-                "local V2 (v2:2)": _time(lambda d=d, sql=sql: vk.run_sql(
-                    sql, ParquetSource(d), processor="v2:2"), repeats),
-                "read the files alone": _time(lambda d=d: sum(
-                    len(b) for b in ParquetSource(d)), repeats),
-                "dask, 2 workers x V1": _time(lambda d=d, sql=sql: dask_sql(
-                    sql, d, client, processor="v1"), repeats),
-            }
+            out[sc] = _time_rounds({
+                "local V2 (v2:2)": (lambda d=d, sql=sql: vk.run_sql(
+                    sql, ParquetSource(d), processor="v2:2"), None),
+                "read the files alone": (lambda d=d: sum(
+                    len(b) for b in ParquetSource(d)), None),
+                "dask, 2 workers x V1": (lambda d=d, sql=sql: dask_sql(
+                    sql, d, client, processor="v1"), None),
+            }, repeats)
     return {sc: {k: statistics.median(v) for k, v in m.items()} for sc, m in out.items()}
 
 
@@ -728,7 +737,10 @@ def write_report(path: str, quick: bool = False) -> str:
         f"- CPUs available: {len(available_cpus()) or os.cpu_count()}; numba "
         f"{numba.__version__}, threading layer `{threading_layer_name()}`",
         "- shared and noisy: figures are medians of several passes after a warm-up "
-        "pass; spread = (max - min) / median",
+        "pass; spread = (max - min) / median. The engines compared in one table row group "
+        "(a scenario and batch size; the high-cardinality GROUP BY; the Dask runs) take "
+        "turns, one pass each per round, so a change in the machine's load hits them "
+        "alike",
         "",
         "## Bucketing (Cython shim), 1,000,000 int64 keys into 8 partitions, one core",
         "",
