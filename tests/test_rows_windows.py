@@ -79,6 +79,49 @@ def test_s1_scenario_matches_duckdb():
     assert_rows_match(rows_of(ours), ref, "S1")
 
 
+def test_rows_window_by_a_string_key_whose_dictionary_grows():
+    """PARTITION BY a string column (its codes index a direct map instead of the hash
+    table): later batches bring new strings past the map's size, and nulls; the answer
+    stays DuckDB's, V1 = V2, and a snapshot taken mid-stream carries on the same."""
+    import numpy as np
+
+    rng = np.random.default_rng(3)
+    batches, seq = [], 0
+    for b, nkeys in enumerate([3, 3, 40, 300, 5, 300]):
+        n = 120
+        keys = [None if rng.random() < 0.1 else f"k{b if nkeys > 5 else 0}_{v}"
+                for v in rng.integers(0, nkeys, n)]
+        batches.append(RecordBatch.from_pydict({
+            "seq": list(range(seq, seq + n)), "s": keys,
+            "f": rng.standard_normal(n).round(3).tolist()}))
+        seq += n
+    sql = ("SELECT seq, s, AVG(f) OVER (PARTITION BY s ORDER BY seq ROWS BETWEEN 2 "
+           "PRECEDING AND CURRENT ROW) AS a, LAG(f) OVER (PARTITION BY s ORDER BY seq) "
+           "AS l FROM t")
+    ref = duckdb_rows(sql.replace(" FROM t", " FROM t ORDER BY seq"),
+                      RecordBatch.concat(batches))
+    v1 = run(sql, batches, "v1")
+    assert_rows_match(rows_of(RecordBatch.concat(v1)), ref, "growing dictionary")
+    for cfg in ("v2:2", "v2:3"):
+        assert_batches_identical(run(sql, batches, cfg), v1, cfg)
+    engine = vk.StreamExecutionEngine(sql)
+    proc = vk.SimpleJobProcessor()
+    head = [proc.process_batch(b, engine) for b in batches[:3]]
+    again = vk.StreamExecutionEngine.restore(engine.snapshot())
+    tail = [proc.process_batch(b, again) for b in batches[3:]] + [proc.flush(again)]
+    assert_batches_identical(head + tail, v1, "restored mid-stream")
+
+
+def test_a_snapshot_with_another_state_layout_is_refused(batch):
+    sql = "SELECT seq, LAG(x) OVER (PARTITION BY s2 ORDER BY seq) AS l FROM t"
+    engine = vk.StreamExecutionEngine(sql)
+    vk.SimpleJobProcessor().process_batch(batch, engine)
+    snap = engine.snapshot()
+    snap["state"][7] = snap["state"][7][:, :3]  # the meta columns of an older layout
+    with pytest.raises(ValueError, match="state layout"):
+        vk.StreamExecutionEngine.restore(snap)
+
+
 def test_one_output_row_per_input_row_in_order(batch):
     sql = "SELECT seq, ROW_NUMBER() OVER (PARTITION BY k) AS rn FROM t"
     outs = run(sql, cut(batch, [100] * 30), "v2:3")

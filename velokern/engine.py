@@ -20,7 +20,7 @@ import numpy as np
 
 from velokern.batch import STRING, RecordBatch, Schema, StringDictionary
 from velokern.kernels.calls import part_address
-from velokern.kernels.codegen import KernelSpec, generate
+from velokern.kernels.codegen import STATE_SLOTS, KernelSpec, generate
 from velokern.kernels.compiler import load_module
 from velokern.kernels.hashtable import (
     collect_all,
@@ -244,8 +244,17 @@ class StreamExecutionEngine:
         self._metrics.update({k: v.copy() if isinstance(v, np.ndarray) else v
                               for k, v in snap["metrics"].items()})
         if snap["state"] is not None:
-            self._spec = self._variant()[0]
-            self._state = [np.array(a) for a in snap["state"]]
+            spec = self._variant()[0]
+            state = [np.array(a) for a in snap["state"]]
+            want = (len(spec.meta_cols), *(max(spec.pack_rows[k], 1) for k in "IFB"))
+            got = (state[7].shape[1], state[4].shape[1], state[5].shape[1], state[6].shape[1])
+            if len(state) != len(STATE_SLOTS) or got != want:
+                raise ValueError(
+                    "this snapshot's state layout (meta columns and I/F/B pack rows "
+                    f"{got}) is not the one this velokern's kernels for {self.sql!r} use "
+                    f"{want}: it was written by another version")
+            self._spec = spec
+            self._state = state
         if snap["sessions"] is not None:
             self._sessions.restore(snap["sessions"])
 
@@ -623,8 +632,9 @@ class StreamExecutionEngine:
         return self._state[7]
 
     def _ensure_direct(self, spec: KernelSpec) -> None:
-        """Size the direct map so every current dictionary code fits (GROUP BY keys that
-        are all string/bool columns); past _DIRECT_LIMIT slots, turn it off for good."""
+        """Size the direct map so every current dictionary code fits (GROUP BY or ROWS
+        PARTITION BY keys that are all string/bool columns); past _DIRECT_LIMIT slots,
+        turn it off for good."""
         # fast path: every key's dictionary still fits the map's current size
         fits = self._direct_fits
         if fits is not None and all(len(d) < lim for d, lim in fits):
@@ -744,6 +754,8 @@ class StreamExecutionEngine:
         per record at ``r.starts[p]``; rows are put back in input order."""
         spec = prep.spec
         self._ensure_state(spec)
+        if spec.direct:
+            self._ensure_direct(spec)
         n = prep.n
         OI, OF, OB, OM, orow = self._out_buffers(spec, n)
         idx = r.idx if r.idx is not None else _EMPTY_I64

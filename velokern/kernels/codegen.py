@@ -98,7 +98,8 @@ PJIT = dict(cache=True, nogil=True, error_model="numpy", parallel=True)
 #: compilation fast (its cost grows steeply with the number of arrays in a tuple).
 STATE_SLOTS = ("table", "hashes", "kbits", "knull", "I", "F", "B", "meta", "dtab", "dgid",
                "dval", "dmap", "ddims")
-#: GROUP BY keys that are all string or boolean columns have small dense domains (codes):
+#: GROUP BY (and ROWS window PARTITION BY) keys that are all string or boolean columns
+#: have small dense domains (codes):
 #: a direct map from the combined code to the group id (``dmap``, with per-key sizes and
 #: strides in ``ddims``) replaces hashing for rows of known groups. The hash table stays
 #: the source of truth; the map is a cache the engine resizes as dictionaries grow.
@@ -144,7 +145,7 @@ class KernelSpec:
     meta_cols: dict[str, int] = field(default_factory=dict)
     distinct: list[str] = field(default_factory=list)  # aggregate prefixes with a set
     num_keys: int = 0
-    direct: bool = False  # GROUP BY keys use the direct map (all string/bool columns)
+    direct: bool = False  # keys use the direct map (all string/bool columns)
     rows_row: int = -1  # row of the per-group row count in pack I
     unmaintained_counts: list[int] = field(default_factory=list)  # I rows equal to rows
     num_part_keys: int = 0  # leading keys hash partitioning uses (all but the window)
@@ -671,8 +672,7 @@ def _gen_aggregate(bq: BoundQuery, spec: KernelSpec, types) -> str:
     if bq.where is not None:
         wv, wn = g.gen(bq.where)
         g.emit(f"if not ({wv} and not {wn}):\n    filtered += 1\n    continue")
-    direct = K > 0 and all(isinstance(e, Col) and t in (STRING, BOOL)
-                           for e, t in zip(bq.keys, bq.key_types))
+    direct = _uses_direct_map(bq)
     spec.direct = direct
     if direct:
         meta_cols["direct"] = len(meta_cols)
@@ -700,16 +700,7 @@ def _gen_aggregate(bq: BoundQuery, spec: KernelSpec, types) -> str:
         probe_lines.append(f"kvs[{j}] = {kb}\nkns[{j}] = {n}\nh = combine(h, {kb})")
     probe_lines.append("g = probe(table, hashes, kbits, knull, kvs, kns, h, ng)")
     if direct:
-        g.emit("didx = 0\ndok = direct_on")
-        for j, (kb, n) in enumerate(kbs):
-            cj = g.tmp()
-            g.emit(f"{cj} = ({kb} + 1) if not {n} else np.int64(0)")
-            g.emit(f"if {cj} >= ddims[0, {j}]:\n    dok = False")
-            g.emit(f"didx += {cj} * ddims[1, {j}]")
-        g.emit("g = dmap[didx] if dok else -1")
-        g.emit("if g < 0:")
-        g.lines.extend(_indent("\n".join(probe_lines).split("\n"), 4))
-        g.emit("    if dok:\n        dmap[didx] = g")
+        _direct_lookup(g, kbs, probe_lines)
     else:
         pre = g.lines
         g.lines = []
@@ -1036,6 +1027,28 @@ def _gen_aggregate(bq: BoundQuery, spec: KernelSpec, types) -> str:
     return "\n".join(src)
 
 
+def _uses_direct_map(bq: BoundQuery) -> bool:
+    """The keys are all string/bool columns: their codes index the direct map."""
+    return len(bq.keys) > 0 and all(isinstance(e, Col) and t in (STRING, BOOL)
+                                    for e, t in zip(bq.keys, bq.key_types))
+
+
+def _direct_lookup(g: _Gen, kbs: list[tuple[str, str]], probe_lines: list[str]) -> None:
+    """``g`` = the group of the row's key codes ``kbs`` from the direct map; a code the
+    map cannot hold yet, or a key not in it, goes through the hash table
+    (``probe_lines``) and is then remembered in the map."""
+    g.emit("didx = 0\ndok = direct_on")
+    for j, (kb, n) in enumerate(kbs):
+        cj = g.tmp()
+        g.emit(f"{cj} = ({kb} + 1) if not {n} else np.int64(0)")
+        g.emit(f"if {cj} >= ddims[0, {j}]:\n    dok = False")
+        g.emit(f"didx += {cj} * ddims[1, {j}]")
+    g.emit("g = dmap[didx] if dok else -1")
+    g.emit("if g < 0:")
+    g.lines.extend(_indent("\n".join(probe_lines).split("\n"), 4))
+    g.emit("    if dok:\n        dmap[didx] = g")
+
+
 def _gen_rows(bq: BoundQuery, spec: KernelSpec, types) -> str:
     """ROWS window functions: per PARTITION BY key (a group of the hash table), ring
     buffers of the last rows' values in the packed state (ring slot s of a function is
@@ -1075,9 +1088,12 @@ def _gen_rows(bq: BoundQuery, spec: KernelSpec, types) -> str:
     spec.state = st
     spec.pack_rows = rows
     spec.meta_cols = {"ngroups": 0, "nout": 1, "filtered": 2}
+    spec.direct = _uses_direct_map(bq)
+    if spec.direct:
+        spec.meta_cols["direct"] = 3
     spec.rows_row = next(a.row for a in st if a.name == "nrows")
     bind_state = [f"{name} = S[{k}][p]" for k, name in enumerate(STATE_SLOTS)
-                  if name in ("table", "hashes", "kbits", "knull", "meta")]
+                  if name in ("table", "hashes", "kbits", "knull", "meta", "dmap", "ddims")]
     bind_state += [f"{pk}_ = S[{STATE_SLOTS.index(pk)}][p]" for pk in ("I", "F", "B")]
     bind_state += [f"{a.name} = {a.pack}_[{a.row}]" for a in st if "_ring_" not in a.name
                    and "_null_" not in a.name]
@@ -1086,13 +1102,19 @@ def _gen_rows(bq: BoundQuery, spec: KernelSpec, types) -> str:
     if bq.where is not None:
         wv, wn = g.gen(bq.where)
         g.emit(f"if not ({wv} and not {wn}):\n    filtered += 1\n    continue")
-    g.emit("h = np.uint64(0)")
-    kvals = []
-    for j, (e, t) in enumerate(zip(bq.keys, bq.key_types)):
+    kvals, kbs = [], []
+    for e, t in zip(bq.keys, bq.key_types):
         kb, v, n = _key_bits(g, e, t)
-        g.emit(f"kvs[{j}] = {kb}\nkns[{j}] = {n}\nh = combine(h, {kb})")
         kvals.append((v, n))
-    g.emit("g = probe(table, hashes, kbits, knull, kvs, kns, h, ng)")
+        kbs.append((kb, n))
+    probe_lines = ["h = np.uint64(0)"] + [
+        f"kvs[{j}] = {kb}\nkns[{j}] = {n}\nh = combine(h, {kb})" for j, (kb, n) in enumerate(kbs)]
+    probe_lines.append("g = probe(table, hashes, kbits, knull, kvs, kns, h, ng)")
+    if spec.direct:
+        _direct_lookup(g, kbs, probe_lines)
+    else:
+        for ln in probe_lines:
+            g.emit(ln)
     init = ["ng += 1", "nrows[g] = 0"]
     for j, (v, n) in enumerate(kvals):
         init.append(f"if not {n}:\n    kv{j}[g] = {v}")
@@ -1183,7 +1205,7 @@ def _gen_rows(bq: BoundQuery, spec: KernelSpec, types) -> str:
         "k = obase + meta[1]",
         "filtered = 0",
         "max_groups = len(hashes)",
-    ]
+    ] + ([f"direct_on = meta[{spec.meta_cols['direct']}] != 0"] if spec.direct else [])
     src = ["@njit(**JIT)",
            "def rows_part(S, p, C, M, R, idx, use_idx, start, end, obase, OI, OF, OB, OM, "
            "orow):"]
