@@ -112,6 +112,30 @@ def test_rows_window_by_a_string_key_whose_dictionary_grows():
     assert_batches_identical(head + tail, v1, "restored mid-stream")
 
 
+def test_frames_filled_before_the_first_null_stay_right_after_it():
+    """The first batches have no null: their kernel keeps no null flags for the frames'
+    values. Nulls arrive later, while those values are still in the frames (frame of 5
+    rows, batches of 3): AVG, SUM, MIN, MAX, COUNT and LAG stay DuckDB's, V1 = V2."""
+    import numpy as np
+
+    rng = np.random.default_rng(11)
+    n = 60
+    f = rng.integers(-9, 9, n).astype(float).tolist()
+    for i in range(9, n, 4):
+        f[i] = None  # first null at row 9: batches 0-2 have none
+    batch = RecordBatch.from_pydict({"seq": list(range(n)), "k": [i % 2 for i in range(n)],
+                                     "f": f})
+    w = "PARTITION BY k ORDER BY seq ROWS BETWEEN 4 PRECEDING AND CURRENT ROW"
+    sql = (f"SELECT seq, AVG(f) OVER ({w}) AS a, SUM(f) OVER ({w}) AS s, MIN(f) OVER ({w}) "
+           f"AS mn, MAX(f) OVER ({w}) AS mx, COUNT(f) OVER ({w}) AS c, LAG(f, 2) OVER "
+           "(PARTITION BY k ORDER BY seq) AS l FROM t")
+    ref = duckdb_rows(sql.replace(" FROM t", " FROM t ORDER BY seq"), batch)
+    batches = cut(batch, [3] * 20)
+    v1 = run(sql, batches, "v1")
+    assert_rows_match(rows_of(RecordBatch.concat(v1)), ref, "nulls after the first batches")
+    assert_batches_identical(run(sql, batches, "v2:2"), v1, "v2:2")
+
+
 def test_a_snapshot_with_another_state_layout_is_refused(batch):
     sql = "SELECT seq, LAG(x) OVER (PARTITION BY s2 ORDER BY seq) AS l FROM t"
     engine = vk.StreamExecutionEngine(sql)

@@ -1140,17 +1140,24 @@ def _gen_rows(bq: BoundQuery, spec: KernelSpec, types) -> str:
         x, xn = g.gen(o.arg)
         x = f"np.float64({x})" if vt == "float64" else f"np.int64({x})"
         ring_v, ring_n = f"{pk}_[{base} + slot, g]", f"B_[{nbase} + slot, g]"
+        # an argument that cannot be null in this variant leaves the null ring alone: it
+        # is all zeros (variants only ever become nullable), so reads of it are skipped
+        nulls = xn != "False"
+
+        def valid(q: str, nbase=nbase, nulls=nulls) -> str:
+            return f"B_[{nbase} + {q}, g] == 0" if nulls else "True"
+
         g.emit(f"slot = r % {ring}\nxv = {x}\nxn = {xn}")
         if o.func == "lag":
             dv, dn = ("0", "True") if o.default is None or o.default.type == NULL else (
                 repr(o.default.value), "False")
-            g.emit(f"if r >= {ring}:\n    {v} = {ring_v}\n    {n} = {ring_n} != 0\n"
+            g.emit(f"if r >= {ring}:\n    {v} = {ring_v}\n    {n} = not ({valid('slot')})\n"
                    f"else:\n    {v} = {dv}\n    {n} = {dn}")
-            g.emit(f"{ring_v} = xv\n{ring_n} = xn")
+            g.emit(f"{ring_v} = xv" + (f"\n{ring_n} = xn" if nulls else ""))
             g.refs[f"OverRef{oi}"] = (v, n)
             continue
-        g.emit(f"ev = {ring_v}\nevn = r < {ring} or {ring_n} != 0")
-        g.emit(f"{ring_v} = xv\n{ring_n} = xn")
+        g.emit(f"ev = {ring_v}\nevn = r < {ring}" + (f" or {ring_n} != 0" if nulls else ""))
+        g.emit(f"{ring_v} = xv" + (f"\n{ring_n} = xn" if nulls else ""))
         if o.func in ("avg", "sum", "count"):
             s_, c_ = f"o{oi}_sum[g]", f"o{oi}_cnt[g]"
             g.emit(f"if not evn:\n    {s_} -= ev\n    {c_} -= 1")
@@ -1161,7 +1168,7 @@ def _gen_rows(bq: BoundQuery, spec: KernelSpec, types) -> str:
                 g.emit(f"if slot == {ring} - 1 or (not evn and not np.isfinite(ev)):\n"
                        "    acc = 0.0\n"
                        f"    for q in range({ring}):\n"
-                       f"        if B_[{nbase} + q, g] == 0:\n"
+                       f"        if {valid('q')}:\n"
                        f"            acc += {pk}_[{base} + q, g]\n    {s_} = acc")
             if o.func == "count":
                 g.emit(f"{v} = {c_}\n{n} = False")
@@ -1184,7 +1191,7 @@ def _gen_rows(bq: BoundQuery, spec: KernelSpec, types) -> str:
         g.emit(f"if not evn and {none_} == 0 and {same}:\n"
                f"    best = {e_}\n    found = False\n"
                f"    for q in range(min(r + 1, {ring})):\n"
-               f"        if B_[{nbase} + q, g] == 0:\n"
+               f"        if {valid('q')}:\n"
                f"            cv = {pk}_[{base} + q, g]\n"
                f"            if not found or {better_q}:\n"
                f"                best = cv\n                found = True\n"
