@@ -75,7 +75,7 @@ _HEADER = """\
 import numpy as np
 from numba import njit, prange
 from velokern.kernels.scalar import (
-    combine, float_key_bits, int_div, int_mod, round_half_away, round_int, float_to_int,
+    float_key_bits, fold, int_div, int_mod, mix64, round_half_away, round_int, float_to_int,
     f_lt, f_eq, f_le,
 )
 from velokern.kernels.calls import call_int, call_pair
@@ -695,10 +695,7 @@ def _gen_aggregate(bq: BoundQuery, spec: KernelSpec, types) -> str:
         kb, v, n = _key_bits(g, e, t)
         key_vals.append((v, n, key_ctypes[j]))
         kbs.append((kb, n))
-    probe_lines = ["h = np.uint64(0)"]
-    for j, (kb, n) in enumerate(kbs):
-        probe_lines.append(f"kvs[{j}] = {kb}\nkns[{j}] = {n}\nh = combine(h, {kb})")
-    probe_lines.append("g = probe(table, hashes, kbits, knull, kvs, kns, h, ng)")
+    probe_lines = _probe_lines(kbs)
     if direct:
         _direct_lookup(g, kbs, probe_lines)
     else:
@@ -774,9 +771,8 @@ def _gen_aggregate(bq: BoundQuery, spec: KernelSpec, types) -> str:
     if K > 0 and not direct and win is None:
         h = _Gen(bq, spec, types)
         hbits = [_key_bits(h, e, t)[0] for e, t in zip(bq.keys, bq.key_types)]
-        h.emit("h = np.uint64(0)")
-        for kb in hbits:
-            h.emit(f"h = combine(h, {kb})")
+        for ln in _hash_lines(hbits):
+            h.emit(ln)
         pf_src = ["@njit(inline=\"always\", **JIT)", "def row_hash(C, M, R, i):"]
         pf_src += _indent(_prologue_inputs(spec) + h.lines + ["return h"], 4) + ["", ""]
         per_row = [a.name for a in st if a.name not in ("first_seq", "tlist", "touched")
@@ -1012,7 +1008,7 @@ def _gen_aggregate(bq: BoundQuery, spec: KernelSpec, types) -> str:
     if K == 0:
         # a global aggregate has exactly one group, which exists before any record
         init = ["ng = meta[0]", "kvs = np.empty(0, np.int64)", "kns = np.empty(0, np.uint8)",
-                "g = probe(table, hashes, kbits, knull, kvs, kns, np.uint64(0), ng)",
+                *_probe_lines([]),
                 "if g == ng:", "    meta[0] = ng + 1", "    first_seq[g] = 0",
                 "    touched[g] = 0"]
         init += ["    rows[g] = 0"]
@@ -1025,6 +1021,20 @@ def _gen_aggregate(bq: BoundQuery, spec: KernelSpec, types) -> str:
         src += _indent(bind_state + init + ["return 0"], 4)
         src += [""]
     return "\n".join(src)
+
+
+def _hash_lines(kbs: list[str]) -> list[str]:
+    """``h`` = the group-by tables' hash of key bits ``kbs`` (the one definition; the
+    tables keep it, so every kernel of a query must compute it alike)."""
+    return ["h = np.uint64(0)", *(f"h = fold(h, {kb})" for kb in kbs), "h = mix64(h)"]
+
+
+def _probe_lines(kbs: list[tuple[str, str]]) -> list[str]:
+    """``g`` = the group of the key (bits, null flag) pairs ``kbs`` in the hash table,
+    inserted as group ``ng`` when new."""
+    return [*(f"kvs[{j}] = {kb}\nkns[{j}] = {n}" for j, (kb, n) in enumerate(kbs)),
+            *_hash_lines([kb for kb, _ in kbs]),
+            "g = probe(table, hashes, kbits, knull, kvs, kns, h, ng)"]
 
 
 def _uses_direct_map(bq: BoundQuery) -> bool:
@@ -1107,9 +1117,7 @@ def _gen_rows(bq: BoundQuery, spec: KernelSpec, types) -> str:
         kb, v, n = _key_bits(g, e, t)
         kvals.append((v, n))
         kbs.append((kb, n))
-    probe_lines = ["h = np.uint64(0)"] + [
-        f"kvs[{j}] = {kb}\nkns[{j}] = {n}\nh = combine(h, {kb})" for j, (kb, n) in enumerate(kbs)]
-    probe_lines.append("g = probe(table, hashes, kbits, knull, kvs, kns, h, ng)")
+    probe_lines = _probe_lines(kbs)
     if spec.direct:
         _direct_lookup(g, kbs, probe_lines)
     else:

@@ -18,6 +18,7 @@ _C3 = np.uint64(0x94D049BB133111EB)
 _S30 = np.uint64(30)
 _S27 = np.uint64(27)
 _S31 = np.uint64(31)
+_FOLD = np.uint64(0x9FB21C651E98DF25)  # odd: the fold is a bijection of the running hash
 CANONICAL_NAN_BITS = np.int64(0x7FF8000000000000)
 _TWO63 = np.float64(2.0**63)
 
@@ -35,8 +36,19 @@ def mix64(x):
 
 @njit(**JIT)
 def combine(h, key_bits):
-    """Fold one int64 key into a running uint64 hash: ``mix64(h ^ uint64(key))``."""
+    """Fold one int64 key into a running uint64 hash: ``mix64(h ^ uint64(key))`` (the
+    Cython shim's row hash, which picks a row's partition)."""
     return mix64(h ^ np.uint64(key_bits))
+
+
+@njit(inline="always", **JIT)
+def fold(h, key_bits):
+    """Fold one int64 key into a running group-key hash: ``h * FOLD + uint64(key)``. A
+    group's hash is ``mix64`` of its keys folded from 0, so each key adds one
+    multiply-add to a probe's dependency chain instead of a whole ``mix64`` (three keys:
+    ~20 cycles instead of ~40 before the table can be read). One key: ``mix64(key)``,
+    the shim's hash of that key."""
+    return h * _FOLD + np.uint64(key_bits)
 
 
 @njit(**JIT)

@@ -27,6 +27,18 @@ def combine(h: int, key: int) -> int:
     return mix64((h ^ (key & MASK64)) & MASK64)
 
 
+def fold(h: int, key: int) -> int:
+    return (h * 0x9FB21C651E98DF25 + (key & MASK64)) & MASK64
+
+
+def group_hash(keys) -> int:
+    """Hash of a group's key bits in the group-by tables: mix64 of the keys folded."""
+    h = 0
+    for k in keys:
+        h = fold(h, k)
+    return mix64(h)
+
+
 def int_div(a: int, b: int) -> int:
     q = abs(a) // abs(b)
     return q if (a >= 0) == (b >= 0) else -q
