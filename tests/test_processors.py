@@ -347,3 +347,28 @@ def test_one_coordinator_serves_several_jobs(stream_batch):
         ref = SimpleJobProcessor().process_batch(stream_batch, vk.StreamExecutionEngine(sql))
         assert out.equals(ref, bitwise=True)
         del engine
+
+
+@pytest.mark.parametrize("scenario", ["S1", "S3a"])
+def test_outputs_kept_across_batches_stay_as_emitted(scenario):
+    """An output that took over the engine's output buffers (no copy) is never written
+    by a later batch: every kept output still equals a copy taken when it came out, on
+    V1 and V2; an output much smaller than the buffers is a copy, not a view of them."""
+    from velokern.datagen import SCENARIOS, stream_for
+
+    batches = list(stream_for(scenario, 40_000, 10_000))
+    for cfg in ("v1", "v2:2"):
+        engine = vk.StreamExecutionEngine(SCENARIOS[scenario])
+        proc = vk.JobProcessorFactory.create(cfg)
+        kept, copies = [], []
+        for b in batches:
+            out = proc.process_batch(b, engine)
+            kept.append(out)
+            copies.append(out.take(np.arange(out.num_rows)))  # new arrays
+        for i, (a, c) in enumerate(zip(kept, copies)):
+            assert a.equals(c, bitwise=True), f"{cfg}: output {i} changed after it came out"
+    engine = vk.StreamExecutionEngine(SCENARIOS["S2"])
+    out = vk.SimpleJobProcessor().process_batch(next(stream_for("S2", 10_000, 10_000)),
+                                                engine)
+    col = out.column("trade_count")
+    assert col.base is None or col.base.nbytes <= 8 * out.num_rows * 8

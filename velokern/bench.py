@@ -980,7 +980,12 @@ aggregates), same machine, medians of repeated calls.
   load and that slot load: after each mispredict the whole chain (~40 cycles) was paid
   again. The group-by key hash is now one multiply-add per key and one `mix64`
   (`scalar.fold`; one key still hashes as the shim does): the two kernels alternating in
-  one process, median of 7, 4.83 -> 4.43 and 4.98 -> 4.63 ms per batch (~8%).
+  one process, median of 7, 4.83 -> 4.43 and 4.98 -> 4.63 ms per batch (~8%). Then the
+  copy of the output rows out of the kernel's buffers (13% in the cProfile above): an
+  output that fills at least half of them now takes the buffers over and the next batch
+  gets new ones (smaller outputs are still copied, so an output never holds much more
+  than its rows): old and new code in alternating processes, three pairs, 4.31/4.35/4.46
+  -> 4.02/3.96/4.01 ms per batch (S1 unchanged within the noise).
 - **S1, ROWS window (50 M rec/s target missed).** The kernel spends ~26 ns/record: hash
   probe of the symbol, a read and a write of the 100-slot ring buffer, the running sum,
   and an exact re-sum of the frame once per frame length (so the float sum cannot

@@ -821,12 +821,16 @@ class StreamExecutionEngine:
             starts = stops.copy()
 
     def _out_buffers(self, spec: KernelSpec, n: int):
+        """(OI, OF, OB, OM, seq): output packs and order keys for ``n`` rows, reused
+        across batches (the packs are new again after an output took them over)."""
         key = id(spec)
-        bufs = self._bufs.get(key)
-        if bufs is None or bufs[-1].shape[-1] < n:
-            bufs = _alloc_outputs(spec, max(n, 1024)) + (_alloc_seq(spec, max(n, 1024)),)
-            self._bufs[key] = bufs
-        return bufs
+        packs = self._bufs.get(key)
+        seq = self._bufs.get((key, "seq"))
+        if seq is None or seq.shape[-1] < n:
+            seq = self._bufs[(key, "seq")] = _alloc_seq(spec, max(n, 1024))
+        if packs is None or packs[0].shape[-1] < n:
+            packs = self._bufs[key] = _alloc_outputs(spec, max(n, 1024))
+        return packs + (seq,)
 
     def _assembly_plan(self, spec: KernelSpec) -> list:
         plan = self._plans.get(id(spec))
@@ -868,7 +872,13 @@ class StreamExecutionEngine:
         if simple:
             a, b = rows
             n = b - a
-            blocks = [None, None, None]  # one copy per output pack; columns are its rows
+            blocks = [None, None, None]  # one block per output pack; columns are its rows
+            # rows filling at least half the packs: the output takes the packs themselves
+            # (no copy) and the next batch gets new ones; fewer rows are copied out, so an
+            # output never holds much more memory than its rows
+            give = 2 * n >= packs[0].shape[-1] and n > 0
+            if give and self._bufs.get(id(spec), (None,))[0] is packs[0]:
+                del self._bufs[id(spec)]
         else:
             pos = rows
             n = len(pos)
@@ -890,7 +900,8 @@ class StreamExecutionEngine:
             elif simple:
                 block = blocks[pack]
                 if block is None:
-                    block = blocks[pack] = packs[pack][:, a:b].copy()
+                    block = packs[pack][:, a:b]
+                    block = blocks[pack] = block if give else block.copy()
                 arr = block[row]
             else:  # one take per column (numpy's 2-D fancy index is ~3x slower)
                 arr = packs[pack][row].take(pos)
