@@ -79,7 +79,7 @@ from velokern.kernels.scalar import (
     f_lt, f_eq, f_le,
 )
 from velokern.kernels.calls import call_int, call_pair
-from velokern.kernels.hashtable import probe, distinct_insert, prefetch, slot_of
+from velokern.kernels.hashtable import probe, probe_unique, distinct_insert, prefetch, slot_of
 from velokern.kernels.windows import (
     NO_WM, closing_gids, drop_closed, first_window, min_window, window_order,
 )
@@ -798,9 +798,10 @@ def _gen_aggregate(bq: BoundQuery, spec: KernelSpec, types) -> str:
             "        gb = table[slot_of(ring[jb % (2 * PF_AHEAD)], tmask)]",
             "        if gb >= 0:",
             "            prefetch(hashes, gb)",
+        ] + ([] if _unique_hash(kbs) else [  # a unique hash's probe reads no key bits
             f"            prefetch(kbits, gb * {K})",
             f"            prefetch(knull, gb * {K})",
-        ] + [f"            prefetch({name}, gb)" for name in per_row]
+        ]) + [f"            prefetch({name}, gb)" for name in per_row]
     distinct = [ai for ai, a in enumerate(bq.aggs) if a.func == "count_distinct"]
     # windows per record (a record creates at most this many groups)
     nwin = 1 if win is None else -(-bq.size // bq.slide)
@@ -1029,12 +1030,19 @@ def _hash_lines(kbs: list[str]) -> list[str]:
     return ["h = np.uint64(0)", *(f"h = fold(h, {kb})" for kb in kbs), "h = mix64(h)"]
 
 
+def _unique_hash(kbs: list[tuple[str, str]]) -> bool:
+    """One key that cannot be null: its hash (``mix64`` of its bits) is a bijection, so
+    a probe that finds the hash has found the key."""
+    return len(kbs) == 1 and kbs[0][1] == "False"
+
+
 def _probe_lines(kbs: list[tuple[str, str]]) -> list[str]:
     """``g`` = the group of the key (bits, null flag) pairs ``kbs`` in the hash table,
     inserted as group ``ng`` when new."""
+    fn = "probe_unique" if _unique_hash(kbs) else "probe"
     return [*(f"kvs[{j}] = {kb}\nkns[{j}] = {n}" for j, (kb, n) in enumerate(kbs)),
             *_hash_lines([kb for kb, _ in kbs]),
-            "g = probe(table, hashes, kbits, knull, kvs, kns, h, ng)"]
+            f"g = {fn}(table, hashes, kbits, knull, kvs, kns, h, ng)"]
 
 
 def _uses_direct_map(bq: BoundQuery) -> bool:

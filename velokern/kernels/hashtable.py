@@ -56,6 +56,28 @@ def probe(table, hashes, kbits, knull, kv, kn, h, ng):
         s = (s + 1) & mask
 
 
+@njit(inline="always", **JIT)
+def probe_unique(table, hashes, kbits, knull, kv, kn, h, ng):
+    """:func:`probe` for a table whose hash is a bijection of the key (one non-null key:
+    ``mix64`` of its bits), so equal hashes mean equal keys: a hit reads only the stored
+    hash, not the key bits and null flags (two cache lines fewer per row once the table
+    no longer fits in cache)."""
+    mask = len(table) - 1
+    s = slot_of(h, mask)
+    while True:
+        g = table[s]
+        if g < 0:
+            table[s] = ng
+            hashes[ng] = h
+            for j in range(len(kv)):
+                kbits[ng, j] = kv[j]
+                knull[ng, j] = kn[j]
+            return ng
+        if hashes[g] == h:
+            return g
+        s = (s + 1) & mask
+
+
 @njit(**JIT)
 def rebuild_table(table, hashes, meta, ng_col):
     """Refill ``table[p]`` from the stored hashes of partition p's groups (all p)."""
