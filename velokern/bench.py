@@ -936,28 +936,36 @@ aggregates), same machine, medians of repeated calls.
   as the work): use `v1` for small batches on few cores.
 - **V2 on 2 cores (1.7x target missed).** Routing a 100k batch costs ~0.35-0.45 ms of
   serial work before the parallel kernel (key bits, the shim's partition ids, the stable
-  counting sort), against ~0.6 ms of kernel work per partition, and the two workers share
-  two cores with the rest of the machine. Letting every partition scan the partition ids
-  and take its own rows (no scatter) was measured slower (58.7 against 65.3 M rec/s on S2,
-  V1 75.6 in the same run): both threads then read every input cache line. Parallel
-  bucketing (per-thread histograms, then a parallel scatter) would remove the serial
-  part; measuring scaling beyond 2 cores needs the 16-core machine, which was not lent
-  for this task. Later round, timing each step of V2:2 on 100k batches (wrapped engine
-  methods, one process): putting the partitions' output rows back in order was serial
-  work as large as the kernel's gain. For S1 (one output row per input row) it was an
-  `argsort` of the concatenated input-row numbers plus a gather of that index, ~1.8 ms
-  per batch against a 1.1 ms parallel kernel; for S3a, a merge into an order over the
-  concatenation and then a second index, ~1.2 ms. Both are now one linear pass
+  counting sort), against ~0.6 ms of kernel work per partition, and the two workers
+  share two cores with the rest of the machine. Letting every partition scan the
+  partition ids and take its own rows (no scatter) was measured slower (58.7 against
+  65.3 M rec/s on S2, V1 75.6 in the same run): both threads then read every input cache
+  line. Parallel bucketing (per-thread histograms, then a parallel scatter) would remove
+  the serial part; measuring scaling beyond 2 cores needs the 16-core machine, which was
+  not lent for this task. Later round, timing each step of V2:2 on 100k batches (wrapped
+  engine methods, one process): putting the partitions' output rows back in order was
+  serial work as large as the kernel's gain. For S1 (one output row per input row) it
+  was an `argsort` of the concatenated input-row numbers plus a gather of that index,
+  ~1.8 ms per batch against a 1.1 ms parallel kernel; for S3a, a merge into an order
+  over the concatenation and then a second index, ~1.2 ms. Both are now one linear pass
   (`velokern.kernels.order`: an inverse map over the batch's rows; a two-run merge that
   yields the rows' positions directly), ~0.1-0.2 ms. Old and new code in alternating
   processes (V2:2, median ms per 100k batch, three pairs): S1 4.36/3.74/3.57 ->
-  1.68/2.48/1.82; S3a 4.41/4.24/4.91 -> 4.16/3.90/5.18 (within the noise); S2
-  unchanged. What remains serial per 100k batch: routing ~0.25 ms (S2 kernel per
-  partition ~0.38 ms), S3a's column gathers ~0.6 ms. The table "The machine's own
-  ceiling" above bounds the rest: in this session a prange loop with nothing serial ran
-  1.16x to 1.66x faster on 2 workers than on one when compute-bound (the two vCPUs are
-  shared with other tenants) and ~1.9-2.0x when scanning memory, so 1.7x on a
-  compute-bound kernel is above what this machine gave in some runs.
+  1.68/2.48/1.82; S3a 4.41/4.24/4.91 -> 4.16/3.90/5.18 (within the noise); S2 unchanged.
+  What remains serial per 100k batch: routing ~0.25 ms (S2 kernel per partition ~0.38
+  ms), S3a's column gathers ~0.6 ms. The table "The machine's own ceiling" above bounds
+  the rest: in this session a prange loop with nothing serial ran 1.16x to 2.0x faster
+  on 2 workers than on one when compute-bound (most runs 1.6-1.8x; the two vCPUs are
+  shared with other tenants) and ~1.9-2.0x when scanning memory. With both, 1.7x is out
+  of reach here for S1 and S2 (measured by timing each step, V2:2, 100k batches): S2's
+  kernel does scale (two partitions on two threads 0.40 ms against 0.79 ms on one
+  thread), but the serial routing (~0.25 ms) alone is 40% of V1's whole batch (0.65 ms);
+  S1's ten symbols hash 6/4 onto the partitions, so its kernel scales 1.45x at best in
+  practice (0.85 against 1.22 ms) before any serial step. S3a's kernel scales 1.5-1.6x
+  and ~1.2 ms of its V2 batch is serial (routing, merge, gathers). Lifting it: routing
+  inside the parallel region (each worker computes its chunk's partition ids and
+  histogram, then a parallel stable scatter), the gathers in parallel, and for few keys
+  a balanced key-to-partition map instead of a hash.
 - **S3a, tumbling window + GROUP BY (100 M rec/s target missed by ~10x).** In S3a every
   record opens its own (window, trader, symbol) group: a minute holds 60 records and
   their 60 (trader, symbol) pairs are all different, so the job emits one row per input
