@@ -451,3 +451,24 @@ def test_cython_api_functions_are_callable():
     expect[cpu // 64] = 1 << (cpu % 64)
     # the words are signed 64-bit: compare bit patterns
     assert [w & (2**64 - 1) for w in words] == expect
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4])
+@pytest.mark.parametrize("rows", [63, 64, 65, 80, 97, 1000])
+def test_stable_bucket_of_few_partitions(n, rows):
+    """Few partitions take a vectorised scatter on CPUs that have it, which stores whole
+    registers past a partition's rows: partitions of 0, 1 or a few rows between large
+    ones, rows not a multiple of 16, and everything in the last partition."""
+    rng = np.random.default_rng(rows * 10 + n)
+    cases = [
+        rng.integers(0, n, rows),
+        np.full(rows, n - 1),
+        np.where(np.arange(rows) % 37 == 5, 0, n - 1),
+        np.minimum(np.arange(rows) // max(rows // n, 1), n - 1),
+    ]
+    for pids in cases:
+        pids = pids.astype(np.int32)
+        want_order, want_off = ref_bucket(pids, n)
+        order, offsets = _shim.stable_bucket(pids, n)
+        np.testing.assert_array_equal(order, want_order)
+        np.testing.assert_array_equal(offsets, want_off)

@@ -38,14 +38,18 @@ cdef extern from *:
     #include <stdint.h>
     #include <string.h>
 
-    /* GCC on x86-64 glibc Linux: the hashing loops are also compiled for AVX2 (four
-       64-bit lanes) and the loader picks the best version (an ifunc); elsewhere plain
-       C. The results are the same bits either way. */
+    /* GCC on x86-64 glibc Linux: the hashing loops are also compiled for AVX-512
+       (x86-64-v4: eight 64-bit lanes with a native 64-bit multiply, ~3x faster than
+       AVX2's emulated one here) and AVX2 (four lanes), and the loader picks the best
+       version (an ifunc); elsewhere plain C. The results are the same bits either way. */
     #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) \
         && defined(__linux__) && defined(__GLIBC__)
-    #define VK_CLONES __attribute__((target_clones("avx2", "default")))
+    #define VK_CLONES __attribute__((target_clones("arch=x86-64-v4", "avx2", "default")))
+    #define VK_AVX512 1
+    #include <immintrin.h>
     #else
     #define VK_CLONES
+    #define VK_AVX512 0
     #endif
 
     /* ---- exact division by a run-time invariant divisor (Granlund & Montgomery 1994,
@@ -197,6 +201,41 @@ cdef extern from *:
         return -1;
     }
 
+    #if VK_AVX512
+    /* The stable scatter for a few partitions on a CPU with AVX-512: one pass over the
+       ids per partition, 16 rows at a time; the row numbers of the partition's rows are
+       compressed into one register and stored whole, and the next store starts where
+       their count ends. A store can reach up to 7 entries past the partition's rows:
+       into partitions written after it, or into the 8 entries of slack the caller
+       leaves after the last one. */
+    __attribute__((target("avx512f")))
+    static void vk__scatter_compress(const int32_t *restrict p, Py_ssize_t m, int64_t n,
+                                     const int64_t *off, int64_t *restrict order) {
+        const __m512i step = _mm512_set1_epi64(16);
+        const __m512i eight = _mm512_set1_epi64(8);
+        int64_t v;
+        for (v = 0; v < n; v++) {
+            int64_t *dst = order + off[v];
+            const __m512i want = _mm512_set1_epi32((int)v);
+            __m512i lo = _mm512_set_epi64(7, 6, 5, 4, 3, 2, 1, 0);
+            Py_ssize_t i = 0;
+            for (; i + 16 <= m; i += 16) {
+                __mmask16 k = _mm512_cmpeq_epi32_mask(_mm512_loadu_si512(p + i), want);
+                __mmask8 k0 = (__mmask8)(k & 0xFF), k1 = (__mmask8)(k >> 8);
+                _mm512_storeu_si512(dst, _mm512_maskz_compress_epi64(k0, lo));
+                dst += __builtin_popcount(k0);
+                _mm512_storeu_si512(dst, _mm512_maskz_compress_epi64(
+                    k1, _mm512_add_epi64(lo, eight)));
+                dst += __builtin_popcount(k1);
+                lo = _mm512_add_epi64(lo, step);
+            }
+            for (; i < m; i++) {
+                if (p[i] == v) *dst++ = i;
+            }
+        }
+    }
+    #endif
+
     /* prefix sums of the counts in off, then a stable scatter of row indices. For at
        most 8 partitions, the rows of each partition met so far in a block of up to 255
        rows are 8-bit lanes of one register, so a row's destination never waits for the
@@ -207,6 +246,12 @@ cdef extern from *:
         Py_ssize_t i = 0, end;
         int64_t j;
         for (j = 0; j < n; j++) { off[j + 1] += off[j]; pos[j] = off[j]; }
+    #if VK_AVX512
+        if (n <= 4 && m >= 64 && __builtin_cpu_supports("avx512f")) {
+            vk__scatter_compress(p, m, n, off, order);
+            return;
+        }
+    #endif
         if (n <= 8) {
             int64_t base[8];
             for (j = 0; j < n; j++) base[j] = pos[j];
@@ -403,7 +448,8 @@ cdef _scatter(pids_arr, Py_ssize_t n, offsets):
     """The stable scatter of rows by partition, ``offsets[1:]`` holding the counts."""
     cdef const int32_t[::1] p = pids_arr
     cdef Py_ssize_t m = p.shape[0]
-    order = np.empty(m, dtype=np.int64)
+    # 8 entries of slack: the AVX-512 scatter stores whole registers (see above)
+    order = np.empty(m + 8, dtype=np.int64)
     cdef int64_t[::1] o = order
     cdef int64_t[::1] off = offsets
     cdef int64_t *pos = <int64_t *>PyMem_Malloc(n * sizeof(int64_t))
@@ -413,7 +459,7 @@ cdef _scatter(pids_arr, Py_ssize_t n, offsets):
         vk__scatter_ids(&p[0] if m > 0 else NULL, m, n, &off[0], pos,
                         &o[0] if m > 0 else NULL)
     PyMem_Free(pos)
-    return order
+    return order[:m]
 
 
 def stable_bucket(pids, Py_ssize_t n):
