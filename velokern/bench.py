@@ -9,8 +9,9 @@ outputs must be identical bit for bit, and velokern's final result must equal Du
 over the whole stream (floats to a relative 1e-9); and every batch's output of DuckDB
 and of Polars must equal velokern's answer for that batch on its own (a new job per
 batch), as a multiset of rows. Figures are medians of several timed passes after a
-warm-up pass; the engines of one scenario and batch size take turns, one pass each per
-round, so their ratios come from passes run side by side.
+warm-up pass; the engines of one scenario and batch size take turns, one timed pass
+each per round (each after an untimed pass of its own, so no engine runs on another's
+cache contents), so their ratios come from passes run side by side.
 """
 
 from __future__ import annotations
@@ -745,8 +746,9 @@ def write_report(path: str, quick: bool = False) -> str:
         "- shared and noisy: figures are medians of several passes after a warm-up "
         "pass; spread = (max - min) / median. The engines compared in one table row group "
         "(a scenario and batch size; the high-cardinality GROUP BY; the Dask runs) take "
-        "turns, one pass each per round, so a change in the machine's load hits them "
-        "alike",
+        "turns, one timed pass each per round, each right after an untimed pass of the "
+        "same engine (so none runs on another engine's cache contents), so a change in "
+        "the machine's load hits them alike",
         "",
         "## Bucketing (Cython shim), 1,000,000 int64 keys into 8 partitions, one core",
         "",
