@@ -62,3 +62,28 @@ def test_high_cardinality_groupby_checks_every_engine():
     _check_direct("t", "same rows, other order", [ref], [pa.table({"k": [2, 1], "n": [4, 3]})])
     with pytest.raises(AssertionError, match="column 1 differs"):
         _check_direct("t", "wrong count", [ref], [pa.table({"k": [1, 2], "n": [3, 5]})])
+
+
+def test_rounds_rewarm_each_engine_before_its_timed_pass():
+    """Several engines: each timed pass follows an untimed pass of the same engine (so
+    none runs on another's cache contents); one engine: passes back to back."""
+    from velokern.bench import _time_rounds
+
+    calls = []
+    cases = {name: (lambda name=name: calls.append(name), None) for name in ("a", "b")}
+    times = _time_rounds(cases, 3)
+    assert calls == ["a", "b"] + ["a", "a", "b", "b"] * 3
+    assert all(len(t) == 3 and min(t) >= 0 for t in times.values())
+    calls.clear()
+    _time_rounds({"a": cases["a"]}, 3)
+    assert calls == ["a"] * 4
+
+
+def test_parallel_ceiling_reports_one_worker_time_and_speedup():
+    from velokern.bench import measure_parallel_ceiling
+
+    out = measure_parallel_ceiling(threads=2, repeats=2, sizes=(20_000, 100_000))
+    assert out["threads"] in (1, 2)
+    assert set(out) == {"threads", "compute-bound loop", "memory-bound scan (1 MB)"}
+    for name in ("compute-bound loop", "memory-bound scan (1 MB)"):
+        assert out[name]["one"] > 0 and 0 < out[name]["speedup"] < 100

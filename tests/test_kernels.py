@@ -51,19 +51,6 @@ def test_float_key_bits(x):
     assert scalar.float_key_bits(x, bits) == slow.float_key_bits(x)
 
 
-@given(st.lists(ints, min_size=1, max_size=3))
-def test_hash_matches_shim(keys):
-    h = np.uint64(0)
-    for k in keys:
-        h = np.uint64(scalar.combine(np.uint64(h), np.int64(k)))
-    ref = 0
-    for k in keys:
-        ref = slow.combine(ref, k)
-    assert int(h) == ref
-    shim = _shim.hash_keys([np.array([k], dtype=np.int64) for k in keys])
-    assert int(shim[0]) == ref
-
-
 @given(st.lists(ints, min_size=1, max_size=4))
 def test_group_hash(keys):
     """The group-by tables' key hash (folded keys, one mix64) against its twin; one key
@@ -248,13 +235,13 @@ def test_session_lists(skey):
 
 
 @given(st.lists(st.one_of(st.integers(-3, 3), ints), max_size=60))
-def test_probe_unique_finds_the_groups_probe_finds(keys):
+def test_unique_probe_finds_the_groups_the_full_probe_finds(keys):
     """One non-null key: the probe that compares only hashes (a bijection of the key)
     numbers the groups as the full probe does, first occurrence first; a small table
     makes every probe walk collisions."""
     from velokern.kernels import hashtable
 
-    def groups(fn):
+    def groups(unique):
         table = np.full(128, -1, np.int64)
         hashes = np.zeros(64, np.uint64)
         kbits = np.zeros((64, 1), np.int64)
@@ -264,11 +251,11 @@ def test_probe_unique_finds_the_groups_probe_finds(keys):
         for k in keys:
             kv[0] = k
             h = np.uint64(scalar.mix64(np.uint64(scalar.fold(np.uint64(0), np.int64(k)))))
-            g = fn(table, hashes, kbits, knull, kv, kn, h, ng)
+            g = hashtable.probe(table, hashes, kbits, knull, kv, kn, h, ng, unique)
             ng += g == ng
             out.append(int(g))
         return out
 
     first = {}
     expect = [first.setdefault(k, len(first)) for k in keys]
-    assert groups(hashtable.probe_unique) == groups(hashtable.probe) == expect
+    assert groups(True) == groups(False) == expect

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import numpy as np
+from numba import njit, prange
 
 import velokern as vk
 from velokern.datagen import SCENARIOS, stream_for
@@ -548,45 +549,45 @@ def measure_bucketing(rows: int = 1_000_000, partitions: int = 8, repeats: int =
             _shim.set_current_thread_cpus(saved)
 
 
-def _ceiling_kernels():
-    """Two prange loops with no serial part and no shared data (the machine's own
-    parallel ceiling): a compute-bound float recurrence and a memory-bound sum."""
-    from numba import njit, prange
-
-    @njit(cache=True, nogil=True)
-    def chain(a, lo, hi):
-        s = 0.0
-        for i in range(lo, hi):
-            x = a[i]
-            for _ in range(16):
-                x = x * 1.0000001 + 0.5
-            s += x
-        return s
-
-    @njit(cache=True, nogil=True)
-    def total(a, lo, hi):
-        s = 0.0
-        for i in range(lo, hi):
-            s += a[i]
-        return s
-
-    @njit(cache=True, nogil=True, parallel=True)
-    def compute(a, parts, out):
-        for q in prange(parts):
-            out[q] = chain(a, q * len(a) // parts, (q + 1) * len(a) // parts)
-
-    @njit(cache=True, nogil=True, parallel=True)
-    def scan(a, parts, out):
-        for q in prange(parts):
-            out[q] = total(a, q * len(a) // parts, (q + 1) * len(a) // parts)
-
-    return compute, scan
+# the machine's own parallel ceiling: two prange loops with no serial part and no shared
+# data, a compute-bound float recurrence and a memory-bound sum (measure_parallel_ceiling)
+@njit(cache=True, nogil=True)
+def _chain(a, lo, hi):
+    s = 0.0
+    for i in range(lo, hi):
+        x = a[i]
+        for _ in range(16):
+            x = x * 1.0000001 + 0.5
+        s += x
+    return s
 
 
-def measure_parallel_ceiling(threads: int | None = None, repeats: int = 15) -> dict:
+@njit(cache=True, nogil=True)
+def _total(a, lo, hi):
+    s = 0.0
+    for i in range(lo, hi):
+        s += a[i]
+    return s
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def _compute(a, parts, out):
+    for q in prange(parts):
+        out[q] = _chain(a, q * len(a) // parts, (q + 1) * len(a) // parts)
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def _scan(a, parts, out):
+    for q in prange(parts):
+        out[q] = _total(a, q * len(a) // parts, (q + 1) * len(a) // parts)
+
+
+def measure_parallel_ceiling(threads: int | None = None, repeats: int = 15,
+                             sizes: tuple[int, int] = (1_000_000, 50_000_000)) -> dict:
     """Per loop with nothing serial: the median seconds on one numba worker, and the
     speed-up of ``threads`` workers over one: what this machine's cores give at best
-    (V2 cannot beat it). The one-worker time shows how fast the machine ran then."""
+    (V2 cannot beat it). The one-worker time shows how fast the machine ran then.
+    ``sizes``: the elements of the compute-bound loop and of the scanned array."""
     import numba
 
     from velokern.processors.threading import available_cpus, configure_threading_layer
@@ -594,9 +595,8 @@ def measure_parallel_ceiling(threads: int | None = None, repeats: int = 15) -> d
     configure_threading_layer()
     threads = threads or max(len(available_cpus()), 1)
     threads = min(threads, numba.config.NUMBA_NUM_THREADS)
-    compute, scan = _ceiling_kernels()
-    cases = {"compute-bound loop": (compute, np.random.default_rng(0).random(1_000_000)),
-             "memory-bound scan (400 MB)": (scan, np.ones(50_000_000))}
+    cases = {"compute-bound loop": (_compute, np.random.default_rng(0).random(sizes[0])),
+             f"memory-bound scan ({sizes[1] * 8 / 1e6:,.0f} MB)": (_scan, np.ones(sizes[1]))}
     out = {"threads": threads}
     saved = numba.get_num_threads()
     try:
@@ -1051,10 +1051,10 @@ aggregates), same machine, medians of repeated calls.
   stored hash of the probed group, 14% on its key bits, 16% and 11% on its SUM and COUNT
   states, although all of them had been prefetched 16 rows ahead: about six lines per
   row in flight is more than the core tracks. With one non-null key the hash (`mix64` of
-  the key bits) is a bijection, so equal hashes mean equal keys: such tables now use
-  `probe_unique`, which neither reads nor prefetches the key bits and null flags (two
-  lines per row fewer). The two kernels alternating in one process, median of 5 whole
-  runs: V1 0.49 -> 0.43 s, V2:2 0.41 -> 0.34 s.
+  the key bits) is a bijection, so equal hashes mean equal keys: for such tables
+  `hashtable.probe` (a constant `unique` flag) neither reads nor prefetches the key bits
+  and null flags (two lines per row fewer). The two kernels alternating in one process,
+  median of 5 whole runs: V1 0.49 -> 0.43 s, V2:2 0.41 -> 0.34 s.
 - **Compile time (first batch of a new query).** A V2 job compiled its `prange` wrapper
   in as long as V1's kernel: numba links a called function's code into the caller and
   optimises the whole module again, so the ~10 s of LLVM work on `batch_part` was done

@@ -79,7 +79,7 @@ from velokern.kernels.scalar import (
     f_lt, f_eq, f_le,
 )
 from velokern.kernels.calls import call_int, call_pair
-from velokern.kernels.hashtable import probe, probe_unique, distinct_insert, prefetch, slot_of
+from velokern.kernels.hashtable import probe, distinct_insert, prefetch, slot_of
 from velokern.kernels.windows import (
     NO_WM, closing_gids, drop_closed, first_window, min_window, window_order,
 )
@@ -1039,10 +1039,9 @@ def _unique_hash(kbs: list[tuple[str, str]]) -> bool:
 def _probe_lines(kbs: list[tuple[str, str]]) -> list[str]:
     """``g`` = the group of the key (bits, null flag) pairs ``kbs`` in the hash table,
     inserted as group ``ng`` when new."""
-    fn = "probe_unique" if _unique_hash(kbs) else "probe"
     return [*(f"kvs[{j}] = {kb}\nkns[{j}] = {n}" for j, (kb, n) in enumerate(kbs)),
             *_hash_lines([kb for kb, _ in kbs]),
-            f"g = {fn}(table, hashes, kbits, knull, kvs, kns, h, ng)"]
+            f"g = probe(table, hashes, kbits, knull, kvs, kns, h, ng, {_unique_hash(kbs)})"]
 
 
 def _uses_direct_map(bq: BoundQuery) -> bool:

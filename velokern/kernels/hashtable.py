@@ -31,8 +31,13 @@ def slot_of(h, mask):
 # inline="always": a call would pass six arrays and pay NRT reference counting on each
 # of them per row (measured: ~60 ns/row, 6x the rest of a GROUP BY kernel)
 @njit(inline="always", **JIT)
-def probe(table, hashes, kbits, knull, kv, kn, h, ng):
-    """Group id of key (kv, kn) with hash h; inserts it as group ``ng`` when absent."""
+def probe(table, hashes, kbits, knull, kv, kn, h, ng, unique):
+    """Group id of key (kv, kn) with hash h; inserts it as group ``ng`` when absent.
+
+    ``unique`` (a constant in the generated code, so the test is compiled away): the
+    hash is a bijection of the key (one non-null key: ``mix64`` of its bits), so equal
+    hashes mean equal keys and a hit reads only the stored hash, not the key bits and
+    null flags (two cache lines fewer per row once the table no longer fits in cache)."""
     mask = len(table) - 1
     s = slot_of(h, mask)
     nk = len(kv)
@@ -46,6 +51,8 @@ def probe(table, hashes, kbits, knull, kv, kn, h, ng):
                 knull[ng, j] = kn[j]
             return ng
         if hashes[g] == h:
+            if unique:
+                return g
             same = True
             for j in range(nk):
                 if kbits[g, j] != kv[j] or knull[g, j] != kn[j]:
@@ -53,28 +60,6 @@ def probe(table, hashes, kbits, knull, kv, kn, h, ng):
                     break
             if same:
                 return g
-        s = (s + 1) & mask
-
-
-@njit(inline="always", **JIT)
-def probe_unique(table, hashes, kbits, knull, kv, kn, h, ng):
-    """:func:`probe` for a table whose hash is a bijection of the key (one non-null key:
-    ``mix64`` of its bits), so equal hashes mean equal keys: a hit reads only the stored
-    hash, not the key bits and null flags (two cache lines fewer per row once the table
-    no longer fits in cache)."""
-    mask = len(table) - 1
-    s = slot_of(h, mask)
-    while True:
-        g = table[s]
-        if g < 0:
-            table[s] = ng
-            hashes[ng] = h
-            for j in range(len(kv)):
-                kbits[ng, j] = kv[j]
-                knull[ng, j] = kn[j]
-            return ng
-        if hashes[g] == h:
-            return g
         s = (s + 1) & mask
 
 

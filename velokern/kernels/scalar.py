@@ -34,13 +34,6 @@ def mix64(x):
     return z ^ (z >> _S31)
 
 
-@njit(**JIT)
-def combine(h, key_bits):
-    """Fold one int64 key into a running uint64 hash: ``mix64(h ^ uint64(key))`` (the
-    Cython shim's row hash, which picks a row's partition)."""
-    return mix64(h ^ np.uint64(key_bits))
-
-
 @njit(inline="always", **JIT)
 def fold(h, key_bits):
     """Fold one int64 key into a running group-key hash: ``h * FOLD + uint64(key)``. A

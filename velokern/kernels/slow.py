@@ -23,10 +23,6 @@ def mix64(x: int) -> int:
     return z ^ (z >> 31)
 
 
-def combine(h: int, key: int) -> int:
-    return mix64((h ^ (key & MASK64)) & MASK64)
-
-
 def fold(h: int, key: int) -> int:
     return (h * 0x9FB21C651E98DF25 + (key & MASK64)) & MASK64
 
