@@ -238,22 +238,30 @@ def test_session_lists(skey):
 def test_unique_probe_finds_the_groups_the_full_probe_finds(keys):
     """One non-null key: the probe that compares only hashes (a bijection of the key)
     numbers the groups as the full probe does, first occurrence first; a small table
-    makes every probe walk collisions."""
+    makes every probe walk collisions. A table refilled from the groups' stored hashes
+    (as after growing, closing windows or a restore) finds every group again."""
     from velokern.kernels import hashtable
 
     def groups(unique):
-        table = np.full(128, -1, np.int64)
+        table = hashtable.new_table(1, 128)[0]
         hashes = np.zeros(64, np.uint64)
         kbits = np.zeros((64, 1), np.int64)
         knull = np.zeros((64, 1), np.uint8)
         kv, kn = np.zeros(1, np.int64), np.zeros(1, np.uint8)
         ng, out = 0, []
-        for k in keys:
+
+        def probe(k, ng):
             kv[0] = k
             h = np.uint64(scalar.mix64(np.uint64(scalar.fold(np.uint64(0), np.int64(k)))))
-            g = hashtable.probe(table, hashes, kbits, knull, kv, kn, h, ng, unique)
+            return int(hashtable.probe(table, hashes, kbits, knull, kv, kn, h, ng, unique))
+
+        for k in keys:
+            g = probe(k, ng)
             ng += g == ng
-            out.append(int(g))
+            out.append(g)
+        hashtable.refill(table, hashes, ng)
+        assert [probe(k, ng) for k in keys] == out
+        assert (table[:, 0] >= 0).sum() == ng
         return out
 
     first = {}

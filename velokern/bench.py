@@ -919,17 +919,24 @@ aggregates), same machine, medians of repeated calls.
   branch, the touched flag, the bucketed-order indirection and the capacity guard
   together 6.9 ns/row, which is the floor here with batches read from memory (a
   hand-written loop over data already in cache: 3-4.5 ns/row). Each of those costs 1-2.5
-  ns/row; hoisting the direct map's bounds out of the loop, a branch-free MIN/MAX or
-  dropping the NaN test changed nothing measurable. Fixes so far, each measured:
-  inlining the hash-table probe (a call passed six arrays and paid NRT reference
-  counting per row: 69 -> 21 ns/row); the direct map for
-  string keys (21 -> 14.5 ns/row); one shared non-null count per aggregate argument
-  instead of a count or "seen" flag per aggregate (14.5 -> 11 ns/row); one NaN test per
-  MIN/MAX update instead of two (11.4 -> 10.0 ns/row). What would lift it
-  further: a kernel without the resumable-growth guard when the table is presized for the
-  batch, EMIT FINAL kernels without touched tracking, and accumulating small-key
-  aggregates in per-batch dense arrays (no per-row group lookup) before folding them
-  into the state.
+  ns/row; a branch-free MIN/MAX or dropping the NaN test changed nothing measurable.
+  Fixes so far, each measured: inlining the hash-table probe (a call passed six arrays
+  and paid NRT reference counting per row: 69 -> 21 ns/row); the direct map for string
+  keys (21 -> 14.5 ns/row); one shared non-null count per aggregate argument instead of a
+  count or "seen" flag per aggregate (14.5 -> 11 ns/row); one NaN test per MIN/MAX update
+  instead of two (11.4 -> 10.0 ns/row). Later round, the generated kernel's call timed
+  alone (S2, V1, one 100k batch replayed, variants alternating in one process): loading
+  the direct map's sizes and strides once before the loop instead of from `ddims` on
+  every row (stores to state arrays may alias it, so LLVM reloaded it) 614 -> 552 µs;
+  running the loop in stretches that fit the state, one capacity check per stretch
+  instead of a test and early return on every row, 614 -> 583 µs; both 512 µs. The whole
+  job in alternating old/new processes: 0.66 -> 0.55-0.57 ms per batch in the fast
+  process mode (0.91-0.97 -> 0.79-0.88 ms in the slow one). Tried and left: moving the
+  hash probe of a direct-map miss out of line (a call) gained nothing end to end, and
+  a group's states in one row of a [groups, states] array (strided views) made a
+  hand-written S2 loop slower (0.40 -> 0.52 ms). What would lift it further: EMIT FINAL
+  kernels without touched tracking, and accumulating small-key aggregates in per-batch
+  dense arrays (no per-row group lookup) before folding them into the state.
 - **Small batches (1k target missed).** Measured on S2 at 1,000 records (V1, one
   call at a time, `timeit` in a script): the fused kernel call takes ~24 µs, of which
   ~6 µs is numba's dispatch of its 17 arguments (an empty call) and ~18 µs the update of
@@ -1054,7 +1061,17 @@ aggregates), same machine, medians of repeated calls.
   the key bits) is a bijection, so equal hashes mean equal keys: for such tables
   `hashtable.probe` (a constant `unique` flag) neither reads nor prefetches the key bits
   and null flags (two lines per row fewer). The two kernels alternating in one process,
-  median of 5 whole runs: V1 0.49 -> 0.43 s, V2:2 0.41 -> 0.34 s.
+  median of 5 whole runs: V1 0.49 -> 0.43 s, V2:2 0.41 -> 0.34 s. Next round, `perf`
+  again: 39% of the kernel's samples on the compare with the probed group's stored hash
+  (a load that depends on the slot's group id), 20% and 14% on COUNT and SUM. The table
+  now keeps each group's hash beside its id in the slot (`[slots, 2]`), so a probe reads
+  one line where it read two and the hash is no longer prefetched. A hand-written
+  probe-and-two-sums loop (5M rows, 1M keys, 100k batches): 0.20-0.22 -> 0.17 s. The
+  whole job, old and new code in alternating processes, median of 5 processes (best of
+  3 runs each): V1 0.36 -> 0.33 s, V2:2 unchanged at ~0.21 s (Polars in the same session
+  ~0.15 s). The remaining misses are the group's COUNT and SUM: what would lift it is
+  still a state layout with a group's values in one cache line and radix-partitioning a
+  batch by hash before the updates.
 - **Compile time (first batch of a new query).** A V2 job compiled its `prange` wrapper
   in as long as V1's kernel: numba links a called function's code into the caller and
   optimises the whole module again, so the ~10 s of LLVM work on `batch_part` was done

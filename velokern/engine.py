@@ -24,6 +24,7 @@ from velokern.kernels.codegen import STATE_SLOTS, KernelSpec, generate
 from velokern.kernels.compiler import load_module
 from velokern.kernels.hashtable import (
     collect_all,
+    new_table,
     rebuild_direct,
     rebuild_distinct,
     rebuild_table,
@@ -253,6 +254,10 @@ class StreamExecutionEngine:
                     "this snapshot's state layout (meta columns and I/F/B pack rows "
                     f"{got}) is not the one this velokern's kernels for {self.sql!r} use "
                     f"{want}: it was written by another version")
+            # the table is rebuilt from the groups' hashes: it is an index, and this
+            # keeps snapshots written with another table layout readable
+            state[0] = new_table(state[0].shape[0], state[0].shape[1])
+            rebuild_table(state[0], state[1], state[7], 0)
             self._spec = spec
             self._state = state
         if snap["sessions"] is not None:
@@ -603,7 +608,7 @@ class StreamExecutionEngine:
         nd = max(len(spec.distinct), 1)
         rows = spec.pack_rows
         self._state = [
-            np.full((P, 2 * cap), -1, dtype=np.int64),  # table
+            new_table(P, 2 * cap),  # table: (group id, hash) per slot
             np.zeros((P, cap), dtype=np.uint64),  # hashes
             np.zeros((P, cap, k), dtype=np.int64),  # kbits
             np.zeros((P, cap, k), dtype=np.uint8),  # knull
@@ -682,7 +687,7 @@ class StreamExecutionEngine:
             st[3] = _double(st[3], 1)
             for k in (4, 5, 6):
                 st[k] = _double(st[k], 2)
-            st[0] = np.full((st[0].shape[0], st[0].shape[1] * 2), -1, np.int64)
+            st[0] = new_table(st[0].shape[0], st[0].shape[1] * 2)
             rebuild_table(st[0], st[1], meta, 0)
         cols = [spec.meta_cols[f"{a}_nd"] for a in spec.distinct]
         if cols and max(meta[:, c].max() for c in cols) + room > st[9].shape[2]:

@@ -1,11 +1,14 @@
 """The group-by hash table: open addressing with linear probing over numpy arrays.
 
-Per partition: ``table`` (int64, a power of two, -1 = empty) maps slots to group ids;
-groups are numbered densely in order of creation (= order of first record) and hold
-their 64-bit ``hashes`` and key bits ``kbits[g, j]`` / null flags ``knull[g, j]``. The
-table is kept at most half full: the update kernel stops before a batch would overfill
-it, the engine grows the arrays and rebuilds the table with :func:`rebuild_table`, and
-the kernel resumes where it stopped.
+Per partition: ``table`` (int64 ``[slots, 2]``, slots a power of two) maps a slot to a
+group id ``table[s, 0]`` (-1 = empty) and holds that group's 64-bit hash beside it in
+``table[s, 1]``, so a probe compares hashes in the slot's own cache line (with the hash
+in a per-group array, the dependent load of ``hashes[g]`` was the largest stall of a
+GROUP BY over 1M keys). Groups are numbered densely in order of creation (= order of
+first record) and also keep their ``hashes`` (to rebuild the table) and key bits
+``kbits[g, j]`` / null flags ``knull[g, j]``. The table is kept at most half full: the
+update kernel stops before a batch would overfill it, the engine grows the arrays and
+rebuilds the table with :func:`rebuild_table`, and the kernel resumes where it stopped.
 
 Distinct sets (COUNT(DISTINCT x)) use the same scheme over (group, value) pairs.
 """
@@ -36,21 +39,23 @@ def probe(table, hashes, kbits, knull, kv, kn, h, ng, unique):
 
     ``unique`` (a constant in the generated code, so the test is compiled away): the
     hash is a bijection of the key (one non-null key: ``mix64`` of its bits), so equal
-    hashes mean equal keys and a hit reads only the stored hash, not the key bits and
-    null flags (two cache lines fewer per row once the table no longer fits in cache)."""
+    hashes mean equal keys and a hit reads only the slot, not the key bits and null
+    flags (two cache lines fewer per row once the table no longer fits in cache)."""
     mask = len(table) - 1
     s = slot_of(h, mask)
+    hb = np.int64(h)
     nk = len(kv)
     while True:
-        g = table[s]
+        g = table[s, 0]
         if g < 0:
-            table[s] = ng
+            table[s, 0] = ng
+            table[s, 1] = hb
             hashes[ng] = h
             for j in range(nk):
                 kbits[ng, j] = kv[j]
                 knull[ng, j] = kn[j]
             return ng
-        if hashes[g] == h:
+        if table[s, 1] == hb:
             if unique:
                 return g
             same = True
@@ -64,17 +69,29 @@ def probe(table, hashes, kbits, knull, kv, kn, h, ng, unique):
 
 
 @njit(**JIT)
+def refill(table, hashes, ng):
+    """Empty one partition's ``table`` and insert its groups ``0..ng-1`` (their stored
+    hashes) again."""
+    table[:] = -1
+    mask = len(table) - 1
+    for g in range(ng):
+        s = slot_of(hashes[g], mask)
+        while table[s, 0] >= 0:
+            s = (s + 1) & mask
+        table[s, 0] = g
+        table[s, 1] = np.int64(hashes[g])
+
+
+@njit(**JIT)
 def rebuild_table(table, hashes, meta, ng_col):
     """Refill ``table[p]`` from the stored hashes of partition p's groups (all p)."""
     for p in range(table.shape[0]):
-        t = table[p]
-        t[:] = -1
-        mask = len(t) - 1
-        for g in range(meta[p, ng_col]):
-            s = slot_of(hashes[p, g], mask)
-            while t[s] >= 0:
-                s = (s + 1) & mask
-            t[s] = g
+        refill(table[p], hashes[p], meta[p, ng_col])
+
+
+def new_table(partitions: int, slots: int) -> np.ndarray:
+    """An empty table per partition: ``slots`` (a power of two) x (group id, hash)."""
+    return np.full((partitions, slots, 2), -1, dtype=np.int64)
 
 
 @njit(**JIT)

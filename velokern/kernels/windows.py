@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from velokern.kernels.hashtable import distinct_hash, slot_of
+from velokern.kernels.hashtable import distinct_hash, refill, slot_of
 from velokern.kernels.scalar import JIT
 
 NO_WATERMARK = np.iinfo(np.int64).min
@@ -121,13 +121,7 @@ def drop_closed(S, p, keyrow, limit, nd_cols, tlist_row):
             tl[nt] = ng2
             nt += 1
     meta[1] = nt
-    table[:] = -1
-    mask = len(table) - 1
-    for g in range(j):
-        s = slot_of(hashes[g], mask)
-        while table[s] >= 0:
-            s = (s + 1) & mask
-        table[s] = g
+    refill(table, hashes, j)
     for d in range(len(nd_cols)):
         col = nd_cols[d]
         dtab, dgid, dval = S[8][p, d], S[9][p, d], S[10][p, d]
