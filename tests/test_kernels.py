@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from numba import njit
 
 import velokern as vk
 from velokern import _shim
@@ -43,6 +44,29 @@ def test_float_to_int(x):
 def test_float_order(a, b):
     assert scalar.f_lt(a, b) == slow.f_lt(a, b)
     assert scalar.f_eq(a, b) == slow.f_eq(a, b)
+
+
+@njit
+def _nonneg_gather(a, ix, out):
+    for t in range(len(ix)):
+        out[t] = a[scalar.nonneg(ix[t])]
+        a[scalar.nonneg(ix[t])] += 1
+
+
+@given(st.lists(st.integers(0, 63), max_size=40), st.sampled_from([np.int64, np.int32]))
+def test_nonneg_index_reads_the_same_elements(idx, dtype):
+    """``nonneg`` (an index the kernels know is >= 0) changes no value it passes: a
+    gather and update through it touch what numpy's indexing touches."""
+    a = np.arange(64, dtype=np.int64) * 3
+    ix = np.array(idx, dtype=dtype)
+    out = np.empty(len(ix), np.int64)
+    ref_a = a.copy()
+    ref = []
+    for k in idx:
+        ref.append(ref_a[k])
+        ref_a[k] += 1
+    _nonneg_gather(a, ix, out)
+    assert out.tolist() == ref and a.tolist() == ref_a.tolist()
 
 
 @given(st.floats(width=64))

@@ -75,8 +75,8 @@ _HEADER = """\
 import numpy as np
 from numba import njit, prange
 from velokern.kernels.scalar import (
-    float_key_bits, fold, int_div, int_mod, mix64, round_half_away, round_int, float_to_int,
-    f_lt, f_eq, f_le,
+    float_key_bits, fold, int_div, int_mod, mix64, nonneg, round_half_away, round_int,
+    float_to_int, f_lt, f_eq, f_le,
 )
 from velokern.kernels.calls import call_int, call_pair
 from velokern.kernels.hashtable import probe, distinct_insert, prefetch, slot_of
@@ -161,6 +161,12 @@ class KernelSpec:
             if o.mask_row >= 0:
                 rows["OM"] += 1
         return rows
+
+
+#: a kernel's input row ``i`` for loop position ``j``, and its group ``g`` once looked up:
+#: both are >= 0, which ``nonneg`` tells LLVM (no negative-index wraparound per access)
+_ROW = "i = nonneg(idx[j] if use_idx else j)"
+_GROUP = "g = nonneg(g)"
 
 
 def _indent(lines: list[str], n: int) -> list[str]:
@@ -569,14 +575,15 @@ def _gen_stateless(bq: BoundQuery, spec: KernelSpec, types) -> str:
     if bq.where is not None:
         wv, wn = g.gen(bq.where)
         g.emit(f"if not ({wv} and not {wn}):\n    continue")
-    stores = _out_lines(g, list(zip(bq.outputs, bq.output_types)), "k", passthrough=True)
-    loop = g.lines + stores + ["orow[k] = i", "k += 1"]
+    stores = _out_lines(g, list(zip(bq.outputs, bq.output_types)), "nonneg(k)",
+                        passthrough=True)
+    loop = g.lines + stores + ["orow[nonneg(k)] = i", "k += 1"]
     pro = _prologue_inputs(spec)
     src = ["@njit(**JIT)",
            "def project_part(C, M, R, idx, use_idx, start, end, OI, OF, OB, OM, orow):"]
     src += _indent(pro, 4)
     src += _indent(["k = start", "for j in range(start, end):",
-                    "    i = idx[j] if use_idx else j"], 4)
+                    "    " + _ROW], 4)
     src += _indent(loop, 8)
     src += _indent(["return k - start"], 4)
     src += ["", "", "@njit(**PJIT)",
@@ -703,6 +710,7 @@ def _gen_aggregate(bq: BoundQuery, spec: KernelSpec, types) -> str:
         g.lines = []
         for ln in probe_lines:
             g.emit(ln)
+    g.emit(_GROUP)
     new_group = ["ng += 1", "first_seq[g] = seq_base + i", "touched[g] = 0"]
     if win is not None:
         new_group.append("if ws < minws:\n    minws = ws")
@@ -859,7 +867,7 @@ def _gen_aggregate(bq: BoundQuery, spec: KernelSpec, types) -> str:
             f"def update_part(S, p, C, M, R, idx, use_idx, start, end, seq_base, obase{out_args}):"]
     src += _indent(pro, 4)
     src += _indent(_row_loop(room, [f"return {stop_call}"], [
-        "i = idx[j] if use_idx else j"] + close_check + pf_loop + g.lines), 4)
+        _ROW] + close_check + pf_loop + g.lines), 4)
     src += _indent([f"return {stop_call.replace('(meta, j,', '(meta, end,')}"], 4)
     src += ["", ""]
 
@@ -887,18 +895,19 @@ def _gen_aggregate(bq: BoundQuery, spec: KernelSpec, types) -> str:
     if bq.having is not None:
         hv, hn = e.gen(bq.having)
         e.emit(f"if not ({hv} and not {hn}):\n    continue")
-    stores = _out_lines(e, list(zip(bq.outputs, bq.output_types)), "obase + k")
+    stores = _out_lines(e, list(zip(bq.outputs, bq.output_types)), "nonneg(obase + k)")
     # outputs that are aggregates/keys may be null even when the generator thinks not
     if win is None:
-        seq_store = ["oseq[obase + k] = first_seq[g]"]
+        seq_store = ["oseq[nonneg(obase + k)] = first_seq[g]"]
     else:  # rows are ordered by (window start, first record)
-        seq_store = ["oseq[0, obase + k] = kv0[g]", "oseq[1, obase + k] = first_seq[g]"]
+        seq_store = ["oseq[0, nonneg(obase + k)] = kv0[g]",
+                     "oseq[1, nonneg(obase + k)] = first_seq[g]"]
     body = e.lines + stores + seq_store + ["k += 1"]
     src += ["@njit(inline=\"always\", **JIT)",
             "def emit_part(S, p, R, gids, gstart, gend, OI, OF, OB, OM, oseq, obase):"]
     src += _indent(["LIT = R[0]"] + [f"RANK{k} = R[{k + 1}]"
                                      for k in range(len(spec.rank_columns))] + bind_state, 4)
-    src += _indent(["k = 0", "for t in range(gstart, gend):", "    g = gids[t]"], 4)
+    src += _indent(["k = 0", "for t in range(gstart, gend):", "    g = nonneg(gids[t])"], 4)
     src += _indent(body, 8)
     src += _indent(["return k"], 4)
     src += ["", ""]
@@ -1155,6 +1164,7 @@ def _gen_rows(bq: BoundQuery, spec: KernelSpec, types) -> str:
     else:
         for ln in probe_lines:
             g.emit(ln)
+    g.emit(_GROUP)
     init = ["ng += 1", "nrows[g] = 0"]
     for j, (v, n) in enumerate(kvals):
         init.append(f"if not {n}:\n    kv{j}[g] = {v}")
@@ -1187,7 +1197,7 @@ def _gen_rows(bq: BoundQuery, spec: KernelSpec, types) -> str:
         def valid(q: str, nbase=nbase, nulls=nulls) -> str:
             return f"B_[{nbase} + {q}, g] == 0" if nulls else "True"
 
-        g.emit(f"slot = r % {ring}\nxv = {x}\nxn = {xn}")
+        g.emit(f"slot = nonneg(r % {ring})\nxv = {x}\nxn = {xn}")
         if o.func == "lag":
             dv, dn = ("0", "True") if o.default is None or o.default.type == NULL else (
                 repr(o.default.value), "False")
@@ -1242,9 +1252,10 @@ def _gen_rows(bq: BoundQuery, spec: KernelSpec, types) -> str:
         g.refs[f"OverRef{oi}"] = (v, n)
     g.emit("nrows[g] = r + 1")
     g.env = {"over": [compute_type(t) for t in bq.over_types], "key": [], "agg": []}
-    stores = _out_lines(g, list(zip(bq.outputs, bq.output_types)), "k", passthrough=True)
+    stores = _out_lines(g, list(zip(bq.outputs, bq.output_types)), "nonneg(k)",
+                        passthrough=True)
     g.env = None
-    loop = g.lines + stores + ["orow[k] = i", "k += 1"]
+    loop = g.lines + stores + ["orow[nonneg(k)] = i", "k += 1"]
     pro = _prologue_inputs(spec) + bind_state + [
         f"kvs = np.empty({K}, np.int64)",
         f"kns = np.empty({K}, np.uint8)",
@@ -1259,7 +1270,7 @@ def _gen_rows(bq: BoundQuery, spec: KernelSpec, types) -> str:
     src += _indent(pro, 4)
     src += _indent(_row_loop("max_groups - ng", [
         "meta[0] = ng", "meta[1] = k - obase", "meta[2] += filtered", "return j, 0"],
-        ["i = idx[j] if use_idx else j"] + loop), 4)
+        [_ROW] + loop), 4)
     src += _indent(["meta[0] = ng", "meta[1] = 0", "meta[2] += filtered",
                     "return end, k - obase"], 4)
     src += ["", "", "@njit(**PJIT)",

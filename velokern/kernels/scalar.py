@@ -9,7 +9,10 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
+from llvmlite import ir
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 _U = np.uint64
 _C1 = np.uint64(0x9E3779B97F4A7C15)
@@ -156,3 +159,24 @@ def f_eq(a, b):
 @njit(**JIT)
 def f_le(a, b):
     return f_lt(a, b) or f_eq(a, b)
+
+
+@intrinsic
+def nonneg(typingctx, x):
+    """``x`` unchanged, telling LLVM it is >= 0 (``llvm.assume``). numba wraps a signed
+    array index around when negative (two or three instructions per access, and a live
+    register for the array's length); an index known to be non-negative loses that code.
+    The generated kernels pass their row and group ids through it: a hand-written S2
+    loop, 0.40 -> 0.26 ms per 100k rows. The caller guarantees ``x >= 0``; a negative
+    ``x`` would index out of bounds instead of from the end."""
+    if not isinstance(x, types.Integer):
+        return None
+
+    def codegen(context, builder, signature, args):
+        v = args[0]
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [ir.IntType(1)]), "llvm.assume")
+        builder.call(fn, [builder.icmp_signed(">=", v, ir.Constant(v.type, 0))])
+        return v
+
+    return x(x), codegen
