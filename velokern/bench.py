@@ -906,7 +906,7 @@ aggregates), same machine, medians of repeated calls.
   8.7 M rec/s, and the warm start 1.18 s and 1.37 s. Compare figures within one report;
   before/after claims below come from alternating processes.
 
-- **GROUP BY kernel (S2 target missed).** Per row: read the key code, find the group
+- **GROUP BY kernel (S2, 200 M rec/s).** Per row: read the key code, find the group
   through a direct map (all-string/bool keys; other keys probe an open-addressing hash
   table), then one read-modify-write per aggregate state plus the group's row count and
   its "touched" flag (for EMIT CHANGES). The kernel alone runs at ~10 ns/row; a
@@ -936,7 +936,9 @@ aggregates), same machine, medians of repeated calls.
   a group's states in one row of a [groups, states] array (strided views) made a
   hand-written S2 loop slower (0.40 -> 0.52 ms). What would lift it further: EMIT FINAL
   kernels without touched tracking, and accumulating small-key aggregates in per-batch
-  dense arrays (no per-row group lookup) before folding them into the state.
+  dense arrays (no per-row group lookup) before folding them into the state. With the
+  wraparound fix below, S2 V1 runs at 0.37-0.40 ms per 100k batch (250-270 M rec/s) in
+  fast-mode processes and ~0.45 ms in slow-mode ones.
 - **Negative-index wraparound (every kernel).** Reading the S2 kernel's machine code
   (`perf` samples mapped onto it) showed each array access preceded by numba's
   negative-index fix-up (`sar 63; and len; add`: an index below 0 counts from the end),
@@ -947,7 +949,7 @@ aggregates), same machine, medians of repeated calls.
   100k rows. The whole job, V1, 100k batches, this code and the previous commit in
   alternating processes (4 pairs, ms per batch): S2 0.54-0.76 -> 0.38-0.40, S1
   1.08-1.22 -> 0.78-0.81, S0 0.125-0.129 -> 0.097-0.123, S3a 3.6-5.3 -> 3.5-3.7.
-- **Small batches (1k target missed).** Measured on S2 at 1,000 records (V1, one
+- **Small batches (S2 at 1k, 30 M rec/s).** Measured on S2 at 1,000 records (V1, one
   call at a time, `timeit` in a script): the fused kernel call takes ~24 µs, of which
   ~6 µs is numba's dispatch of its 17 arguments (an empty call) and ~18 µs the update of
   1,000 rows plus the emission of the ~200 touched groups; validating and converting the
@@ -961,7 +963,12 @@ aggregates), same machine, medians of repeated calls.
   once per job), or coalescing consecutive small batches into one kernel call when the
   caller accepts the latency. V2 is slower than V1 at 1,000 records (its routing, the
   parallel call and the re-ordering of group rows are per-batch costs of the same size
-  as the work): use `v1` for small batches on few cores.
+  as the work): use `v1` for small batches on few cores. After the kernel changes of the
+  latest round (stretch loop, `nonneg`): 22-24 µs per batch (42-46 M rec/s) in fast-mode
+  processes and ~36 µs (28 M rec/s) in slow-mode ones, so whether a report shows the
+  target met depends on the mode its process drew; the kernel call is ~9 µs of it, of
+  which ~4 µs is an empty call's dispatch (calling the compiled overload's entry point
+  directly: 2.5 µs; not done, since it skips numba's type checks of the arguments).
 - **V2 on 2 cores (1.7x target missed).** Routing a 100k batch costs ~0.35-0.45 ms of
   serial work before the parallel kernel (key bits, the shim's partition ids, the stable
   counting sort), against ~0.6 ms of kernel work per partition, and the two workers
@@ -999,8 +1006,16 @@ aggregates), same machine, medians of repeated calls.
   keys 117 -> 48-54 µs; and for at most 4 partitions the stable scatter compresses each
   partition's row numbers 16 at a time (118 -> 80 µs, `timeit`). V2:2 whole job, old and
   new shim in alternating processes, three pairs: S2 0.84/0.99/1.03 -> 0.76/0.73/0.86
-  ms, S1 1.34/1.32/1.31 -> 1.24/1.27/1.23 ms, S3a within its noise (±20%).
-- **S3a, tumbling window + GROUP BY (100 M rec/s target missed by ~10x).** In S3a every
+  ms, S1 1.34/1.32/1.31 -> 1.24/1.27/1.23 ms, S3a within its noise (±20%). Latest round:
+  V1 got faster (S2 0.65 -> 0.38 ms, S1 1.1 -> 0.8 ms per 100k batch) while V2's serial
+  steps did not shrink, so V2:2 is now slower than V1 on S1 and S2 here. Its steps for
+  S2 (one process, wrapped engine methods; `timeit` for the shim): key bits 20 µs,
+  partition ids 22 µs, stable bucket 79 µs, then the two partitions' kernels (50k rows
+  each, in parallel) 0.32-0.45 ms against V1's 0.36 ms for all 100k rows: in that
+  session the parallel kernel itself gained only ~1.1x (the ceiling table shows how far
+  the machine's two workers scale at the time). V2:2 S2 whole job 0.55-0.63 ms in
+  fast-mode processes.
+- **S3a, tumbling window + GROUP BY (100 M rec/s target missed).** In S3a every
   record opens its own (window, trader, symbol) group: a minute holds 60 records and
   their 60 (trader, symbol) pairs are all different, so the job emits one row per input
   record. Timing the engine on 1M records (V1, 100k batches) with variants of the query:
@@ -1027,8 +1042,18 @@ aggregates), same machine, medians of repeated calls.
   output that fills at least half of them now takes the buffers over and the next batch
   gets new ones (smaller outputs are still copied, so an output never holds much more
   than its rows): old and new code in alternating processes, three pairs, 4.31/4.35/4.46
-  -> 4.02/3.96/4.01 ms per batch (S1 unchanged within the noise).
-- **S1, ROWS window (50 M rec/s target missed).** The kernel spends ~26 ns/record: hash
+  -> 4.02/3.96/4.01 ms per batch (S1 unchanged within the noise). Latest round (hash in
+  the table slot, `nonneg`): ~3.3-3.5 ms per batch in fast-mode processes (~29 M rec/s).
+  `perf` with the kernels' map: the fused kernel 54% of the samples (35% of them on the
+  test of the just-loaded table slot, i.e. the probe's mispredicted branch and load),
+  closing windows ~30% (`close_groups` with the emission 19%, `closing_gids` 6%,
+  `drop_closed` 2.5%, clearing the table 2%). Tried and left (variants alternating in
+  one process or in alternating processes, ms per batch): prefetching the table slot 16
+  or 32 records ahead, the key hash computed once into the prefetch ring 3.2 -> 3.4-3.5
+  (recomputing it 3.6 -> 4.4); a table four times the groups instead of twice, and
+  clearing only the closed groups' slots instead of the whole table, both within the
+  noise (3.30-3.42 against 3.36).
+- **S1, ROWS window (50 M rec/s).** The kernel spends ~26 ns/record: hash
   probe of the symbol, a read and a write of the 100-slot ring buffer, the running sum,
   and an exact re-sum of the frame once per frame length (so the float sum cannot
   drift). Later: ROWS windows whose PARTITION BY keys are all string/bool columns now
@@ -1048,7 +1073,8 @@ aggregates), same machine, medians of repeated calls.
   little on S1 (1.0x to 1.4x over V1 across runs on this shared machine) until its
   output rows were put back in input order without a sort (see V2 above); S1 has only 10
   symbols, which hash 6/4 onto 2 partitions (load balance 1.20 in the table above), so
-  even free routing caps V2 at 1.67x.
+  even free routing caps V2 at 1.67x. Latest round (`nonneg`): 0.78-0.81 ms per batch
+  (~125 M rec/s) in fast-mode processes.
 - **GROUP BY over ~1M integer keys (as fast as Polars: missed).** Profiled this round
   (script timing each batch, the growth steps and the flush): once the state holds ~1M
   groups a 100k batch took ~34 ms, 340 ns/row, while growing the state (doubling from
@@ -1079,9 +1105,14 @@ aggregates), same machine, medians of repeated calls.
   probe-and-two-sums loop (5M rows, 1M keys, 100k batches): 0.20-0.22 -> 0.17 s. The
   whole job, old and new code in alternating processes, median of 5 processes (best of
   3 runs each): V1 0.36 -> 0.33 s, V2:2 unchanged at ~0.21 s (Polars in the same session
-  ~0.15 s). The remaining misses are the group's COUNT and SUM: what would lift it is
-  still a state layout with a group's values in one cache line and radix-partitioning a
-  batch by hash before the updates.
+  ~0.15 s). Then `nonneg` (above): against the code of the round's start, alternating
+  processes, V1 0.33-0.37 -> 0.23-0.25 s, V2:2 0.22-0.25 -> 0.20 s. The remaining
+  misses are the group's COUNT and SUM, and growing the state (V1: the kernel 280 ms,
+  growth 40 ms, flush 5 ms in a slow-mode process; `perf`: 14% of all samples in the
+  kernel zeroing fresh pages). A group's states in one row of a [groups, states] array
+  measured in a hand-written loop: 1M random keys 55 -> 45 ms, but 200 cached keys 4.1 ->
+  4.5 ms, so it would trade S2 for this case; radix-partitioning a batch by hash before
+  the updates is the other lever.
 - **Compile time (first batch of a new query).** A V2 job compiled its `prange` wrapper
   in as long as V1's kernel: numba links a called function's code into the caller and
   optimises the whole module again, so the ~10 s of LLVM work on `batch_part` was done
