@@ -948,7 +948,12 @@ aggregates), same machine, medians of repeated calls.
   (`llvm.assume`), and the fix-up folds away. A hand-written S2 loop: 0.40 -> 0.26 ms per
   100k rows. The whole job, V1, 100k batches, this code and the previous commit in
   alternating processes (4 pairs, ms per batch): S2 0.54-0.76 -> 0.38-0.40, S1
-  1.08-1.22 -> 0.78-0.81, S0 0.125-0.129 -> 0.097-0.123, S3a 3.6-5.3 -> 3.5-3.7.
+  1.08-1.22 -> 0.78-0.81, S0 0.125-0.129 -> 0.097-0.123, S3a 3.6-5.3 -> 3.5-3.7. Then the
+  direct map's slot index and the bucketed-order index too (`dmap[nonneg(didx)]`,
+  `idx[nonneg(j)]`): S2 0.366-0.374 -> 0.341-0.349, S1 0.758-0.768 -> 0.70-0.73 (V1), and
+  V2:2 S2 0.48-0.83 -> 0.44-0.45, S1 0.90-0.97 -> 0.84-0.88. Restructuring MIN/MAX so
+  that the common case (no new extreme) takes one compare instead of two changed
+  nothing (0.371 -> 0.369 ms, variants alternating in one process).
 - **Small batches (S2 at 1k, 30 M rec/s).** Measured on S2 at 1,000 records (V1, one
   call at a time, `timeit` in a script): the fused kernel call takes ~24 µs, of which
   ~6 µs is numba's dispatch of its 17 arguments (an empty call) and ~18 µs the update of

@@ -165,7 +165,7 @@ class KernelSpec:
 
 #: a kernel's input row ``i`` for loop position ``j``, and its group ``g`` once looked up:
 #: both are >= 0, which ``nonneg`` tells LLVM (no negative-index wraparound per access)
-_ROW = "i = nonneg(idx[j] if use_idx else j)"
+_ROW = "i = nonneg(idx[nonneg(j)] if use_idx else j)"
 _GROUP = "g = nonneg(g)"
 
 
@@ -1066,7 +1066,7 @@ def _direct_lookup(g: _Gen, kbs: list[tuple[str, str]], probe_lines: list[str]) 
         g.emit(f"{cj} = ({kb} + 1) if not {n} else np.int64(0)")
         g.emit(f"if {cj} >= dsize{j}:\n    dok = False")
         g.emit(f"didx += {cj} * dstride{j}")
-    g.emit("g = dmap[didx] if dok else -1")
+    g.emit("g = dmap[nonneg(didx)] if dok else -1")  # codes + 1 >= 0, strides > 0
     g.emit("if g < 0:")
     g.lines.extend(_indent("\n".join(probe_lines).split("\n"), 4))
     g.emit("    if dok:\n        dmap[didx] = g")
