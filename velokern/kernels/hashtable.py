@@ -21,7 +21,7 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from velokern.kernels.scalar import JIT, mix64
+from velokern.kernels.scalar import JIT, mix64, nonneg
 
 _SHIFT = np.uint64(20)
 
@@ -48,13 +48,14 @@ def probe(table, hashes, kbits, knull, kv, kn, h, ng, unique):
     while True:
         g = table[s, 0]
         if g < 0:
-            table[s, 0] = ng
+            n = nonneg(ng)
+            table[s, 0] = n
             table[s, 1] = hb
-            hashes[ng] = h
+            hashes[n] = h
             for j in range(nk):
-                kbits[ng, j] = kv[j]
-                knull[ng, j] = kn[j]
-            return ng
+                kbits[n, j] = kv[j]
+                knull[n, j] = kn[j]
+            return n
         if table[s, 1] == hb:
             if unique:
                 return g
