@@ -687,7 +687,8 @@ class StreamExecutionEngine:
             st[3] = _double(st[3], 1)
             for k in (4, 5, 6):
                 st[k] = _double(st[k], 2)
-            st[0] = new_table(st[0].shape[0], st[0].shape[1] * 2)
+            # not filled: the rebuild empties each partition's table before inserting
+            st[0] = np.empty((st[0].shape[0], 2 * st[0].shape[1], 2), np.int64)
             rebuild_table(st[0], st[1], meta, 0)
         cols = [spec.meta_cols[f"{a}_nd"] for a in spec.distinct]
         if cols and max(meta[:, c].max() for c in cols) + room > st[9].shape[2]:

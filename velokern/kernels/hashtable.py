@@ -85,7 +85,8 @@ def refill(table, hashes, ng):
 
 @njit(**JIT)
 def rebuild_table(table, hashes, meta, ng_col):
-    """Refill ``table[p]`` from the stored hashes of partition p's groups (all p)."""
+    """Refill ``table[p]`` from the stored hashes of partition p's groups (all p; the
+    table's previous contents do not matter: each partition's is emptied first)."""
     for p in range(table.shape[0]):
         refill(table[p], hashes[p], meta[p, ng_col])
 
