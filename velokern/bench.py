@@ -1117,7 +1117,10 @@ aggregates), same machine, medians of repeated calls.
   kernel zeroing fresh pages). A group's states in one row of a [groups, states] array
   measured in a hand-written loop: 1M random keys 55 -> 45 ms, but 200 cached keys 4.1 ->
   4.5 ms, so it would trade S2 for this case; radix-partitioning a batch by hash before
-  the updates is the other lever.
+  the updates is the other lever. Growth (V2:2, 5M rows): the doubled table is no longer
+  filled with -1 before the rebuild empties it again, 29-31 -> 22-27 ms per job; copying
+  the doubled arrays and rebuilding the two partitions' tables on the numba workers
+  instead was slower (50-130 ms: both threads fault in fresh pages at once).
 - **Compile time (first batch of a new query).** A V2 job compiled its `prange` wrapper
   in as long as V1's kernel: numba links a called function's code into the caller and
   optimises the whole module again, so the ~10 s of LLVM work on `batch_part` was done
