@@ -17,6 +17,7 @@ from velokern.kernels.scalar import JIT
 NO_WATERMARK = np.iinfo(np.int64).min
 NO_WM = NO_WATERMARK  # the name generated kernels use
 _MAX = np.iinfo(np.int64).max
+_MIN = np.iinfo(np.int64).min
 
 
 @njit(inline="always", **JIT)
@@ -70,18 +71,22 @@ def window_order(gids, wstart):
 
 @njit(**JIT)
 def closing_gids(wstart, ng, limit):
-    """Ids of the groups whose window starts at or before ``limit``, in window order."""
+    """Ids of the groups whose window starts at or before ``limit``, in window order.
+    One pass, which also notes whether they already are in window order (in-order time:
+    groups are created window by window), else they are sorted."""
+    out = np.empty(ng, np.int64)
     k = 0
+    ordered = True
+    last = _MIN
     for g in range(ng):
-        if wstart[g] <= limit:
-            k += 1
-    out = np.empty(k, np.int64)
-    k = 0
-    for g in range(ng):
-        if wstart[g] <= limit:
+        w = wstart[g]
+        if w <= limit:
+            if w < last:
+                ordered = False
+            last = w
             out[k] = g
             k += 1
-    return window_order(out, wstart)
+    return out[:k] if ordered else window_order(out[:k], wstart)
 
 
 @njit(**JIT)
