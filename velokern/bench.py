@@ -1060,7 +1060,21 @@ aggregates), same machine, medians of repeated calls.
   noise (3.30-3.42 against 3.36). Kept: `closing_gids` in one pass that also notes
   whether the closing groups already are in window order (it counted, filled, then
   checked the order: three passes over the live groups per close), 3.28 -> 3.03 ms
-  (alternating processes, 5 pairs).
+  (alternating processes, 5 pairs). A bound from the bytes alone: S3a emits a row per
+  input row, so a 100k batch reads 3.2 MB of input (two int32 codes, three 8-byte
+  columns), writes 6.4 MB of output rows and their order keys (fresh pages, since the
+  outputs are kept) and casts the two key columns to int32 codes (2.4 MB more): ~12 MB
+  per batch, 0.6-0.9 ms at this machine's 13 GB/s copy and 27 GB/s read bandwidth before
+  any hashing or state. 100 M rec/s (1 ms per batch) leaves almost nothing for the work;
+  writing the key codes as int32 straight from the kernel, and the window's groups from
+  a dense per-window array, are what could approach it. Why the table above shows S3a
+  slower (4.2-4.3 ms per batch) than the A/B runs quoted here (2.9-3.3 ms): the bench
+  keeps every output of a pass, as a consumer collecting results would. Timing each
+  batch of one such pass: the first ~8 batches run at 3.3 ms (memory the previous
+  pass freed is reused), later ones at 5.3 ms (each output is fresh memory, ~1,600 page
+  faults for 6.4 MB); with the outputs dropped every batch runs at ~3.1 ms. Cutting the
+  output packs from one block (so numpy advises transparent huge pages for it) gained
+  ~3% on the whole pass (4.51 -> 4.37 ms, three pairs of processes) and was not kept.
 - **S1, ROWS window (50 M rec/s).** The kernel spends ~26 ns/record: hash
   probe of the symbol, a read and a write of the 100-slot ring buffer, the running sum,
   and an exact re-sum of the frame once per frame length (so the float sum cannot
