@@ -27,7 +27,7 @@ from velokern.kernels.hashtable import (
     new_table,
     rebuild_direct,
     rebuild_distinct,
-    rebuild_table,
+    table_of,
 )
 from velokern.kernels.order import input_order, merge_runs
 from velokern.kernels.windows import NO_WATERMARK, watermarks
@@ -256,8 +256,7 @@ class StreamExecutionEngine:
                     f"{want}: it was written by another version")
             # the table is rebuilt from the groups' hashes: it is an index, and this
             # keeps snapshots written with another table layout readable
-            state[0] = new_table(state[0].shape[0], state[0].shape[1])
-            rebuild_table(state[0], state[1], state[7], 0)
+            state[0] = table_of(state[1], state[7], state[0].shape[1])
             self._spec = spec
             self._state = state
         if snap["sessions"] is not None:
@@ -687,9 +686,7 @@ class StreamExecutionEngine:
             st[3] = _double(st[3], 1)
             for k in (4, 5, 6):
                 st[k] = _double(st[k], 2)
-            # not filled: the rebuild empties each partition's table before inserting
-            st[0] = np.empty((st[0].shape[0], 2 * st[0].shape[1], 2), np.int64)
-            rebuild_table(st[0], st[1], meta, 0)
+            st[0] = table_of(st[1], meta, 2 * st[0].shape[1])
         cols = [spec.meta_cols[f"{a}_nd"] for a in spec.distinct]
         if cols and max(meta[:, c].max() for c in cols) + room > st[9].shape[2]:
             st[9] = _double(st[9], 2)
