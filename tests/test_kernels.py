@@ -219,6 +219,29 @@ def test_input_order(data, n, parts):
 
 
 @settings(max_examples=200)
+@given(st.data(), st.integers(0, 60), st.integers(1, 5), st.integers(1, 3))
+def test_scatter_rows(data, n, parts, nrows):
+    """Every input row dealt to a partition (each keeping arrival order), written at
+    gaps: each pack row's values land at their input rows, for every dtype of a pack."""
+    pid = data.draw(st.lists(st.integers(0, parts - 1), min_size=n, max_size=n))
+    gaps = data.draw(st.lists(st.integers(0, 3), min_size=parts, max_size=parts))
+    orow, starts, counts, runs = [], [], [], []
+    for p in range(parts):
+        orow += [-5] * gaps[p]
+        starts.append(len(orow))
+        orow += [i for i in range(n) if pid[i] == p]
+        counts.append(len(orow) - starts[-1])
+        runs.append((starts[-1], len(orow)))
+    rng = np.random.default_rng(n)
+    for dtype in (np.int64, np.float64, np.bool_):
+        src = rng.integers(0, 2 if dtype is np.bool_ else 1000, (nrows, len(orow))).astype(dtype)
+        dst = np.zeros((nrows, n), dtype)
+        order.scatter_rows(src, np.array(orow, np.int64), np.array(starts, np.int64),
+                           np.array(counts, np.int64), dst)
+        assert dst.tolist() == slow.scatter_rows(src.tolist(), orow, runs)
+
+
+@settings(max_examples=200)
 @given(st.lists(st.tuples(st.integers(0, 2), st.integers(0, 60)), max_size=40),
        st.integers(1, 12), st.integers(0, 10))
 def test_assign_sessions(rows, gap, lateness):

@@ -195,10 +195,11 @@ def test_partitioning_property(keys, second, n):
 
 
 # --------------------------------------------------------------------------- stable_bucket
-@pytest.mark.parametrize("n", [1, 2, 6, 8, 9, 16, 200, 2000])
-def test_stable_bucket_any_ids(n):
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 6, 8, 9, 16, 200, 2000])
+@pytest.mark.parametrize("rows", [20_000, 20_007])  # 16-id blocks, and a tail
+def test_stable_bucket_any_ids(n, rows):
     rng = np.random.default_rng(n)
-    pids = rng.integers(0, n, 20_000).astype(np.int32)
+    pids = rng.integers(0, n, rows).astype(np.int32)
     order, offsets = _shim.stable_bucket(pids, n)
     want_order, want_off = ref_bucket(pids, n)
     np.testing.assert_array_equal(order, want_order)
@@ -243,6 +244,10 @@ def test_too_many_partitions_for_int32_ids():
         ([0, -1, 1], 4, "partition id -1 at row 1"),
         ([5] * 600 + [9], 8, "partition id 9 at row 600"),
         ([0, 2**31 - 1], 3, "at row 1"),
+        # in a 16-id block of the vectorised count (2 to 4 partitions)
+        ([1] * 40 + [7] + [0] * 30, 3, "partition id 7 at row 40"),
+        ([0, 1] * 10 + [-3] + [1] * 20, 2, "partition id -3 at row 20"),
+        ([3] * 17 + [4] + [2] * 14, 4, "partition id 4 at row 17"),
     ],
 )
 def test_out_of_range_partition_id(pids, n, bad):

@@ -29,7 +29,7 @@ from velokern.kernels.hashtable import (
     rebuild_distinct,
     table_of,
 )
-from velokern.kernels.order import input_order, merge_runs
+from velokern.kernels.order import input_order, merge_runs, scatter_rows
 from velokern.kernels.windows import NO_WATERMARK, watermarks
 from velokern.plan import (
     PROCESSING_TIME,
@@ -749,8 +749,7 @@ class StreamExecutionEngine:
                                                      int(r.starts[p]), int(r.ends[p]), OI, OF,
                                                      OB, OM, orow)
         self._metrics["records_filtered"] += n - int(counts.sum())
-        rows, sel = self._in_input_order(orow, r.starts, counts, n)
-        return self._assemble(spec, (OI, OF, OB, OM), rows, prep, sel)
+        return self._in_input_order(spec, (OI, OF, OB, OM), orow, r.starts, counts, prep)
 
     def _execute_rows(self, prep: Prepared, r: Routing) -> RecordBatch:
         """ROWS window functions: partition p updates its keys' frames and writes one row
@@ -781,23 +780,36 @@ class StreamExecutionEngine:
                                     int(ends[p]), int(obases[p]), OI, OF, OB, OM, orow)
 
         counts = self._run_partitions(obases, ends, run_all, run_part, r.parallel and P > 1)
-        rows, sel = self._in_input_order(orow, obases, counts, n)
-        return self._assemble(spec, (OI, OF, OB, OM), rows, prep, sel)
+        return self._in_input_order(spec, (OI, OF, OB, OM), orow, obases, counts, prep)
 
-    def _in_input_order(self, orow, starts, counts, n: int):
-        """(rows, sel) for :meth:`_assemble`: output rows that each belong to one input
-        row (partition p wrote ``counts[p]`` at ``starts[p]``, pack row k belongs to input
-        row ``orow[k]``), in input order; ``sel``: their input rows, for passthrough
-        columns (None when every input row has its row: the columns are the inputs)."""
+    def _in_input_order(self, spec: KernelSpec, packs, orow, starts, counts,
+                        prep: Prepared) -> RecordBatch:
+        """The output of rows that each belong to one input row (partition p wrote
+        ``counts[p]`` rows at ``starts[p]`` of ``packs``, pack row k belongs to input row
+        ``orow[k]``), in input order; passthrough columns come from ``prep``."""
+        n = prep.n
         segs = [(int(s), int(s) + int(c)) for s, c in zip(starts, counts) if c > 0]
         total = sum(b - a for a, b in segs)
         if len(segs) <= 1:  # one partition's rows: already in input order
             rows = segs[0] if segs else (0, 0)
-            return rows, None if total == n else orow[rows[0]:rows[1]].copy()
+            sel = None if total == n else orow[rows[0]:rows[1]].copy()
+            return self._assemble(spec, packs, rows, prep, sel)
+        starts = np.asarray(starts, np.int64)
+        counts = np.asarray(counts, np.int64)
+        if total == n:
+            # every input row has its row: the packs' rows are scattered into new packs
+            # in input order (one pass per pack; gathering through the inverse map took
+            # a pass to build it, then one per column: S1, V2:2, ~200 -> ~60 us)
+            out = _alloc_outputs(spec, n)
+            used = spec.out_rows()
+            for src, dst, name in zip(packs, out, ("OI", "OF", "OB", "OM")):
+                if used[name]:
+                    k = used[name]
+                    scatter_rows(src[:k], orow, starts, counts, dst[:k])
+            return self._assemble(spec, out, (0, n), prep)
         pos, sel = self._buffer("pos", total), self._buffer("sel", total)
-        input_order(orow, np.asarray(starts, np.int64), np.asarray(counts, np.int64),
-                    self._buffer("inv", n)[:n], pos, sel)
-        return pos[:total], None if total == n else sel[:total]
+        input_order(orow, starts, counts, self._buffer("inv", n)[:n], pos, sel)
+        return self._assemble(spec, packs, pos[:total], prep, sel[:total])
 
     def _run_partitions(self, starts, ends, run_all, run_part, parallel: bool) -> np.ndarray:
         """Run every partition's kernel over ``[starts[p], ends[p])`` (one prange call, or

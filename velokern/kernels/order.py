@@ -7,6 +7,8 @@ engine gathers every output column once (``pack[row].take(pos)``) and never sort
 
 - :func:`input_order`: rows that each belong to one input row (projections, ROWS
   windows) go back into input order. An inverse map over the batch's rows, O(rows).
+- :func:`scatter_rows`: when every input row has its row, the packs are instead
+  scattered into new packs in input order, all of a pack's rows in one pass.
 - :func:`merge_runs`: group rows of windowed queries, each partition's run sorted by
   (window start, first record), merged by that key.
 
@@ -19,7 +21,7 @@ from __future__ import annotations
 
 from numba import njit
 
-from velokern.kernels.scalar import JIT
+from velokern.kernels.scalar import JIT, nonneg
 
 
 @njit(**JIT)
@@ -51,6 +53,20 @@ def input_order(orow, starts, counts, inv, pos, sel):
             sel[m] = i
             m += 1
     return m
+
+
+@njit(**JIT)
+def scatter_rows(src, orow, starts, counts, dst):
+    """Partition r wrote ``counts[r]`` rows at ``starts[r]`` of the pack ``src`` (``[rows,
+    slots]``), and every input row has its row: column ``orow[k]`` of ``dst`` gets column
+    k of ``src``. (Gathering through the inverse map costs a pass to build the map,
+    then one per output column.)"""
+    for q in range(src.shape[0]):
+        s = src[q]
+        d = dst[q]
+        for r in range(len(starts)):
+            for k in range(starts[r], starts[r] + counts[r]):
+                d[nonneg(orow[nonneg(k)])] = s[nonneg(k)]
 
 
 @njit(**JIT)
@@ -104,4 +120,4 @@ def _merge_two(win, seq, i, ie, j, je, out):
     return k
 
 
-__all__ = ["input_order", "merge_runs"]
+__all__ = ["input_order", "merge_runs", "scatter_rows"]

@@ -121,6 +121,13 @@ def input_order(orow, runs) -> tuple[list[int], list[int]]:
     return [k for _, k in rows], [i for i, _ in rows]
 
 
+def scatter_rows(src, orow, runs):
+    """The rows of ``src`` with column k moved to column ``orow[k]``, for the columns k
+    of the runs ``[(a, b), ...]`` (which cover every input row once)."""
+    cols = {orow[k]: k for a, b in runs for k in range(a, b)}
+    return [[row[cols[i]] for i in range(len(cols))] for row in src]
+
+
 def assign_sessions(keys, ts, wm, gap: int, lateness: int) -> list[int]:
     """Session of every record (-1: late), sessions numbered in order of creation, a
     merged session keeping the number of the one whose first record came first."""
