@@ -641,8 +641,12 @@ class StreamExecutionEngine:
         turn it off for good."""
         # fast path: every key's dictionary still fits the map's current size
         fits = self._direct_fits
-        if fits is not None and all(len(d) < lim for d, lim in fits):
-            return
+        if fits is not None:
+            for d, lim in fits:
+                if len(d) >= lim:
+                    break
+            else:
+                return
         meta = self._meta()
         col = spec.meta_cols["direct"]
         if meta[0, col] == 0:
@@ -910,7 +914,7 @@ class StreamExecutionEngine:
                 else:
                     arr = src[sel]
                     m = None if vm is None else vm[sel]
-                    if m is not None and m.all():
+                    if m is not None and _all_true(m):
                         m = None
             elif simple:
                 block = blocks[pack]
@@ -928,11 +932,11 @@ class StreamExecutionEngine:
                 m = None
                 if simple:
                     mv = OM[mask_row, a:b]
-                    if not mv.all():
+                    if not _all_true(mv):
                         m = mv.copy()
                 else:
                     mv = OM[mask_row].take(pos)
-                    if not mv.all():
+                    if not _all_true(mv):
                         m = mv
             if conv is not None:
                 how, arg = conv
@@ -988,6 +992,10 @@ class StreamExecutionEngine:
                     break
                 self._grow()
                 start = stop
+            if not spec.windowed:  # (the common path at small batches: no more numpy)
+                if not emit:
+                    return self._empty_output(spec)
+                return self._assemble(spec, (OI, OF, OB, OM), (base, base + k))
             counts = np.array([k], np.int64)
         else:
             ends = r.ends.astype(np.int64, copy=False)
@@ -1013,10 +1021,6 @@ class StreamExecutionEngine:
             return self._assemble_groups(spec, packs, oseq, obases, counts)
         if not emit:
             return self._empty_output(spec)
-        if P == 1:
-            k = int(counts[0])
-            base = int(obases[0])
-            return self._assemble(spec, packs, (base, base + k))
         return self._assemble_groups(spec, packs, oseq, obases, counts)
 
     def _take_late(self, prep: Prepared, late: np.ndarray, obases: np.ndarray) -> None:
@@ -1182,6 +1186,15 @@ def _owner(b: BoundQuery, e) -> str:
     if isinstance(e, AggRef):
         return _owner(b, b.aggs[e.i].arg)
     raise PlanError(f"no dictionary for string expression {e}")
+
+
+def _all_true(m: np.ndarray) -> bool:
+    """``m.all()`` for a bool array: a count for up to a few thousand entries (numpy's
+    reduction costs ~1.4 us a call, the count ~0.4 us; an output of 1k-record batches
+    checks a mask per nullable column), the reduction beyond (faster on long arrays)."""
+    if m.size <= 8192:
+        return np.count_nonzero(m) == m.size
+    return bool(m.all())
 
 
 def _double(a: np.ndarray, axis: int) -> np.ndarray:
