@@ -9,6 +9,8 @@ engine gathers every output column once (``pack[row].take(pos)``) and never sort
   windows) go back into input order. An inverse map over the batch's rows, O(rows).
 - :func:`scatter_rows`: when every input row has its row, the packs are instead
   scattered into new packs in input order, all of a pack's rows in one pass.
+- :func:`gather_rows`: the rows at the positions, for every row of a pack, in one call
+  per pack (a take per column and per mask cost more).
 - :func:`merge_runs`: group rows of windowed queries, each partition's run sorted by
   (window start, first record), merged by that key.
 
@@ -70,6 +72,17 @@ def scatter_rows(src, orow, starts, counts, dst):
 
 
 @njit(**JIT)
+def gather_rows(src, pos, lo, hi, dst):
+    """Column k of ``dst`` = column ``pos[k]`` of ``src`` (``[rows, slots]`` packs), for
+    k in ``lo:hi`` and all of ``src``'s rows."""
+    for q in range(src.shape[0]):
+        s = src[q]
+        d = dst[q]
+        for k in range(lo, hi):
+            d[nonneg(k)] = s[nonneg(pos[nonneg(k)])]
+
+
+@njit(**JIT)
 def merge_runs(win, seq, starts, ends, out):
     """Runs ``[starts[r], ends[r])`` of rows each sorted by (win, seq): writes the
     positions of all their rows ordered by (win, seq), ties in run order, to ``out``;
@@ -120,4 +133,4 @@ def _merge_two(win, seq, i, ie, j, je, out):
     return k
 
 
-__all__ = ["input_order", "merge_runs", "scatter_rows"]
+__all__ = ["gather_rows", "input_order", "merge_runs", "scatter_rows"]

@@ -121,6 +121,11 @@ def input_order(orow, runs) -> tuple[list[int], list[int]]:
     return [k for _, k in rows], [i for i, _ in rows]
 
 
+def gather_rows(src, pos):
+    """The rows of ``src`` with column k taken from column ``pos[k]``."""
+    return [[row[p] for p in pos] for row in src]
+
+
 def scatter_rows(src, orow, runs):
     """The rows of ``src`` with column k moved to column ``orow[k]``, for the columns k
     of the runs ``[(a, b), ...]`` (which cover every input row once)."""
