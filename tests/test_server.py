@@ -221,15 +221,28 @@ def test_kill_9_at_several_points_then_restart_equals_uninterrupted(tmp_path):
 def test_kill_9_at_random_times(tmp_path):
     """Kills that land anywhere (inside a checkpoint write, a sink commit...)."""
     ref = tmp_path / "ref.parquet"
-    assert _child(ref, tmp_path / "ref-cp").wait(timeout=300) == 0
+    p = _child(ref, tmp_path / "ref-cp")
+    assert p.stdout.readline().startswith("batch")
+    t0 = time.monotonic()
+    p.communicate(timeout=300)
+    span = time.monotonic() - t0  # the job's processing time, start-up excluded
+    assert p.returncode == 0
     out, cp = tmp_path / "out.parquet", tmp_path / "cp"
     rng = np.random.default_rng(11)
+    kills = 0
     for _ in range(3):
         p = _child(out, cp)
-        assert p.stdout.readline().startswith("batch")  # started processing
-        time.sleep(float(rng.uniform(0.0, 0.4)))
+        line = p.stdout.readline()
+        if line.startswith("done"):  # the run before got to the end before its kill
+            assert p.wait(timeout=60) == 0
+            break
+        assert line.startswith("batch")  # started processing
+        # a kill within the first half of the job's processing time lands mid-job
+        time.sleep(float(rng.uniform(0.0, 0.5 * span)))
         p.kill()
         p.wait(timeout=60)
+        kills += p.returncode == -signal.SIGKILL
+    assert kills >= 1  # at least the first kill landed while the job ran
     p = _child(out, cp)
     p.communicate(timeout=300)
     assert p.returncode == 0

@@ -974,6 +974,10 @@ aggregates), same machine, medians of repeated calls.
   target met depends on the mode its process drew; the kernel call is ~9 µs of it, of
   which ~4 µs is an empty call's dispatch (calling the compiled overload's entry point
   directly: 2.5 µs; not done, since it skips numba's type checks of the arguments).
+  Latest round: an output column's mask is checked with a count up to 8k entries
+  (`np.count_nonzero`, ~0.4 µs, against ~1.4 µs for numpy's `all()` reduction; an S2
+  output checks three), and V1 GROUP BY returns without building a counts array: 22.9 ->
+  21.3-22.8 µs per batch (alternating processes, 3 pairs, fast mode).
 - **V2 on 2 cores (1.7x target missed).** Routing a 100k batch costs ~0.35-0.45 ms of
   serial work before the parallel kernel (key bits, the shim's partition ids, the stable
   counting sort), against ~0.6 ms of kernel work per partition, and the two workers
@@ -1019,7 +1023,31 @@ aggregates), same machine, medians of repeated calls.
   each, in parallel) 0.32-0.45 ms against V1's 0.36 ms for all 100k rows: in that
   session the parallel kernel itself gained only ~1.1x (the ceiling table shows how far
   the machine's two workers scale at the time). V2:2 S2 whole job 0.55-0.63 ms in
-  fast-mode processes.
+  fast-mode processes. Latest round (wrapped engine methods and `timeit`, 100k
+  batches): the stable bucket counts 2-4 partitions with AVX-512 compares and popcounts
+  instead of four interleaved histograms (`vk__count_few`): 78 -> 45 µs alone for 2
+  partitions. Outputs with one row per input row (S1) are scattered pack by pack into
+  input order (`order.scatter_rows`) instead of building the inverse map and taking each
+  column and mask through it (~200 µs -> ~60 µs of serial work): S1 V2:2 with outputs
+  kept 1.25-1.42 -> 1.16-1.17 ms per batch in slow-mode processes (alternating
+  processes). Merged group rows (S3a, V2) are gathered pack by pack (`order.gather_rows`)
+  instead of per column: 3.99-4.51 -> 3.83-4.43 ms. Tried and not kept: the same gather
+  on the numba workers (4.3-4.9 ms: both threads fault in the new output pages at once,
+  and page faults here are serial); ROWS kernels writing each output row at its input
+  row (no re-ordering at all) made the parallel kernel slower, 481 -> 607-871 µs, since
+  the two partitions' rows interleave and both threads then write the same cache lines;
+  reusing the routing's buffers across batches (key bits, partition ids, order) showed
+  no gain on S1 and S2 and made S3a slower (4.0 -> 5.6 ms, outputs kept). Why 1.7x is
+  out of reach here, measured with a hand-written S2-like loop (5 aggregates, 200 keys,
+  100k rows, 19 batches cycled): two threads over the bucketed halves ran 1.3x to 2.0x
+  faster than one, varying from run to run, and two threads over contiguous halves (no
+  bucketing) scaled the same (e.g. 515 against 516 µs, 573 against 560), so the rows'
+  interleaving is not what limits it; two processes running a compute-bound loop each
+  ran as fast as one alone, so the two vCPUs are separate cores. V2's best case is half
+  of V1's kernel time plus the routing (~0.1 ms per 100k batch), the parallel call and
+  the merge, and the idx indirection costs ~19% (the generated S2 kernel run serially
+  over the bucketed order: 410 against 345 µs contiguous): with V1 at ~0.35 ms per S2
+  batch, 1.7x (0.2 ms) leaves nothing for the routing.
 - **S3a, tumbling window + GROUP BY (100 M rec/s target missed).** In S3a every
   record opens its own (window, trader, symbol) group: a minute holds 60 records and
   their 60 (trader, symbol) pairs are all different, so the job emits one row per input
@@ -1075,6 +1103,15 @@ aggregates), same machine, medians of repeated calls.
   faults for 6.4 MB); with the outputs dropped every batch runs at ~3.1 ms. Cutting the
   output packs from one block (so numpy advises transparent huge pages for it) gained
   ~3% on the whole pass (4.51 -> 4.37 ms, three pairs of processes) and was not kept.
+  What fresh memory costs on this machine (a Firecracker VM, kernel 6.18), measured
+  with numpy arrays written once and kept: 1 MB arrays (4 KiB pages) 32 MB in 13.5-17 ms,
+  ~0.45 ns per byte, as much as the kernel's own work per output byte; 8 MB arrays
+  (numpy advises huge pages from 4 MiB) 8 ms for the first 32 MB, then ~60 ms per 32 MB
+  once free huge pages ran out (the kernel compacts memory on the fault); populating
+  the pages with one `madvise(MADV_POPULATE_WRITE)` before writing: 12.3-12.6 ms, ~10%.
+  So every byte a kept output holds costs about as much to fault in as to compute:
+  writing the string keys as int32 codes from the kernel (8 of S3a's ~57 output bytes
+  per row are int64 codes later cast to int32) is the cheapest lever left.
 - **S1, ROWS window (50 M rec/s).** The kernel spends ~26 ns/record: hash
   probe of the symbol, a read and a write of the 100-slot ring buffer, the running sum,
   and an exact re-sum of the frame once per frame length (so the float sum cannot
@@ -1138,6 +1175,12 @@ aggregates), same machine, medians of repeated calls.
   filled with -1 before the rebuild empties it again, 29-31 -> 22-27 ms per job; copying
   the doubled arrays and rebuilding the two partitions' tables on the numba workers
   instead was slower (50-130 ms: both threads fault in fresh pages at once).
+  Latest round: rebuilding the doubled table from the old one in slot order (an
+  entry's new home is its old home or that plus the old size, so the inserts run
+  through the new table in two ascending streams) instead of from the groups' hashes in
+  creation order: 2 partitions of 1M groups, 37 -> 35 ms, within the noise, not kept;
+  both are bound by writing the 128 MB table. V2:2 job in a fast-mode process: kernel
+  ~110 ms, growth ~36 ms, flush ~15 ms, routing ~9 ms (Polars ~140 ms in all).
 - **Compile time (first batch of a new query).** A V2 job compiled its `prange` wrapper
   in as long as V1's kernel: numba links a called function's code into the caller and
   optimises the whole module again, so the ~10 s of LLVM work on `batch_part` was done

@@ -809,12 +809,8 @@ class StreamExecutionEngine:
             # every input row has its row: the packs' rows are scattered into new packs
             # in input order (one pass per pack; gathering through the inverse map took
             # a pass to build it, then one per column: S1, V2:2, ~200 -> ~60 us)
-            out = _alloc_outputs(spec, n)
-            used = spec.out_rows()
-            for src, dst, name in zip(packs, out, ("OI", "OF", "OB", "OM")):
-                if used[name]:
-                    k = used[name]
-                    scatter_rows(src[:k], orow, starts, counts, dst[:k])
+            out = _repacked(spec, packs, n,
+                            lambda src, dst: scatter_rows(src, orow, starts, counts, dst))
             return self._assemble(spec, out, (0, n), prep)
         pos, sel = self._buffer("pos", total), self._buffer("sel", total)
         input_order(orow, starts, counts, self._buffer("inv", n)[:n], pos, sel)
@@ -892,8 +888,14 @@ class StreamExecutionEngine:
         or an int64 array of positions in output order (velokern.kernels.order);
         passthrough columns come from ``prep``'s inputs at rows ``sel`` (None: all)."""
         if not isinstance(rows, tuple):
-            packs = self._gathered(spec, packs, rows)
-            rows = (0, len(rows))
+            # positions: new packs hold those rows in order, gathered pack by pack (a
+            # take per column and per mask cost more: S3a, V2:2, 3.99-4.51 -> 3.83-4.43
+            # ms per batch; gathering on the numba workers was slower, 4.3-4.9 ms, their
+            # page faults on the new packs contending)
+            pos = rows
+            packs = _repacked(spec, packs, len(pos),
+                              lambda src, dst: gather_rows(src, pos, dst))
+            rows = (0, len(pos))
         OM = packs[3]
         a, b = rows
         n = b - a
@@ -945,19 +947,6 @@ class StreamExecutionEngine:
             cols[name] = arr
             masks[name] = m
         return RecordBatch._trusted(names, cols, masks, dicts, n)
-
-    def _gathered(self, spec: KernelSpec, packs, pos: np.ndarray) -> tuple:
-        """New output packs holding the rows at positions ``pos`` of ``packs``, in that
-        order: one gather per pack, all its rows (was a take per column and per mask).
-        (Gathering on the numba workers was slower: 3.3-3.8 -> 4.3-4.9 ms per S3a batch,
-        V2:2, their page faults on the new packs contending.)"""
-        n = len(pos)
-        out = _alloc_outputs(spec, n)
-        used = spec.out_rows()
-        for src, dst, name in zip(packs, out, ("OI", "OF", "OB", "OM")):
-            if used[name]:
-                gather_rows(src[:used[name]], pos, 0, n, dst[:used[name]])
-        return out
 
     def _execute_stateful(self, prep: Prepared, r: Routing) -> RecordBatch:
         """Update every partition's state and (EMIT CHANGES) emit its touched groups in
@@ -1191,6 +1180,17 @@ def _owner(b: BoundQuery, e) -> str:
     if isinstance(e, AggRef):
         return _owner(b, b.aggs[e.i].arg)
     raise PlanError(f"no dictionary for string expression {e}")
+
+
+def _repacked(spec: KernelSpec, packs, n: int, fill: Callable) -> tuple:
+    """New output packs of ``n`` rows, each filled by ``fill(src, dst)`` from the same
+    pack of ``packs`` (only the rows the query's outputs use)."""
+    out = _alloc_outputs(spec, n)
+    used = spec.out_rows()
+    for src, dst, name in zip(packs, out, ("OI", "OF", "OB", "OM")):
+        if used[name]:
+            fill(src[:used[name]], dst[:used[name]])
+    return out
 
 
 def _all_true(m: np.ndarray) -> bool:

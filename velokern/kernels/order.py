@@ -72,13 +72,13 @@ def scatter_rows(src, orow, starts, counts, dst):
 
 
 @njit(**JIT)
-def gather_rows(src, pos, lo, hi, dst):
+def gather_rows(src, pos, dst):
     """Column k of ``dst`` = column ``pos[k]`` of ``src`` (``[rows, slots]`` packs), for
-    k in ``lo:hi`` and all of ``src``'s rows."""
+    all of ``src``'s rows."""
     for q in range(src.shape[0]):
         s = src[q]
         d = dst[q]
-        for k in range(lo, hi):
+        for k in range(len(pos)):
             d[nonneg(k)] = s[nonneg(pos[nonneg(k)])]
 
 
