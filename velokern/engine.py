@@ -50,6 +50,7 @@ from velokern.plan import (
     is_time,
     walk,
 )
+from velokern.pool import BlockPool
 from velokern.sessions import SessionWindows, is_session
 from velokern.sql import parse_sql
 
@@ -58,6 +59,12 @@ __all__ = ["Prepared", "Routing", "StreamExecutionEngine"]
 _INITIAL_GROUPS = 256
 _EMPTY_I64 = np.empty(0, dtype=np.int64)
 _NO_MASKS = np.ones((1, 0), dtype=np.bool_)
+#: the output packs the kernels write (velokern.kernels.codegen), in argument order
+_PACKS = ("OI", "OF", "OB", "OC", "OM")
+_PACK_DTYPES = (np.dtype(np.int64), np.dtype(np.float64), np.dtype(np.bool_),
+                np.dtype(np.int32), np.dtype(np.bool_))
+_MASKS = 4  # index of OM in the packs
+_PASSTHROUGH = 5  # an assembly plan's "pack" of an input column passed through
 _DIRECT_LIMIT = 1 << 20  # direct-map slots per partition
 _GENERATED: dict[tuple, tuple[KernelSpec, Any]] = {}
 _GENERATED_LOCK = threading.Lock()
@@ -177,6 +184,10 @@ class StreamExecutionEngine:
         self._seq = 0
         self._lock = threading.Lock()
         self._bufs: dict[str, Any] = {}
+        # output packs are carved from recycled blocks (velokern.pool): a block comes
+        # back once no output uses it, so a job whose consumer drops its outputs writes
+        # into memory that is already mapped instead of page-faulting new memory
+        self._pool = BlockPool()
         self._literal_codes: dict[int, np.ndarray] = {}
         self._remaps: dict[str, tuple[StringDictionary, np.ndarray]] = {}
         self._plans: dict[int, list] = {}
@@ -740,25 +751,25 @@ class StreamExecutionEngine:
     def _execute_stateless(self, prep: Prepared, r: Routing) -> RecordBatch:
         spec = prep.spec
         n = prep.n
-        OI, OF, OB, OM, orow = self._out_buffers(spec, n)
+        OI, OF, OB, OC, OM, orow = self._out_buffers(spec, n)
         idx = r.idx if r.idx is not None else _EMPTY_I64
         use_idx = r.idx is not None
         P = len(r.starts)
         counts = np.zeros(P, dtype=np.int64)
         if r.parallel and P > 1:
-            args = (prep.C, prep.M, prep.R, idx, use_idx, r.starts, r.ends, OI, OF, OB, OM,
+            args = (prep.C, prep.M, prep.R, idx, use_idx, r.starts, r.ends, OI, OF, OB, OC, OM,
                     orow, counts)
             part = part_address(prep.module.project_part, "int", args, lambda: (
-                prep.C, prep.M, prep.R, idx, use_idx, r.starts[0], r.ends[0], OI, OF, OB, OM,
+                prep.C, prep.M, prep.R, idx, use_idx, r.starts[0], r.ends[0], OI, OF, OB, OC, OM,
                 orow))
             prep.module.project_all(part, *args)
         else:
             for p in range(P):
                 counts[p] = prep.module.project_part(prep.C, prep.M, prep.R, idx, use_idx,
                                                      int(r.starts[p]), int(r.ends[p]), OI, OF,
-                                                     OB, OM, orow)
+                                                     OB, OC, OM, orow)
         self._metrics["records_filtered"] += n - int(counts.sum())
-        return self._in_input_order(spec, (OI, OF, OB, OM), orow, r.starts, counts, prep)
+        return self._in_input_order(spec, (OI, OF, OB, OC, OM), orow, r.starts, counts, prep)
 
     def _execute_rows(self, prep: Prepared, r: Routing) -> RecordBatch:
         """ROWS window functions: partition p updates its keys' frames and writes one row
@@ -768,7 +779,7 @@ class StreamExecutionEngine:
         if spec.direct:
             self._ensure_direct(spec)
         n = prep.n
-        OI, OF, OB, OM, orow = self._out_buffers(spec, n)
+        OI, OF, OB, OC, OM, orow = self._out_buffers(spec, n)
         idx = r.idx if r.idx is not None else _EMPTY_I64
         use_idx = r.idx is not None
         P = len(r.starts)
@@ -778,18 +789,18 @@ class StreamExecutionEngine:
 
         def run_all(S, starts, active, stops, counts):
             args = (S, prep.C, prep.M, prep.R, idx, use_idx, starts, ends, obases, active, OI,
-                    OF, OB, OM, orow, stops, counts)
+                    OF, OB, OC, OM, orow, stops, counts)
             part = part_address(module.rows_part, "pair", args, lambda: (
                 S, starts[0], prep.C, prep.M, prep.R, idx, use_idx, starts[0], ends[0],
-                obases[0], OI, OF, OB, OM, orow))
+                obases[0], OI, OF, OB, OC, OM, orow))
             module.rows_all(part, *args)
 
         def run_part(S, p, start):
             return module.rows_part(S, p, prep.C, prep.M, prep.R, idx, use_idx, start,
-                                    int(ends[p]), int(obases[p]), OI, OF, OB, OM, orow)
+                                    int(ends[p]), int(obases[p]), OI, OF, OB, OC, OM, orow)
 
         counts = self._run_partitions(obases, ends, run_all, run_part, r.parallel and P > 1)
-        return self._in_input_order(spec, (OI, OF, OB, OM), orow, obases, counts, prep)
+        return self._in_input_order(spec, (OI, OF, OB, OC, OM), orow, obases, counts, prep)
 
     def _in_input_order(self, spec: KernelSpec, packs, orow, starts, counts,
                         prep: Prepared) -> RecordBatch:
@@ -810,7 +821,8 @@ class StreamExecutionEngine:
             # in input order (one pass per pack; gathering through the inverse map took
             # a pass to build it, then one per column: S1, V2:2, ~200 -> ~60 us)
             out = _repacked(spec, packs, n,
-                            lambda src, dst: scatter_rows(src, orow, starts, counts, dst))
+                            lambda src, dst: scatter_rows(src, orow, starts, counts, dst),
+                            self._pool)
             return self._assemble(spec, out, (0, n), prep)
         pos, sel = self._buffer("pos", total), self._buffer("sel", total)
         input_order(orow, starts, counts, self._buffer("inv", n)[:n], pos, sel)
@@ -841,7 +853,7 @@ class StreamExecutionEngine:
             starts = stops.copy()
 
     def _out_buffers(self, spec: KernelSpec, n: int):
-        """(OI, OF, OB, OM, seq): output packs and order keys for ``n`` rows, reused
+        """(OI, OF, OB, OC, OM, seq): output packs and order keys for ``n`` rows, reused
         across batches (the packs are new again after an output took them over)."""
         key = id(spec)
         packs = self._bufs.get(key)
@@ -849,7 +861,7 @@ class StreamExecutionEngine:
         if seq is None or seq.shape[-1] < n:
             seq = self._bufs[(key, "seq")] = _alloc_seq(spec, max(n, 1024))
         if packs is None or packs[0].shape[-1] < n:
-            packs = self._bufs[key] = _alloc_outputs(spec, max(n, 1024))
+            packs = self._bufs[key] = _alloc_outputs(spec, max(n, 1024), self._pool)
         return packs + (seq,)
 
     def _assembly_plan(self, spec: KernelSpec) -> list:
@@ -858,8 +870,8 @@ class StreamExecutionEngine:
             b = self._bound
             plan = []
             for oc, t, (_, e) in zip(spec.outputs, b.output_types, b.outputs):
-                pack = ("OI", "OF", "OB", "C").index(oc.pack)
-                if pack == 3:
+                pack = _PACKS.index(oc.pack) if oc.pack != "C" else _PASSTHROUGH
+                if pack == _PASSTHROUGH:
                     conv = None
                     if is_time(t):
                         conv = ("view", np.dtype(t))
@@ -870,11 +882,11 @@ class StreamExecutionEngine:
                     continue
                 if is_time(t):
                     conv = ("view", np.dtype(t))
-                elif t == STRING:
-                    conv = ("string", self._dicts[_owner(b, e)])
+                elif t == STRING:  # int32 codes in pack OC
+                    conv = ("dict", self._dicts[_owner(b, e)])
                 elif np.dtype(oc.dtype).kind == "u" and np.dtype(oc.dtype).itemsize == 8:
                     conv = ("view", np.dtype(np.uint64))
-                elif np.dtype(oc.dtype) != (np.int64, np.float64, np.bool_)[pack]:
+                elif np.dtype(oc.dtype) != _PACK_DTYPES[pack]:
                     conv = ("astype", np.dtype(oc.dtype))
                 else:
                     conv = None
@@ -894,12 +906,12 @@ class StreamExecutionEngine:
             # page faults on the new packs contending)
             pos = rows
             packs = _repacked(spec, packs, len(pos),
-                              lambda src, dst: gather_rows(src, pos, dst))
+                              lambda src, dst: gather_rows(src, pos, dst), self._pool)
             rows = (0, len(pos))
-        OM = packs[3]
+        OM = packs[_MASKS]
         a, b = rows
         n = b - a
-        blocks = [None, None, None]  # one block per output pack; columns are its rows
+        blocks = [None] * _MASKS  # one block per output pack; columns are its rows
         # rows filling at least half the packs: the output takes the packs themselves
         # (no copy) and the next batch gets new ones; fewer rows are copied out, so an
         # output never holds much more memory than its rows
@@ -908,9 +920,9 @@ class StreamExecutionEngine:
             del self._bufs[id(spec)]
         names, cols, masks, dicts = [], {}, {}, {}
         for name, pack, row, mask_row, conv, dtype in self._assembly_plan(spec):
-            if pack == 3 and prep is None:  # no input: an empty column
+            if pack == _PASSTHROUGH and prep is None:  # no input: an empty column
                 arr, m = np.empty(0, dtype=dtype), None
-            elif pack == 3:  # an input column passed through
+            elif pack == _PASSTHROUGH:  # an input column passed through
                 src = prep.C[row]
                 col = spec.inputs[row][0]
                 vm = prep.batch.validity(col)
@@ -938,10 +950,7 @@ class StreamExecutionEngine:
                     arr = arr.view(arg)
                 elif how == "astype":
                     arr = arr.astype(arg)
-                elif how == "dict":
-                    dicts[name] = arg
-                else:
-                    arr = arr.astype(np.int32)
+                else:  # "dict": int32 codes of this dictionary
                     dicts[name] = arg
             names.append(name)
             cols[name] = arr
@@ -973,7 +982,7 @@ class StreamExecutionEngine:
         else:
             obases = r.starts.astype(np.int64, copy=False)
             cap = prep.n
-        OI, OF, OB, OM, oseq = self._out_buffers(spec, cap)
+        OI, OF, OB, OC, OM, oseq = self._out_buffers(spec, cap)
         if P == 1:
             base = int(obases[0])
             start = int(r.starts[0])
@@ -981,7 +990,7 @@ class StreamExecutionEngine:
             while True:
                 stop, k = module.batch_part(tuple(self._state), 0, prep.C, prep.M, R, idx,
                                             use_idx, start, end, base, self._seq, emit, OI, OF,
-                                            OB, OM, oseq)
+                                            OB, OC, OM, oseq)
                 if stop >= end:
                     break
                 self._grow()
@@ -989,26 +998,26 @@ class StreamExecutionEngine:
             if not spec.windowed:  # (the common path at small batches: no more numpy)
                 if not emit:
                     return self._empty_output(spec)
-                return self._assemble(spec, (OI, OF, OB, OM), (base, base + k))
+                return self._assemble(spec, (OI, OF, OB, OC, OM), (base, base + k))
             counts = np.array([k], np.int64)
         else:
             ends = r.ends.astype(np.int64, copy=False)
 
             def run_all(S, starts, active, stops, counts):
                 args = (S, prep.C, prep.M, R, idx, use_idx, starts, ends, obases, active,
-                        self._seq, emit, OI, OF, OB, OM, oseq, stops, counts)
+                        self._seq, emit, OI, OF, OB, OC, OM, oseq, stops, counts)
                 part = part_address(module.batch_part, "pair", args, lambda: (
                     S, starts[0], prep.C, prep.M, R, idx, use_idx, starts[0], ends[0],
-                    obases[0], self._seq, emit, OI, OF, OB, OM, oseq))
+                    obases[0], self._seq, emit, OI, OF, OB, OC, OM, oseq))
                 module.batch_all(part, *args)
 
             def run_part(S, p, start):
                 return module.batch_part(S, p, prep.C, prep.M, R, idx, use_idx, start,
-                                         ends[p], obases[p], self._seq, emit, OI, OF, OB, OM,
+                                         ends[p], obases[p], self._seq, emit, OI, OF, OB, OC, OM,
                                          oseq)
 
             counts = self._run_partitions(r.starts, ends, run_all, run_part, r.parallel)
-        packs = (OI, OF, OB, OM)
+        packs = (OI, OF, OB, OC, OM)
         if spec.windowed:
             self._take_late(prep, R[-1], obases)
             self._watermark = max(self._watermark, prep.watermark)
@@ -1041,7 +1050,7 @@ class StreamExecutionEngine:
         obases = np.zeros(P, np.int64)
         np.cumsum(sizes[:-1], out=obases[1:])
         total = int(sizes.sum())
-        packs = _alloc_outputs(spec, total)
+        packs = _alloc_outputs(spec, total, self._pool)
         oseq = _alloc_seq(spec, total)
         counts = np.zeros(P, np.int64)
         S = tuple(st)
@@ -1077,15 +1086,15 @@ class StreamExecutionEngine:
         gids = np.empty(total, dtype=np.int64)
         goffs = np.empty(P + 1, dtype=np.int64)
         collect_all(meta, 0, gids, goffs)
-        OI, OF, OB, OM = _alloc_outputs(spec, total)
+        OI, OF, OB, OC, OM = _alloc_outputs(spec, total, self._pool)
         oseq = np.empty(total, dtype=np.int64)
         counts = np.zeros(P, dtype=np.int64)
         obases = goffs[:P].copy()
         S = tuple(st)
         for p in range(P):  # once per job: serial (see velokern.kernels.codegen)
             counts[p] = module.emit_part(S, p, R, gids, int(goffs[p]), int(goffs[p + 1]),
-                                         OI, OF, OB, OM, oseq, int(obases[p]))
-        return self._assemble_groups(spec, (OI, OF, OB, OM), oseq, obases, counts)
+                                         OI, OF, OB, OC, OM, oseq, int(obases[p]))
+        return self._assemble_groups(spec, (OI, OF, OB, OC, OM), oseq, obases, counts)
 
     def empty_output(self) -> RecordBatch:
         """No rows, with the columns (names, types, string dictionaries) the query emits
@@ -1182,12 +1191,12 @@ def _owner(b: BoundQuery, e) -> str:
     raise PlanError(f"no dictionary for string expression {e}")
 
 
-def _repacked(spec: KernelSpec, packs, n: int, fill: Callable) -> tuple:
+def _repacked(spec: KernelSpec, packs, n: int, fill: Callable, pool: BlockPool) -> tuple:
     """New output packs of ``n`` rows, each filled by ``fill(src, dst)`` from the same
     pack of ``packs`` (only the rows the query's outputs use)."""
-    out = _alloc_outputs(spec, n)
+    out = _alloc_outputs(spec, n, pool)
     used = spec.out_rows()
-    for src, dst, name in zip(packs, out, ("OI", "OF", "OB", "OM")):
+    for src, dst, name in zip(packs, out, _PACKS):
         if used[name]:
             fill(src[:used[name]], dst[:used[name]])
     return out
@@ -1211,15 +1220,23 @@ def _double(a: np.ndarray, axis: int) -> np.ndarray:
     return out
 
 
-def _alloc_outputs(spec: KernelSpec, n: int):
-    """Output packs (OI int64, OF float64, OB bool, OM bool masks), ``n`` rows each."""
+def _alloc_outputs(spec: KernelSpec, n: int, pool: BlockPool | None = None):
+    """Output packs (OI int64, OF float64, OB bool, OC int32 string codes, OM bool
+    masks), ``n`` rows each: carved from one block of ``pool`` (each pack 64-byte
+    aligned), or separate arrays without one."""
     rows = spec.out_rows()
-    return (
-        np.empty((max(rows["OI"], 1), n), dtype=np.int64),
-        np.empty((max(rows["OF"], 1), n), dtype=np.float64),
-        np.empty((max(rows["OB"], 1), n), dtype=np.bool_),
-        np.empty((max(rows["OM"], 1), n), dtype=np.bool_),
-    )
+    shapes = [(max(rows[name], 1), n) for name in _PACKS]
+    if pool is None:
+        return tuple(np.empty(sh, dtype=dt) for sh, dt in zip(shapes, _PACK_DTYPES))
+    sizes = [sh[0] * n * dt.itemsize for sh, dt in zip(shapes, _PACK_DTYPES)]
+    offsets = []
+    total = 0
+    for size in sizes:
+        offsets.append(total)
+        total += (size + 63) // 64 * 64
+    block = pool.take(total)
+    return tuple(block[o:o + size].view(dt).reshape(sh)
+                 for o, size, dt, sh in zip(offsets, sizes, _PACK_DTYPES, shapes))
 
 
 def _fmt(e) -> str:

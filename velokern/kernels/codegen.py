@@ -3,13 +3,13 @@
 One pass over a batch does filter, expression evaluation and aggregate update. The
 generated module holds, for a stateless query::
 
-    project_part(C, M, R, idx, use_idx, start, end, OI, OF, OB, OM, orow) -> rows written
+    project_part(C, M, R, idx, use_idx, start, end, OI, OF, OB, OC, OM, orow) -> rows written
     project_all(part, ...)  # prange over partitions, each calling project_part at `part`
 
 and for an aggregate query::
 
     update_part(S, p, C, M, R, idx, use_idx, start, end, seq_base) -> row it stopped at
-    emit_part(S, p, R, gids, gstart, gend, OI, OF, OB, OM, oseq, obase) -> rows written
+    emit_part(S, p, R, gids, gstart, gend, OI, OF, OB, OC, OM, oseq, obase) -> rows written
     batch_part(...)    # update_part, then (EMIT CHANGES) emit the touched groups
     batch_all(part, ...)  # prange over partitions, each calling batch_part at `part`
     close_groups(S, p, R, limit, ...)  # windowed: emit and free windows ending <= limit
@@ -18,10 +18,11 @@ and for an aggregate query::
 ``C`` are the input columns, ``M`` the validity masks of the nullable ones (one 2-D
 array), ``R`` runtime constants (string literal codes, string ranks), ``S`` the state
 arrays (see STATE_SLOTS; one row per partition), ``idx`` the bucketed row order (used
-when ``use_idx``), ``OI``/``OF``/``OB`` output columns packed by type and ``OM`` their
-validity. Everything data-dependent is an argument, so the source depends only
-on the query, the input types and which columns are nullable: the module is cached on
-disk by its hash (see :mod:`velokern.kernels.compiler`).
+when ``use_idx``), ``OI``/``OF``/``OB``/``OC`` output columns packed by type (int64,
+float64, bool, int32 string codes) and ``OM`` their validity. Everything data-dependent
+is an argument, so the source depends only on the query, the input types and which
+columns are nullable: the module is cached on disk by its hash (see
+:mod:`velokern.kernels.compiler`).
 
 Only the per-batch kernels get a ``prange`` wrapper, and a wrapper calls its ``*_part``
 kernel through the address passed as ``part`` (see :mod:`velokern.kernels.calls`): a
@@ -118,7 +119,7 @@ class StateArray:
 
 @dataclass
 class OutCol:
-    """An output column: row ``row`` of output pack ``pack`` (OI, OF or OB; or "C": the
+    """An output column: row ``row`` of output pack ``pack`` (OI, OF, OB or OC; or "C": the
     input column ``C[row]`` passed through), its final dtype, and its row in OM (-1 when
     the kernel does not produce a mask for it)."""
 
@@ -155,7 +156,7 @@ class KernelSpec:
     window_row: int = -1  # row of the window start (key 0) in pack I
 
     def out_rows(self) -> dict[str, int]:
-        rows = {"OI": 0, "OF": 0, "OB": 0, "OM": 0, "C": 0}
+        rows = {"OI": 0, "OF": 0, "OB": 0, "OC": 0, "OM": 0, "C": 0}
         for o in self.outputs:
             rows[o.pack] += 1
             if o.mask_row >= 0:
@@ -549,7 +550,7 @@ def _out_lines(g: _Gen, outputs, pos: str, passthrough: bool = False) -> list[st
     spec = g.spec
     spec.outputs = []
     stores = []
-    rows = {"OI": 0, "OF": 0, "OB": 0}
+    rows = {"OI": 0, "OF": 0, "OB": 0, "OC": 0}
     om = 0
     for (name, e), t in outputs:
         if passthrough and isinstance(e, Col):
@@ -558,7 +559,11 @@ def _out_lines(g: _Gen, outputs, pos: str, passthrough: bool = False) -> list[st
             continue
         v, n = g.gen(e)
         dt = "int64" if is_time(t) else numpy_dtype(t).name
-        pack = "OB" if t == BOOL else ("OF" if is_float(t) else "OI")
+        # string codes go to the int32 pack OC: the output column is that row as is (an
+        # int64 row cast afterwards cost twice the bytes, each a fresh page of a kept
+        # output, plus the cast)
+        pack = ("OB" if t == BOOL else "OF" if is_float(t) else "OC" if t == STRING
+                else "OI")
         mask_row = -1
         stores.append(f"{pack}[{rows[pack]}, {pos}] = {v}")
         if n != "False":
@@ -580,18 +585,18 @@ def _gen_stateless(bq: BoundQuery, spec: KernelSpec, types) -> str:
     loop = g.lines + stores + ["orow[nonneg(k)] = i", "k += 1"]
     pro = _prologue_inputs(spec)
     src = ["@njit(**JIT)",
-           "def project_part(C, M, R, idx, use_idx, start, end, OI, OF, OB, OM, orow):"]
+           "def project_part(C, M, R, idx, use_idx, start, end, OI, OF, OB, OC, OM, orow):"]
     src += _indent(pro, 4)
     src += _indent(["k = start", "for j in range(start, end):",
                     "    " + _ROW], 4)
     src += _indent(loop, 8)
     src += _indent(["return k - start"], 4)
     src += ["", "", "@njit(**PJIT)",
-            "def project_all(part, C, M, R, idx, use_idx, starts, ends, OI, OF, OB, OM, orow, "
+            "def project_all(part, C, M, R, idx, use_idx, starts, ends, OI, OF, OB, OC, OM, orow, "
             "counts):",
             "    for p in prange(len(starts)):",
             "        counts[p] = call_int(part, (C, M, R, idx, use_idx, starts[p], ends[p], OI, "
-            "OF, OB, OM, orow))", ""]
+            "OF, OB, OC, OM, orow))", ""]
     return "\n".join(src)
 
 
@@ -855,14 +860,14 @@ def _gen_aggregate(bq: BoundQuery, spec: KernelSpec, types) -> str:
         f"if ng >= close_at and WM[i] != NO_WM and WM[i] - LATENESS - {bq.size} >= minws:",
         "    meta[0] = ng",
         "    meta[1] = nt",
-        f"    nout += close_groups(S, p, R, WM[i] - LATENESS - {bq.size}, OI, OF, OB, OM, oseq, "
-        "obase + nout)",
+        f"    nout += close_groups(S, p, R, WM[i] - LATENESS - {bq.size}, OI, OF, OB, OC, OM, "
+        "oseq, obase + nout)",
         "    ng = meta[0]",
         "    nt = meta[1]",
         "    minws = min_window(kv0, ng)",
         "    close_at = max(CLOSE_AT, 2 * ng)",
     ]
-    out_args = "" if win is None else ", OI, OF, OB, OM, oseq"
+    out_args = "" if win is None else ", OI, OF, OB, OC, OM, oseq"
     src += ["@njit(inline=\"always\", **JIT)",
             f"def update_part(S, p, C, M, R, idx, use_idx, start, end, seq_base, obase{out_args}):"]
     src += _indent(pro, 4)
@@ -904,7 +909,7 @@ def _gen_aggregate(bq: BoundQuery, spec: KernelSpec, types) -> str:
                      "oseq[1, nonneg(obase + k)] = first_seq[g]"]
     body = e.lines + stores + seq_store + ["k += 1"]
     src += ["@njit(inline=\"always\", **JIT)",
-            "def emit_part(S, p, R, gids, gstart, gend, OI, OF, OB, OM, oseq, obase):"]
+            "def emit_part(S, p, R, gids, gstart, gend, OI, OF, OB, OC, OM, oseq, obase):"]
     src += _indent(["LIT = R[0]"] + [f"RANK{k} = R[{k + 1}]"
                                      for k in range(len(spec.rank_columns))] + bind_state, 4)
     src += _indent(["k = 0", "for t in range(gstart, gend):", "    g = nonneg(gids[t])"], 4)
@@ -917,7 +922,7 @@ def _gen_aggregate(bq: BoundQuery, spec: KernelSpec, types) -> str:
     src += [
         "@njit(**JIT)",
         "def batch_part(S, p, C, M, R, idx, use_idx, start, end, obase, seq_base, emit, OI, OF,"
-        " OB, OM, oseq):",
+        " OB, OC, OM, oseq):",
         "    stop = update_part(S, p, C, M, R, idx, use_idx, start, end, seq_base, obase"
         f"{out_args})",
     ]
@@ -932,8 +937,8 @@ def _gen_aggregate(bq: BoundQuery, spec: KernelSpec, types) -> str:
             "    meta[5] = 0",
             "    W = R[-3][1]",
             "    if W != NO_WM:",
-            f"        k += close_groups(S, p, R, W - R[-3][0] - {bq.size}, OI, OF, OB, OM, oseq, "
-            "obase + k)",
+            f"        k += close_groups(S, p, R, W - R[-3][0] - {bq.size}, OI, OF, OB, OC, OM, "
+            "oseq, obase + k)",
         ]
         if track:
             src += [
@@ -944,7 +949,7 @@ def _gen_aggregate(bq: BoundQuery, spec: KernelSpec, types) -> str:
                 "        for t in range(nt):",
                 "            touched[gids[t]] = 0",
                 "        meta[1] = 0",
-                "        k += emit_part(S, p, R, gids, 0, nt, OI, OF, OB, OM, oseq, obase + k)",
+                "        k += emit_part(S, p, R, gids, 0, nt, OI, OF, OB, OC, OM, oseq, obase + k)",
             ]
         src += ["    return stop, k", "", ""]
     elif not track:
@@ -963,7 +968,7 @@ def _gen_aggregate(bq: BoundQuery, spec: KernelSpec, types) -> str:
         "    for t in range(nt):",
         "        touched[gids[t]] = 0",
         "    meta[1] = 0",
-        "    k = emit_part(S, p, R, gids, 0, nt, OI, OF, OB, OM, oseq, obase)",
+        "    k = emit_part(S, p, R, gids, 0, nt, OI, OF, OB, OC, OM, oseq, obase)",
         "    return stop, k",
         "",
         "",
@@ -971,12 +976,12 @@ def _gen_aggregate(bq: BoundQuery, spec: KernelSpec, types) -> str:
     src += [
         "@njit(**PJIT)",
         "def batch_all(part, S, C, M, R, idx, use_idx, starts, ends, obases, active, seq_base, "
-        "emit, OI, OF, OB, OM, oseq, stops, counts):",
+        "emit, OI, OF, OB, OC, OM, oseq, stops, counts):",
         "    for q in prange(len(starts)):",
         "        p = np.int64(q)  # the prange index is unsigned: one signature for V1 and V2",
         "        if active[p]:",
         "            r = call_pair(part, (S, p, C, M, R, idx, use_idx, starts[p], ends[p], "
-        "obases[p], seq_base, emit, OI, OF, OB, OM, oseq))",
+        "obases[p], seq_base, emit, OI, OF, OB, OC, OM, oseq))",
         "            stops[p] = r[0]",
         "            counts[p] = r[1]",
         "",
@@ -993,7 +998,7 @@ def _gen_aggregate(bq: BoundQuery, spec: KernelSpec, types) -> str:
         pick = "gids" if not track else f"gids[S[6][p][{brow}][gids] != 0]"
         src += [
             "@njit(**JIT)",
-            "def close_groups(S, p, R, limit, OI, OF, OB, OM, oseq, obase):",
+            "def close_groups(S, p, R, limit, OI, OF, OB, OC, OM, oseq, obase):",
             f"    wstart = S[4][p][{st[3].row}]",
             "    gids = closing_gids(wstart, S[7][p][0], limit)",
             "    if len(gids) == 0:",
@@ -1002,7 +1007,7 @@ def _gen_aggregate(bq: BoundQuery, spec: KernelSpec, types) -> str:
             f"    touched = S[6][p][{brow}]",
             "    for t in range(len(sel)):",
             "        touched[sel[t]] = 0",
-            "    k = emit_part(S, p, R, sel, 0, len(sel), OI, OF, OB, OM, oseq, obase)",
+            "    k = emit_part(S, p, R, sel, 0, len(sel), OI, OF, OB, OC, OM, oseq, obase)",
             f"    drop_closed(S, p, {st[3].row}, limit, {nd_cols}, {trow})",
             "    return k",
             "",
@@ -1265,7 +1270,7 @@ def _gen_rows(bq: BoundQuery, spec: KernelSpec, types) -> str:
         "max_groups = len(hashes)",
     ] + (_direct_prologue(spec) if spec.direct else [])
     src = ["@njit(**JIT)",
-           "def rows_part(S, p, C, M, R, idx, use_idx, start, end, obase, OI, OF, OB, OM, "
+           "def rows_part(S, p, C, M, R, idx, use_idx, start, end, obase, OI, OF, OB, OC, OM, "
            "orow):"]
     src += _indent(pro, 4)
     src += _indent(_row_loop("max_groups - ng", [
@@ -1275,12 +1280,12 @@ def _gen_rows(bq: BoundQuery, spec: KernelSpec, types) -> str:
                     "return end, k - obase"], 4)
     src += ["", "", "@njit(**PJIT)",
             "def rows_all(part, S, C, M, R, idx, use_idx, starts, ends, obases, active, OI, OF, "
-            "OB, OM, orow, stops, counts):",
+            "OB, OC, OM, orow, stops, counts):",
             "    for q in prange(len(starts)):",
             "        p = np.int64(q)  # the prange index is unsigned: one signature for V1 and V2",
             "        if active[p]:",
             "            r = call_pair(part, (S, p, C, M, R, idx, use_idx, starts[p], ends[p], "
-            "obases[p], OI, OF, OB, OM, orow))",
+            "obases[p], OI, OF, OB, OC, OM, orow))",
             "            stops[p] = r[0]",
             "            counts[p] = r[1]",
             "", ""]
