@@ -1222,21 +1222,29 @@ def _double(a: np.ndarray, axis: int) -> np.ndarray:
 
 def _alloc_outputs(spec: KernelSpec, n: int, pool: BlockPool | None = None):
     """Output packs (OI int64, OF float64, OB bool, OC int32 string codes, OM bool
-    masks), ``n`` rows each: carved from one block of ``pool`` (each pack 64-byte
-    aligned), or separate arrays without one."""
+    masks), ``n`` rows each (none for a pack other than OI that no output uses: the
+    kernels never index it). With a ``pool``, the large packs are carved from one of
+    its blocks (64-byte aligned), which comes back once no output refers to it; small
+    packs are plain arrays, which the C allocator serves from memory it keeps (carved
+    from the block, S1's mask row was ~25 new pages every batch)."""
     rows = spec.out_rows()
-    shapes = [(max(rows[name], 1), n) for name in _PACKS]
-    if pool is None:
-        return tuple(np.empty(sh, dtype=dt) for sh, dt in zip(shapes, _PACK_DTYPES))
-    sizes = [sh[0] * n * dt.itemsize for sh, dt in zip(shapes, _PACK_DTYPES)]
-    offsets = []
-    total = 0
-    for size in sizes:
+    # OI always has the width: the engine reads the packs' room from it
+    shapes = [(max(rows[name], 1), n if rows[name] or name == "OI" else 0)
+              for name in _PACKS]
+    sizes = [sh[0] * sh[1] * dt.itemsize for sh, dt in zip(shapes, _PACK_DTYPES)]
+    out = [np.empty(sh, dtype=dt) if pool is None or size < pool.min_bytes else None
+           for sh, dt, size in zip(shapes, _PACK_DTYPES, sizes)]
+    offsets, total = [], 0
+    for size, a in zip(sizes, out):
         offsets.append(total)
-        total += (size + 63) // 64 * 64
-    block = pool.take(total)
-    return tuple(block[o:o + size].view(dt).reshape(sh)
-                 for o, size, dt, sh in zip(offsets, sizes, _PACK_DTYPES, shapes))
+        if a is None:
+            total += (size + 63) // 64 * 64
+    if total:
+        block = pool.take(total)
+        for k, (sh, dt, size, o) in enumerate(zip(shapes, _PACK_DTYPES, sizes, offsets)):
+            if out[k] is None:
+                out[k] = block[o:o + size].view(dt).reshape(sh)
+    return tuple(out)
 
 
 def _fmt(e) -> str:
