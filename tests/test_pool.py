@@ -48,6 +48,19 @@ def test_sizes_small_requests_and_the_limit():
     del one, big, two
 
 
+def test_outputs_released_in_bulk_are_not_all_kept():
+    """A consumer that held many outputs, then dropped them: the pool keeps its limit
+    of them (plus the block it handed out last, released since), even when every
+    later request is served by reuse."""
+    pool = BlockPool(max_free_bytes=4 << 20, min_bytes=1024)
+    held = [pool.take(1 << 20) for _ in range(20)]
+    del held
+    for _ in range(3):
+        b = pool.take(1 << 20)
+        del b
+    assert pool.stats()["unused_bytes"] == 5 << 20
+
+
 def test_threads_never_share_a_block():
     pool = BlockPool(max_free_bytes=1 << 30, min_bytes=1024)
     errors = []

@@ -1111,21 +1111,25 @@ aggregates), same machine, medians of repeated calls.
   the pages with one `madvise(MADV_POPULATE_WRITE)` before writing: 12.3-12.6 ms, ~10%.
   So every byte a kept output holds costs about as much to fault in as to compute.
   Done: string output columns are written by the kernels as int32 codes into their
-  own pack (they were int64 rows cast to int32 afterwards: 24 bytes of fresh memory per
-  string value became 4), and an engine carves each batch's output packs from one
-  block of a recycling pool (`velokern.pool`): a block is handed out again once no
-  output refers to it (its reference count), so a consumer that drops its outputs
-  gets memory that is already mapped. Whether the C allocator handed freed memory back
-  had depended on its thresholds and the sizes of the arrays: the same S3a job took
-  700 to 5,700 page faults per 18 batches, and 17,700 (every output byte) after the
-  int32 change alone. Measured against the previous commit in alternating processes
-  (18 batches of 100k, median of passes): S3a V1 with outputs kept 5.3-5.6 -> 4.0-4.1
-  ms per batch (22.8k -> 8.3k page faults per pass), outputs dropped 3.25-3.85 ->
-  3.08-3.23 ms. S3a V2:2 per batch of fresh memory 5.1-5.5 -> 3.8-4.0 ms; with outputs
-  kept its pass median went 3.5-4.1 -> 4.1-4.9 ms, since the old code's first ~12
-  batches of a pass reused what the C allocator kept from the previous pass's outputs
-  (each pass is a new engine, so the pool starts empty); outputs dropped, unchanged.
-  S0, S1 and S2 within the noise.
+  own pack (they were int64 rows cast to int32 afterwards: 12 bytes of new memory per
+  string value became 4), a pack no output uses gets no memory, and an engine carves
+  each batch's large output packs from one block of a recycling pool (`velokern.pool`):
+  a block is handed out again once no output refers to it (its reference count), so a
+  consumer that drops its outputs gets memory that is already mapped. Left to the C
+  allocator, whether freed memory came back had depended on its thresholds and on the
+  sizes of the arrays: the same S3a job took 0 to 5,700 page faults per 18 batches,
+  and 17,700 (every output byte) with the int32 change alone. Against the previous
+  commit in alternating processes (18 batches of 100k, median of passes, ms per
+  batch): S3a V1 with outputs kept 5.7-5.9 -> 4.7-5.0 (22.8k -> 17.0k page faults per
+  pass), outputs dropped 3.4-3.6 -> 3.22; S1 V1 dropped 0.89 -> 0.76, kept unchanged
+  (1.09-1.11); S3a V2:2 dropped unchanged (3.7-4.0), kept 4.4-5.3 -> 5.2-5.4: the old
+  code's first ~12 batches of a pass reused memory the C allocator kept from the
+  previous pass's outputs (each pass is a new engine, so the pool starts empty; per
+  batch of new memory V2:2 went 5.1-5.5 -> 3.8-4.0). One block of 4 MiB or more (numpy
+  then asks for huge pages) halved the faults of S3a with outputs kept (8.3k per
+  pass, 4.0-4.1 ms), but S3a's packs now fill 3.8 MiB; asking for huge pages
+  explicitly was not tried: when free huge pages run out the kernel compacts memory on
+  the fault, which measured ~4x slower than 4 KiB pages here.
 - **S1, ROWS window (50 M rec/s).** The kernel spends ~26 ns/record: hash
   probe of the symbol, a read and a write of the 100-slot ring buffer, the running sum,
   and an exact re-sum of the frame once per frame length (so the float sum cannot

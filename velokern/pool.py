@@ -1,19 +1,21 @@
 """Recycled memory for an engine's output columns.
 
-An engine's outputs are numpy arrays carved from one block per batch (its output packs,
-see :mod:`velokern.kernels.codegen`). Once a consumer has dropped every column of an
-output, the block's memory can serve the next batch as it is: new memory instead costs
-a page fault per 4 KiB page on first write, and on the machines measured here that is
-as much time as the kernels spend on the bytes (~0.45 ns per byte). Left to the C
+An engine's large output packs (see :mod:`velokern.kernels.codegen`) are carved from
+one block per batch, and an output's columns are views of them. Once a consumer has
+dropped every column of an output, the block's memory can serve the next batch as it
+is: new memory instead costs a page fault per 4 KiB page on first write, and on the
+machines measured here that is as much time as the kernels spend on the bytes (~0.45
+ns per byte). Left to the C
 allocator, whether a freed block comes back depends on its thresholds for returning
-memory to the system, so the same job ran with anywhere from 700 to 5,700 page faults
+memory to the system, so the same job ran with anywhere from 0 to 5,700 page faults
 per 18 batches of S3a as the sizes of its arrays changed.
 
 A block is reused only when nothing but the pool refers to it: every array carved from
 it (and every view of those) holds a reference to it, so an output that is still alive,
-in whole or in part, keeps its block out of reach. The pool keeps at most
-``max_free_bytes`` of blocks nobody uses; blocks smaller than ``min_bytes`` are not
-pooled (the allocator serves small sizes from memory it keeps anyway).
+in whole or in part, keeps its block out of reach. Each request trims the blocks
+nobody uses to ``max_free_bytes`` (oldest first; the block handed out is in use);
+blocks smaller than ``min_bytes`` are not pooled (the allocator serves small sizes
+from memory it keeps anyway).
 """
 
 from __future__ import annotations
@@ -49,10 +51,12 @@ class BlockPool:
             for i in range(len(blocks)):
                 if nbytes <= blocks[i].nbytes <= 2 * nbytes and self._unused(i):
                     block = blocks.pop(i)
-                    blocks.append(block)
-                    return block
-            block = np.empty(nbytes, np.uint8)
+                    break
+            else:
+                block = np.empty(nbytes, np.uint8)
             blocks.append(block)
+            # on every take: outputs released in bulk (a consumer that held many) must
+            # not stay in the pool beyond the limit while the blocks kept are reused
             self._trim()
             return block
 
