@@ -1125,7 +1125,8 @@ aggregates), same machine, medians of repeated calls.
   (1.09-1.11); S3a V2:2 dropped unchanged (3.7-4.0), kept 4.4-5.3 -> 5.2-5.4: the old
   code's first ~12 batches of a pass reused memory the C allocator kept from the
   previous pass's outputs (each pass is a new engine, so the pool starts empty; per
-  batch of new memory V2:2 went 5.1-5.5 -> 3.8-4.0). One block of 4 MiB or more (numpy
+  batch of new memory V2:2 went 6.1-6.4 -> 5.2-5.5 in a slow-mode pair). One block of
+  4 MiB or more (numpy
   then asks for huge pages) halved the faults of S3a with outputs kept (8.3k per
   pass, 4.0-4.1 ms), but S3a's packs now fill 3.8 MiB; asking for huge pages
   explicitly was not tried: when free huge pages run out the kernel compacts memory on
