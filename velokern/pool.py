@@ -5,10 +5,9 @@ one block per batch, and an output's columns are views of them. Once a consumer 
 dropped every column of an output, the block's memory can serve the next batch as it
 is: new memory instead costs a page fault per 4 KiB page on first write, and on the
 machines measured here that is as much time as the kernels spend on the bytes (~0.45
-ns per byte). Left to the C
-allocator, whether a freed block comes back depends on its thresholds for returning
-memory to the system, so the same job ran with anywhere from 0 to 5,700 page faults
-per 18 batches of S3a as the sizes of its arrays changed.
+ns per byte). Left to the C allocator, whether a freed block comes back depends on its
+thresholds for returning memory to the system, so the same job ran with anywhere from
+0 to 5,700 page faults per 18 batches of S3a as the sizes of its arrays changed.
 
 A block is reused only when nothing but the pool refers to it: every array carved from
 it (and every view of those) holds a reference to it, so an output that is still alive,

@@ -2,8 +2,8 @@
 
 Partition p writes its output rows into the shared output packs at its own base
 position, each partition's rows already in order. These kernels compute the
-*positions in the packs* of all the rows, in output order, in one linear pass, so the
-engine gathers every output column once (``pack[row].take(pos)``) and never sorts:
+*positions in the packs* of all the rows, in output order, in one linear pass, and
+move the rows there pack by pack, so the engine never sorts:
 
 - :func:`input_order`: rows that each belong to one input row (projections, ROWS
   windows) go back into input order. An inverse map over the batch's rows, O(rows).
