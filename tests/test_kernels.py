@@ -310,13 +310,12 @@ def test_unique_probe_finds_the_groups_the_full_probe_finds(keys):
         hashes = np.zeros(64, np.uint64)
         kbits = np.zeros((64, 1), np.int64)
         knull = np.zeros((64, 1), np.uint8)
-        kv, kn = np.zeros(1, np.int64), np.zeros(1, np.uint8)
         ng, out = 0, []
 
         def probe(k, ng):
-            kv[0] = k
             h = np.uint64(scalar.mix64(np.uint64(scalar.fold(np.uint64(0), np.int64(k)))))
-            return int(hashtable.probe(table, hashes, kbits, knull, kv, kn, h, ng, unique))
+            return int(hashtable.probe(table, hashes, kbits, knull, (np.int64(k),),
+                                       (np.uint8(0),), h, ng, unique, False))
 
         for k in keys:
             g = probe(k, ng)

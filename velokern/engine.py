@@ -852,14 +852,21 @@ class StreamExecutionEngine:
             active = unfinished.astype(np.uint8)
             starts = stops.copy()
 
-    def _out_buffers(self, spec: KernelSpec, n: int):
+    def _out_buffers(self, spec: KernelSpec, n: int, seq_rows: bool = True):
         """(OI, OF, OB, OC, OM, seq): output packs and order keys for ``n`` rows, reused
-        across batches (the packs are new again after an output took them over)."""
+        across batches (the packs are new again after an output took them over).
+        ``seq_rows`` False: an empty ``seq`` (group rows of one partition are in order
+        already; their emit kernel then writes no order keys)."""
         key = id(spec)
         packs = self._bufs.get(key)
-        seq = self._bufs.get((key, "seq"))
-        if seq is None or seq.shape[-1] < n:
-            seq = self._bufs[(key, "seq")] = _alloc_seq(spec, max(n, 1024))
+        if not seq_rows:
+            seq = self._bufs.get((key, "noseq"))
+            if seq is None:
+                seq = self._bufs[(key, "noseq")] = _alloc_seq(spec, 0)
+        else:
+            seq = self._bufs.get((key, "seq"))
+            if seq is None or seq.shape[-1] < n:
+                seq = self._bufs[(key, "seq")] = _alloc_seq(spec, max(n, 1024))
         if packs is None or packs[0].shape[-1] < n:
             packs = self._bufs[key] = _alloc_outputs(spec, max(n, 1024), self._pool)
         return packs + (seq,)
@@ -982,7 +989,7 @@ class StreamExecutionEngine:
         else:
             obases = r.starts.astype(np.int64, copy=False)
             cap = prep.n
-        OI, OF, OB, OC, OM, oseq = self._out_buffers(spec, cap)
+        OI, OF, OB, OC, OM, oseq = self._out_buffers(spec, cap, seq_rows=P > 1)
         if P == 1:
             base = int(obases[0])
             start = int(r.starts[0])
@@ -1051,7 +1058,7 @@ class StreamExecutionEngine:
         np.cumsum(sizes[:-1], out=obases[1:])
         total = int(sizes.sum())
         packs = _alloc_outputs(spec, total, self._pool)
-        oseq = _alloc_seq(spec, total)
+        oseq = _alloc_seq(spec, total if P > 1 else 0)  # (one partition: no merge)
         counts = np.zeros(P, np.int64)
         S = tuple(st)
         for p in range(P):  # once per job: serial (see velokern.kernels.codegen)
@@ -1087,7 +1094,7 @@ class StreamExecutionEngine:
         goffs = np.empty(P + 1, dtype=np.int64)
         collect_all(meta, 0, gids, goffs)
         OI, OF, OB, OC, OM = _alloc_outputs(spec, total, self._pool)
-        oseq = np.empty(total, dtype=np.int64)
+        oseq = np.empty(total if P > 1 else 0, dtype=np.int64)  # (one partition: no merge)
         counts = np.zeros(P, dtype=np.int64)
         obases = goffs[:P].copy()
         S = tuple(st)

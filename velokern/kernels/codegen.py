@@ -825,8 +825,6 @@ def _gen_aggregate(bq: BoundQuery, spec: KernelSpec, types) -> str:
     room += [f"(len(a{ai}_dgid) - a{ai}_nd) // {nwin}" for ai in distinct]
     room = room[0] if len(room) == 1 else f"min({', '.join(room)})"
     pro = _prologue_inputs(spec) + bind_state + [
-        f"kvs = np.empty({K}, np.int64)",
-        f"kns = np.empty({K}, np.uint8)",
         "ng = meta[0]",
         "nt = meta[1]",
         "filtered = 0",
@@ -907,12 +905,16 @@ def _gen_aggregate(bq: BoundQuery, spec: KernelSpec, types) -> str:
     else:  # rows are ordered by (window start, first record)
         seq_store = ["oseq[0, nonneg(obase + k)] = kv0[g]",
                      "oseq[1, nonneg(obase + k)] = first_seq[g]"]
-    body = e.lines + stores + seq_store + ["k += 1"]
+    # order keys are read only to merge the runs of several partitions: with one
+    # partition the engine passes an empty ``oseq`` and they are not written (S3a, V1:
+    # 16 of a row's 56 bytes)
+    body = e.lines + stores + ["if want_seq:"] + _indent(seq_store, 4) + ["k += 1"]
     src += ["@njit(inline=\"always\", **JIT)",
             "def emit_part(S, p, R, gids, gstart, gend, OI, OF, OB, OC, OM, oseq, obase):"]
     src += _indent(["LIT = R[0]"] + [f"RANK{k} = R[{k + 1}]"
                                      for k in range(len(spec.rank_columns))] + bind_state, 4)
-    src += _indent(["k = 0", "for t in range(gstart, gend):", "    g = nonneg(gids[t])"], 4)
+    src += _indent(["k = 0", "want_seq = oseq.shape[-1] != 0",
+                    "for t in range(gstart, gend):", "    g = nonneg(gids[t])"], 4)
     src += _indent(body, 8)
     src += _indent(["return k"], 4)
     src += ["", ""]
@@ -1019,8 +1021,7 @@ def _gen_aggregate(bq: BoundQuery, spec: KernelSpec, types) -> str:
     src += _key_bits_src(bq, spec, types, part_keys) + ["", ""]
     if K == 0:
         # a global aggregate has exactly one group, which exists before any record
-        init = ["ng = meta[0]", "kvs = np.empty(0, np.int64)", "kns = np.empty(0, np.uint8)",
-                *_probe_lines([]),
+        init = ["ng = meta[0]", *_probe_lines([]),
                 "if g == ng:", "    meta[0] = ng + 1", "    first_seq[g] = 0",
                 "    touched[g] = 0"]
         init += ["    rows[g] = 0"]
@@ -1049,10 +1050,14 @@ def _unique_hash(kbs: list[tuple[str, str]]) -> bool:
 
 def _probe_lines(kbs: list[tuple[str, str]]) -> list[str]:
     """``g`` = the group of the key (bits, null flag) pairs ``kbs`` in the hash table,
-    inserted as group ``ng`` when new."""
-    return [*(f"kvs[{j}] = {kb}\nkns[{j}] = {n}" for j, (kb, n) in enumerate(kbs)),
-            *_hash_lines([kb for kb, _ in kbs]),
-            f"g = probe(table, hashes, kbits, knull, kvs, kns, h, ng, {_unique_hash(kbs)})"]
+    inserted as group ``ng`` when new (no keys: the one group of a global aggregate,
+    its key bits a single 0)."""
+    nulls = any(n != "False" for _, n in kbs)
+    kv = "".join(f"np.int64({kb}), " for kb, _ in kbs) or "np.int64(0), "
+    kn = "".join(f"np.uint8({n}), " for _, n in kbs) if nulls else "np.uint8(0), "
+    return [*_hash_lines([kb for kb, _ in kbs]),
+            f"g = probe(table, hashes, kbits, knull, ({kv}), ({kn}), h, ng, "
+            f"{_unique_hash(kbs)}, {nulls})"]
 
 
 def _uses_direct_map(bq: BoundQuery) -> bool:
@@ -1110,7 +1115,6 @@ def _gen_rows(bq: BoundQuery, spec: KernelSpec, types) -> str:
     buffers of the last rows' values in the packed state (ring slot s of a function is
     row ``base + s`` of its pack, column = the key's group id) and running sums, counts
     and extremes; one output row per input row that passes WHERE."""
-    K = len(bq.keys)
     rows = {"I": 0, "F": 0, "B": 0}
     st: list[StateArray] = []
 
@@ -1262,8 +1266,6 @@ def _gen_rows(bq: BoundQuery, spec: KernelSpec, types) -> str:
     g.env = None
     loop = g.lines + stores + ["orow[nonneg(k)] = i", "k += 1"]
     pro = _prologue_inputs(spec) + bind_state + [
-        f"kvs = np.empty({K}, np.int64)",
-        f"kns = np.empty({K}, np.uint8)",
         "ng = meta[0]",
         "k = obase + meta[1]",
         "filtered = 0",

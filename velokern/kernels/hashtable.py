@@ -34,13 +34,20 @@ def slot_of(h, mask):
 # inline="always": a call would pass six arrays and pay NRT reference counting on each
 # of them per row (measured: ~60 ns/row, 6x the rest of a GROUP BY kernel)
 @njit(inline="always", **JIT)
-def probe(table, hashes, kbits, knull, kv, kn, h, ng, unique):
+def probe(table, hashes, kbits, knull, kv, kn, h, ng, unique, nulls):
     """Group id of key (kv, kn) with hash h; inserts it as group ``ng`` when absent.
 
-    ``unique`` (a constant in the generated code, so the test is compiled away): the
-    hash is a bijection of the key (one non-null key: ``mix64`` of its bits), so equal
-    hashes mean equal keys and a hit reads only the slot, not the key bits and null
-    flags (two cache lines fewer per row once the table no longer fits in cache)."""
+    ``kv``: the key bits and ``kn`` the null flags, as tuples (their length is known when
+    the kernel compiles, so the key loops unroll and the values stay in registers; with
+    arrays written and read back for every row, S3a was ~7% slower). ``unique`` and
+    ``nulls`` are constants in the generated code, so their tests are compiled away:
+
+    - ``unique``: the hash is a bijection of the key (one non-null key: ``mix64`` of its
+      bits), so equal hashes mean equal keys and a hit reads only the slot, not the key
+      bits (a cache line fewer per row once the table no longer fits in cache);
+    - ``nulls`` False: no key can be null (the kernel variant of a job that has seen no
+      null key), so the null flags are neither written nor compared; every group's
+      flags then keep the 0 they were created with, as a null-free key's are."""
     mask = len(table) - 1
     s = slot_of(h, mask)
     hb = np.int64(h)
@@ -54,14 +61,15 @@ def probe(table, hashes, kbits, knull, kv, kn, h, ng, unique):
             hashes[n] = h
             for j in range(nk):
                 kbits[n, j] = kv[j]
-                knull[n, j] = kn[j]
+                if nulls:
+                    knull[n, j] = kn[j]
             return n
         if table[s, 1] == hb:
             if unique:
                 return g
             same = True
             for j in range(nk):
-                if kbits[g, j] != kv[j] or knull[g, j] != kn[j]:
+                if kbits[g, j] != kv[j] or (nulls and knull[g, j] != kn[j]):
                     same = False
                     break
             if same:
