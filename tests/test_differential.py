@@ -223,6 +223,34 @@ def test_nulls_appearing_mid_stream():
     assert_rows_match(rows_of(v1[-1]), ref, "nulls mid-stream")
 
 
+def test_null_keys_appearing_mid_stream():
+    """Groups created by the null-free kernel variant (which writes no key null flags)
+    are found again by the nullable variant once null keys arrive, and null keys form
+    their own groups: a GROUP BY on an integer and a string key, V1 and V2 against
+    DuckDB."""
+    rng = np.random.default_rng(7)
+    n = 2000
+    names = np.array(["a", "b", "c", "d"], dtype=object)
+    k = rng.integers(0, 6, n)
+    s = names[rng.integers(0, 4, n)].astype(object)
+    kmask = np.ones(n, bool)
+    kmask[1200:] = rng.random(n - 1200) > 0.3
+    s[1200:][rng.random(n - 1200) < 0.3] = None
+    whole = vk.RecordBatch.from_pydict({"seq": np.arange(n), "k": k, "s": list(s),
+                                        "v": rng.integers(0, 100, n)}, masks={"k": kmask})
+    batches = [whole.slice(0, 700), whole.slice(700, 500), whole.slice(1200, 300),
+               whole.slice(1500)]
+    assert batches[0].validity("k") is None and batches[2].validity("k") is not None
+    sql = "SELECT k, s, COUNT(*) AS n, SUM(v) AS sv FROM t GROUP BY k, s EMIT FINAL"
+    v1 = run(sql, batches, "v1")
+    v2 = run(sql, batches, "v2:3")
+    assert_batches_identical(v1, v2, "null keys mid-stream")
+    ref = duckdb_rows("SELECT k, s, COUNT(*), SUM(v) FROM t GROUP BY k, s ORDER BY MIN(seq)",
+                      whole)
+    assert len(ref) == v1[-1].num_rows
+    assert_rows_match(rows_of(v1[-1]), ref, "null keys mid-stream")
+
+
 def test_large_group_count_grows_state():
     """Tens of thousands of groups: the hash table and distinct sets grow mid-batch, and
     past PF_MIN_SLOTS table slots the update kernel prefetches rows ahead (through
