@@ -58,6 +58,8 @@ __all__ = ["Prepared", "Routing", "StreamExecutionEngine"]
 
 _INITIAL_GROUPS = 256
 _EMPTY_I64 = np.empty(0, dtype=np.int64)
+_ZERO_I64 = np.zeros(1, dtype=np.int64)  # one partition's output offset (read only)
+_ZERO_I64.flags.writeable = False
 _NO_MASKS = np.ones((1, 0), dtype=np.bool_)
 #: the output packs the kernels write (velokern.kernels.codegen), in argument order
 _PACKS = ("OI", "OF", "OB", "OC", "OM")
@@ -981,10 +983,14 @@ class StreamExecutionEngine:
         P = len(r.starts)
         R = prep.R
         if spec.windowed:
-            sizes = self._meta()[:, 0] + (r.ends - r.starts) * spec.max_windows
-            obases = np.zeros(P, np.int64)
-            np.cumsum(sizes[:-1], out=obases[1:])
-            cap = int(sizes.sum())
+            if P == 1:  # (plain ints: this is most of the work at small batches)
+                obases = _ZERO_I64
+                cap = int(self._meta()[0, 0]) + prep.n * spec.max_windows
+            else:
+                sizes = self._meta()[:, 0] + (r.ends - r.starts) * spec.max_windows
+                obases = np.zeros(P, np.int64)
+                np.cumsum(sizes[:-1], out=obases[1:])
+                cap = int(sizes.sum())
             R = R[:-1] + (self._buffer("late", cap),)
         else:
             obases = r.starts.astype(np.int64, copy=False)
@@ -1002,11 +1008,15 @@ class StreamExecutionEngine:
                     break
                 self._grow()
                 start = stop
-            if not spec.windowed:  # (the common path at small batches: no more numpy)
+            # (the common paths at small batches: no more numpy)
+            if not spec.windowed:
                 if not emit:
                     return self._empty_output(spec)
                 return self._assemble(spec, (OI, OF, OB, OC, OM), (base, base + k))
-            counts = np.array([k], np.int64)
+            if self._meta()[0, 3]:
+                self._take_late(prep, R[-1], obases)
+            self._watermark = max(self._watermark, prep.watermark)
+            return self._assemble(spec, (OI, OF, OB, OC, OM), (base, base + k))
         else:
             ends = r.ends.astype(np.int64, copy=False)
 
@@ -1234,24 +1244,35 @@ def _alloc_outputs(spec: KernelSpec, n: int, pool: BlockPool | None = None):
     its blocks (64-byte aligned), which comes back once no output refers to it; small
     packs are plain arrays, which the C allocator serves from memory it keeps (carved
     from the block, S1's mask row was ~25 new pages every batch)."""
+    min_bytes = pool.min_bytes if pool is not None else None
+    layout = spec.layouts.get((n, min_bytes))
+    if layout is None:
+        layout = spec.layouts[(n, min_bytes)] = _pack_layout(spec, n, min_bytes)
+    packs, total = layout
+    if not total:
+        return tuple(np.empty(sh, dtype=dt) for sh, dt, _, _ in packs)
+    block = pool.take(total)
+    return tuple(np.empty(sh, dtype=dt) if o < 0 else block[o:o + size].view(dt).reshape(sh)
+                 for sh, dt, size, o in packs)
+
+
+def _pack_layout(spec: KernelSpec, n: int, min_bytes: int | None) -> tuple:
+    """(per pack: shape, dtype, bytes, offset in the pooled block or -1 for a plain
+    array), block bytes: the layout :func:`_alloc_outputs` reuses for each size."""
     rows = spec.out_rows()
-    # OI always has the width: the engine reads the packs' room from it
-    shapes = [(max(rows[name], 1), n if rows[name] or name == "OI" else 0)
-              for name in _PACKS]
-    sizes = [sh[0] * sh[1] * dt.itemsize for sh, dt in zip(shapes, _PACK_DTYPES)]
-    out = [np.empty(sh, dtype=dt) if pool is None or size < pool.min_bytes else None
-           for sh, dt, size in zip(shapes, _PACK_DTYPES, sizes)]
-    offsets, total = [], 0
-    for size, a in zip(sizes, out):
-        offsets.append(total)
-        if a is None:
+    if len(spec.layouts) > 64:  # sizes seen by a job are few; keep the cache small
+        spec.layouts.clear()
+    packs, total = [], 0
+    for name, dt in zip(_PACKS, _PACK_DTYPES):
+        # OI always has the width: the engine reads the packs' room from it
+        sh = (max(rows[name], 1), n if rows[name] or name == "OI" else 0)
+        size = sh[0] * sh[1] * dt.itemsize
+        if min_bytes is None or size < min_bytes:
+            packs.append((sh, dt, size, -1))
+        else:
+            packs.append((sh, dt, size, total))
             total += (size + 63) // 64 * 64
-    if total:
-        block = pool.take(total)
-        for k, (sh, dt, size, o) in enumerate(zip(shapes, _PACK_DTYPES, sizes, offsets)):
-            if out[k] is None:
-                out[k] = block[o:o + size].view(dt).reshape(sh)
-    return tuple(out)
+    return tuple(packs), total
 
 
 def _fmt(e) -> str:

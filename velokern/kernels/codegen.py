@@ -154,6 +154,8 @@ class KernelSpec:
     max_windows: int = 1  # windows one record can belong to
     rows_window: bool = False  # ROWS window functions: one output row per input row
     window_row: int = -1  # row of the window start (key 0) in pack I
+    # the engine's output pack layouts by (rows, pool threshold): not part of the spec
+    layouts: dict = field(default_factory=dict, repr=False, compare=False)
 
     def out_rows(self) -> dict[str, int]:
         rows = {"OI": 0, "OF": 0, "OB": 0, "OC": 0, "OM": 0, "C": 0}
