@@ -1131,6 +1131,40 @@ aggregates), same machine, medians of repeated calls.
   pass, 4.0-4.1 ms), but S3a's packs now fill 3.8 MiB; asking for huge pages
   explicitly was not tried: when free huge pages run out the kernel compacts memory on
   the fault, which measured ~4x slower than 4 KiB pages here.
+  Latest round (`perf` with the kernels' map, then edited copies of the generated
+  kernel alternating in one process; S3a V1, 100k batches, outputs dropped): 18% of
+  all samples sat on the hash-table slot's load, but prefetching that slot 8 or 16
+  records ahead was slower (2.52 -> 2.72-2.76 ms per batch). Removing pieces one at a
+  time: the tumbling window's start computed as `t - t % size` instead of through the
+  general sliding formula (a second division per record) 3.12 -> 2.91 ms; no order keys
+  written by the emit kernel 3.12 -> 2.99 (they are read only to merge the runs of
+  several partitions); a probe that writes and compares no key null flags and keeps the
+  key in registers 3.43 -> 3.26. Kept, all three: `first_window` returns early when size
+  equals slide (the kernels pass constants, so the test folds away); a one-partition
+  engine passes an empty order-key array and the emit kernel writes none; the probe
+  takes the key bits and null flags as tuples (the key loops unroll; the kernel stored
+  them into two arrays per record before) and, in the null-free kernel variant, neither
+  writes nor compares null flags (a test now has null keys arrive after that variant
+  created groups). Then, for one partition, the windowed path's per-batch Python (output
+  offsets as plain ints, late records looked at only when the kernel counted some, the
+  rows assembled without the merge bookkeeping) and the output packs' layout cached per
+  size (4.4 -> 1.5 us a batch). Against the round's start, alternating processes, ms per
+  batch: 100k 3.1-3.8 -> 2.4-3.0 (outputs dropped), 5.1-5.4 -> 4.3-4.5 (kept); us per
+  batch: 1k 69-70 -> 45-46, 10k 314-325 -> 222-227. Tried and left: a cheaper key hash
+  (three independent multiplies and one xor-shift instead of the fold chain and `mix64`)
+  2.25 -> 2.10 ms, not kept because hashes stored in existing checkpoints would no
+  longer match the kernels'; closing windows at 2,000 or 3,968 live groups instead of
+  4,096, within the noise. Where the time goes now (`perf`, 100k batches): the update
+  loop ~45% of the samples (each record creates a group: ~110 bytes of state written to
+  14 arrays), the emission of closed groups ~16% (output rows written at ~10 GB/s),
+  closing (`closing_gids`, `drop_closed`, clearing the table) ~5%. What is left: the key
+  is stored twice (hash-table key bits and the typed key rows the emit reads; writing
+  one of them saved another ~0.12 ms in an ablation), and a per-window dense group array
+  instead of the hash table for dictionary-coded keys. V2:2 on S3a (one process,
+  wrapped engine methods): the two partitions' kernels 1.4-1.9 ms in parallel against
+  ~2.0 ms for V1's, plus ~0.8 ms serial (key bits 0.11, partition ids 0.09, bucketing
+  0.07, merging the runs 0.13, gathering the merged rows 0.41), so V2:2 stays slower
+  than V1 here.
 - **S1, ROWS window (50 M rec/s).** The kernel spends ~26 ns/record: hash
   probe of the symbol, a read and a write of the 100-slot ring buffer, the running sum,
   and an exact re-sum of the frame once per frame length (so the float sum cannot
