@@ -978,7 +978,7 @@ class StreamExecutionEngine:
             self._ensure_direct(spec)
         idx = r.idx if r.idx is not None else _EMPTY_I64
         use_idx = r.idx is not None
-        emit = self.emit_mode == "changes"
+        emit = self._emit_mode == "changes"
         module = prep.module
         P = len(r.starts)
         R = prep.R
@@ -993,13 +993,13 @@ class StreamExecutionEngine:
                 cap = int(sizes.sum())
             R = R[:-1] + (self._buffer("late", cap),)
         else:
-            obases = r.starts.astype(np.int64, copy=False)
+            obases = r.starts if P == 1 else r.starts.astype(np.int64, copy=False)
             cap = prep.n
         OI, OF, OB, OC, OM, oseq = self._out_buffers(spec, cap, seq_rows=P > 1)
         if P == 1:
-            base = int(obases[0])
             start = int(r.starts[0])
             end = int(r.ends[0])
+            base = 0 if spec.windowed else start
             while True:
                 stop, k = module.batch_part(tuple(self._state), 0, prep.C, prep.M, R, idx,
                                             use_idx, start, end, base, self._seq, emit, OI, OF,
