@@ -214,13 +214,22 @@ def test_nulls_appearing_mid_stream():
     dirty = to_batch(cols2)
     whole = vk.RecordBatch.concat([clean.select(dirty.column_names), dirty])
     batches = [clean.slice(0, 700), clean.slice(700), dirty.slice(0, 400), dirty.slice(400)]
-    sql = "SELECT k, COUNT(x) AS nx, SUM(f) AS sf, MIN(s2) AS m FROM t GROUP BY k EMIT FINAL"
+    _final_matches_duckdb(
+        "SELECT k, COUNT(x) AS nx, SUM(f) AS sf, MIN(s2) AS m FROM t GROUP BY k EMIT FINAL",
+        batches, whole,
+        "SELECT k, COUNT(x), SUM(f), MIN(s2) FROM t GROUP BY k ORDER BY MIN(seq)",
+        "nulls mid-stream")
+
+
+def _final_matches_duckdb(sql: str, batches, whole, ref_sql: str, label: str) -> None:
+    """V1 and V2:3 give identical outputs for ``batches``, and the final one is
+    DuckDB's ``ref_sql`` over ``whole``, row for row."""
     v1 = run(sql, batches, "v1")
     v2 = run(sql, batches, "v2:3")
-    assert_batches_identical(v1, v2, "nulls mid-stream")
-    ref = duckdb_rows("SELECT k, COUNT(x), SUM(f), MIN(s2) FROM t GROUP BY k ORDER BY MIN(seq)",
-                      whole)
-    assert_rows_match(rows_of(v1[-1]), ref, "nulls mid-stream")
+    assert_batches_identical(v1, v2, label)
+    ref = duckdb_rows(ref_sql, whole)
+    assert len(ref) == v1[-1].num_rows
+    assert_rows_match(rows_of(v1[-1]), ref, label)
 
 
 def test_null_keys_appearing_mid_stream():
@@ -241,14 +250,11 @@ def test_null_keys_appearing_mid_stream():
     batches = [whole.slice(0, 700), whole.slice(700, 500), whole.slice(1200, 300),
                whole.slice(1500)]
     assert batches[0].validity("k") is None and batches[2].validity("k") is not None
-    sql = "SELECT k, s, COUNT(*) AS n, SUM(v) AS sv FROM t GROUP BY k, s EMIT FINAL"
-    v1 = run(sql, batches, "v1")
-    v2 = run(sql, batches, "v2:3")
-    assert_batches_identical(v1, v2, "null keys mid-stream")
-    ref = duckdb_rows("SELECT k, s, COUNT(*), SUM(v) FROM t GROUP BY k, s ORDER BY MIN(seq)",
-                      whole)
-    assert len(ref) == v1[-1].num_rows
-    assert_rows_match(rows_of(v1[-1]), ref, "null keys mid-stream")
+    _final_matches_duckdb(
+        "SELECT k, s, COUNT(*) AS n, SUM(v) AS sv FROM t GROUP BY k, s EMIT FINAL",
+        batches, whole,
+        "SELECT k, s, COUNT(*), SUM(v) FROM t GROUP BY k, s ORDER BY MIN(seq)",
+        "null keys mid-stream")
 
 
 def test_large_group_count_grows_state():
