@@ -1159,8 +1159,17 @@ aggregates), same machine, medians of repeated calls.
   14 arrays), the emission of closed groups ~16% (output rows written at ~10 GB/s),
   closing (`closing_gids`, `drop_closed`, clearing the table) ~5%. What is left: the key
   is stored twice (hash-table key bits and the typed key rows the emit reads; writing
-  one of them saved another ~0.12 ms in an ablation), and a per-window dense group array
-  instead of the hash table for dictionary-coded keys. V2:2 on S3a (one process,
+  one of them saved another ~0.12 ms in an ablation), and a direct map instead of the
+  hash table for dictionary-coded keys. Bounds measured with edited kernels (same
+  process, alternating): no index at all (every record a new group, which holds for
+  S3a's data only) 2.22 -> 1.55 ms; the same but still hashing the key and storing its
+  bits 2.31 -> 1.73; a direct map over a ring of 4 windows times the two keys' codes
+  (5,151 slots per window, 165 KB) 2.31 -> 1.96 ms, ~15%. Making that map the index
+  (not a cache in front of the table, which gains nothing when every record opens a
+  group) needs invariants the engine does not have yet: every open window's groups in
+  the map, a slot of a window the watermark closed reused, two open windows on one ring
+  slot turning the map off (table refilled first), closing and compaction keeping the
+  map in step, and a rebuild when a dictionary outgrows the map; not done. V2:2 on S3a (one process,
   wrapped engine methods): the two partitions' kernels 1.4-1.9 ms in parallel against
   ~2.0 ms for V1's, plus ~0.8 ms serial (key bits 0.11, partition ids 0.09, bucketing
   0.07, merging the runs 0.13, gathering the merged rows 0.41), so V2:2 stays slower
