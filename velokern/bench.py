@@ -1164,12 +1164,17 @@ aggregates), same machine, medians of repeated calls.
   process, alternating): no index at all (every record a new group, which holds for
   S3a's data only) 2.22 -> 1.55 ms; the same but still hashing the key and storing its
   bits 2.31 -> 1.73; a direct map over a ring of 4 windows times the two keys' codes
-  (5,151 slots per window, 165 KB) 2.31 -> 1.96 ms, ~15%. Making that map the index
-  (not a cache in front of the table, which gains nothing when every record opens a
-  group) needs invariants the engine does not have yet: every open window's groups in
-  the map, a slot of a window the watermark closed reused, two open windows on one ring
-  slot turning the map off (table refilled first), closing and compaction keeping the
-  map in step, and a rebuild when a dictionary outgrows the map; not done. V2:2 on S3a (one process,
+  (5,151 slots per window, 165 KB) 2.31 -> 1.96 ms, ~15%, but that prototype never
+  kept the map in step with closing windows. Built in full (the map as the index of
+  the groups of open windows, not a cache in front of the table, which gains nothing
+  when every record opens a group; a slot of a window the watermark closed reused; two
+  open windows on one slot turning the map off with the table refilled first; the ring
+  innermost so a key's slots share a cache line; a rebuild when a dictionary outgrows
+  the map) it was slower than the table: the map on 2.86 against off 2.70 ms per batch
+  (one process, alternating), since emptying each freed group's slot when windows
+  close cost ~0.3 ms and the lookup's checks ~0.2 ms; a version that instead checks a
+  slot's group key by key and fixes up only the moved groups measured no better than
+  the table in alternating runs. Reverted. V2:2 on S3a (one process,
   wrapped engine methods): the two partitions' kernels 1.4-1.9 ms in parallel against
   ~2.0 ms for V1's, plus ~0.8 ms serial (key bits 0.11, partition ids 0.09, bucketing
   0.07, merging the runs 0.13, gathering the merged rows 0.41), so V2:2 stays slower
