@@ -153,7 +153,6 @@ class KernelSpec:
     windowed: bool = False  # key 0 is the window start; R ends with (WIN, WM, LATEBUF)
     max_windows: int = 1  # windows one record can belong to
     rows_window: bool = False  # ROWS window functions: one output row per input row
-    window_row: int = -1  # row of the window start (key 0) in pack I
     # the engine's output pack layouts by (rows, pool threshold): not part of the spec
     layouts: dict = field(default_factory=dict, repr=False, compare=False)
 
@@ -624,8 +623,13 @@ def _gen_aggregate(bq: BoundQuery, spec: KernelSpec, types) -> str:
         meta_cols["notime"] = 4  # records without an event time
         meta_cols["nout"] = 5  # rows the batch in flight has emitted so far
     key_ctypes = [compute_type(t) if not is_time(t) else INT for t in bq.key_types]
+    # a key whose value is its int64 grouping bits (string codes, integers, times, the
+    # window start) is read back from the hash table's key bits: storing it again in a
+    # row of its own cost a store per new group (S3a: three per record)
+    in_bits = [_value_is_bits(t) for t in bq.key_types]
     for j, t in enumerate(bq.key_types):
-        add(f"kv{j}", _state_type(t))
+        if not in_bits[j]:
+            add(f"kv{j}", _state_type(t))
     # every group counts its rows; every nullable aggregate argument gets one non-null
     # count, shared by all aggregates over that argument
     add("rows", "int64")
@@ -672,10 +676,14 @@ def _gen_aggregate(bq: BoundQuery, spec: KernelSpec, types) -> str:
     spec.pack_rows = rows
     spec.meta_cols = meta_cols
     spec.distinct = distinct
+    # a windowed query's window starts (key 0) in partition p
+    wstart = "S[2][p][:, 0]" if win is not None and in_bits[0] else (
+        f"S[4][p][{next(a.row for a in st if a.name == 'kv0')}]" if win is not None else "")
     bind_state = [f"{name} = S[{k}][p]" for k, name in enumerate(STATE_SLOTS)
                   if name in ("table", "hashes", "kbits", "knull", "meta")]
     bind_state += [f"{pk}_ = S[{STATE_SLOTS.index(pk)}][p]" for pk in ("I", "F", "B")]
     bind_state += [f"{a.name} = {a.pack}_[{a.row}]" for a in st]
+    bind_state += [f"kv{j} = kbits[:, {j}]" for j in range(K) if in_bits[j]]
     bind_state += ["dmap = S[11][p]", "ddims = S[12][p]"]
     for d, a in enumerate(distinct):
         bind_state += [f"{a}_dtab = S[8][p, {d}]", f"{a}_dgid = S[9][p, {d}]",
@@ -722,7 +730,8 @@ def _gen_aggregate(bq: BoundQuery, spec: KernelSpec, types) -> str:
     if win is not None:
         new_group.append("if ws < minws:\n    minws = ws")
     for j, (v, n, _ct) in enumerate(key_vals):
-        new_group.append(f"if not {n}:\n    kv{j}[g] = {v}")
+        if not in_bits[j]:
+            new_group.append(f"if not {n}:\n    kv{j}[g] = {v}")
     new_group.append("rows[g] = 0")
     new_group += [f"{nn}[g] = 0" for nn in sorted(set(nn_of.values()) - {"rows"})]
     for ai, a in enumerate(bq.aggs):
@@ -948,7 +957,7 @@ def _gen_aggregate(bq: BoundQuery, spec: KernelSpec, types) -> str:
             src += [
                 "    nt = meta[1]",
                 "    if emit and nt > 0:",
-                f"        gids = window_order(np.sort(S[4][p][{trow}][:nt]), S[4][p][{st[3].row}])",
+                f"        gids = window_order(np.sort(S[4][p][{trow}][:nt]), {wstart})",
                 f"        touched = S[6][p][{brow}]",
                 "        for t in range(nt):",
                 "            touched[gids[t]] = 0",
@@ -967,7 +976,7 @@ def _gen_aggregate(bq: BoundQuery, spec: KernelSpec, types) -> str:
         "    if nt == 0:",
         "        return stop, 0",
         f"    gids = np.sort(S[4][p][{trow}][:nt])",
-    ] + ([f"    gids = window_order(gids, S[4][p][{st[3].row}])"] if win is not None else []) + [
+    ] + ([f"    gids = window_order(gids, {wstart})"] if win is not None else []) + [
         f"    touched = S[6][p][{brow}]",
         "    for t in range(nt):",
         "        touched[gids[t]] = 0",
@@ -994,7 +1003,6 @@ def _gen_aggregate(bq: BoundQuery, spec: KernelSpec, types) -> str:
 
     # ---- closing windows: emit (EMIT FINAL) and free the groups of closed windows
     if win is not None:
-        spec.window_row = st[3].row
         nd = [str(meta_cols[f"a{ai}_nd"]) for ai in distinct]
         nd_cols = f"np.array([{', '.join(nd)}], np.int64)" if nd else "np.empty(0, np.int64)"
         # EMIT FINAL emits every closing row; EMIT CHANGES the touched ones (their last
@@ -1003,7 +1011,7 @@ def _gen_aggregate(bq: BoundQuery, spec: KernelSpec, types) -> str:
         src += [
             "@njit(**JIT)",
             "def close_groups(S, p, R, limit, OI, OF, OB, OC, OM, oseq, obase):",
-            f"    wstart = S[4][p][{st[3].row}]",
+            f"    wstart = {wstart}",
             "    gids = closing_gids(wstart, S[7][p][0], limit)",
             "    if len(gids) == 0:",
             "        return 0",
@@ -1012,7 +1020,7 @@ def _gen_aggregate(bq: BoundQuery, spec: KernelSpec, types) -> str:
             "    for t in range(len(sel)):",
             "        touched[sel[t]] = 0",
             "    k = emit_part(S, p, R, sel, 0, len(sel), OI, OF, OB, OC, OM, oseq, obase)",
-            f"    drop_closed(S, p, {st[3].row}, limit, {nd_cols}, {trow})",
+            f"    drop_closed(S, p, wstart, limit, {nd_cols}, {trow})",
             "    return k",
             "",
             "",
@@ -1309,6 +1317,13 @@ def _key_bits_src(bq: BoundQuery, spec: KernelSpec, types, keys) -> list[str]:
     src += _indent(kb.lines or ["pass"], 8)
     src += ["    return 0"]
     return src
+
+
+def _value_is_bits(t: str) -> bool:
+    """A key of type ``t`` has its value as its int64 grouping bits (see
+    :func:`_bits_code`): integers, times and string codes (not floats, whose bits are
+    normalised, nor bools, held as uint8)."""
+    return t == STRING or is_int(t) or is_time(t)
 
 
 def _state_type(t: str | None) -> str:

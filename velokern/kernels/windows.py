@@ -94,14 +94,14 @@ def closing_gids(wstart, ng, limit):
 
 
 @njit(**JIT)
-def drop_closed(S, p, keyrow, limit, nd_cols, tlist_row):
-    """Free partition ``p``'s groups whose window starts at or before ``limit``: the
-    live groups move down (keeping their order), the hash table, the touched list and
-    the distinct sets follow. Returns the number of groups freed."""
+def drop_closed(S, p, w, limit, nd_cols, tlist_row):
+    """Free partition ``p``'s groups whose window starts (``w``, a view of its state)
+    are at or before ``limit``: the live groups move down (keeping their order), the
+    hash table, the touched list and the distinct sets follow. Returns the number of
+    groups freed."""
     table, hashes, kbits, knull = S[0][p], S[1][p], S[2][p], S[3][p]
     I_, F_, B_, meta = S[4][p], S[5][p], S[6][p], S[7][p]
     ng = meta[0]
-    w = I_[keyrow]
     tsave = I_[tlist_row, :meta[1]].copy()  # a list in a group-sized row: not per group
     newid = np.empty(ng, np.int64)
     j = 0
