@@ -1016,9 +1016,9 @@ def _gen_aggregate(bq: BoundQuery, spec: KernelSpec, types) -> str:
             "    if len(gids) == 0:",
             "        return 0",
             f"    sel = {pick}",
-            f"    touched = S[6][p][{brow}]",
-            "    for t in range(len(sel)):",
-            "        touched[sel[t]] = 0",
+            *([f"    touched = S[6][p][{brow}]",  # (EMIT FINAL never sets the flags)
+               "    for t in range(len(sel)):",
+               "        touched[sel[t]] = 0"] if track else []),
             "    k = emit_part(S, p, R, sel, 0, len(sel), OI, OF, OB, OC, OM, oseq, obase)",
             f"    drop_closed(S, p, wstart, limit, {nd_cols}, {trow})",
             "    return k",
