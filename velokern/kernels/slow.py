@@ -107,6 +107,16 @@ def closing_gids(wstart, ng: int, limit: int) -> list[int]:
     return sorted((g for g in range(ng) if wstart[g] <= limit), key=lambda g: (wstart[g], g))
 
 
+def drop_closed(wstart, ng: int, limit: int, touched: list[int], entries) -> tuple:
+    """Groups kept when the windows starting at or before ``limit`` close, as (old ids
+    of the kept groups in order, the touched list renumbered, distinct entries
+    ``[(group, value), ...]`` of kept groups renumbered, in order)."""
+    kept = [g for g in range(ng) if wstart[g] > limit]
+    new = {g: j for j, g in enumerate(kept)}
+    return (kept, [new[g] for g in touched if g in new],
+            [(new[g], v) for g, v in entries if g in new])
+
+
 def merge_runs(win, seq, runs) -> list[int]:
     """Positions of the rows of the runs ``[(a, b), ...]`` ordered by (win, seq), ties in
     run order."""
