@@ -1008,15 +1008,6 @@ class StreamExecutionEngine:
                     break
                 self._grow()
                 start = stop
-            # (the common paths at small batches: no more numpy)
-            if not spec.windowed:
-                if not emit:
-                    return self._empty_output(spec)
-                return self._assemble(spec, (OI, OF, OB, OC, OM), (base, base + k))
-            if self._meta()[0, 3]:
-                self._take_late(prep, R[-1], obases)
-            self._watermark = max(self._watermark, prep.watermark)
-            return self._assemble(spec, (OI, OF, OB, OC, OM), (base, base + k))
         else:
             ends = r.ends.astype(np.int64, copy=False)
 
@@ -1038,18 +1029,19 @@ class StreamExecutionEngine:
         if spec.windowed:
             self._take_late(prep, R[-1], obases)
             self._watermark = max(self._watermark, prep.watermark)
-            return self._assemble_groups(spec, packs, oseq, obases, counts)
-        if not emit:
+        elif not emit:
             return self._empty_output(spec)
+        if P == 1:  # (the common path at small batches: plain ints, no more numpy)
+            return self._assemble(spec, packs, (base, base + k))
         return self._assemble_groups(spec, packs, oseq, obases, counts)
 
     def _take_late(self, prep: Prepared, late: np.ndarray, obases: np.ndarray) -> None:
         """Count the batch's late records and hand them, in input order, to the late
         sink (partition p left their row numbers in ``late[obases[p]:]``)."""
         meta = self._meta()
+        if not (meta[0, 3] if len(meta) == 1 else meta[:, 3].any()):
+            return  # (one partition: a scalar test, most batches have no late record)
         nlate = meta[:, 3].copy()
-        if not nlate.any():
-            return
         meta[:, 3] = 0
         rows = np.sort(np.concatenate([late[int(b):int(b) + int(c)]
                                        for b, c in zip(obases, nlate)]))
