@@ -87,3 +87,40 @@ def test_parallel_ceiling_reports_one_worker_time_and_speedup():
     assert set(out) == {"threads", "compute-bound loop", "memory-bound scan (1 MB)"}
     for name in ("compute-bound loop", "memory-bound scan (1 MB)"):
         assert out[name]["one"] > 0 and 0 < out[name]["speedup"] < 100
+
+
+def test_scaling_study_json_and_its_report_section(tmp_path):
+    """``velokern bench --scaling``: every (batch size, engine) of the study lands in the
+    JSON with the machine it ran on; ``write_report`` renders each ``scaling-*.json``
+    beside the report as a section (scaling efficiency = V2 / (p x V1))."""
+    from velokern.bench import format_scaling_study, measure_scaling, scaling_sections
+    from velokern.processors.threading import available_cpus
+
+    path = tmp_path / "scaling-test.json"
+    data = measure_scaling(str(path), quick=True, scenarios=("S2",))
+    assert json.loads(path.read_text()) == json.loads(json.dumps(data))
+    assert data["complete"] and data["machine"]["cpus"] == len(available_cpus())
+    engines = {x["engine"] for x in data["results"]}
+    assert {"v1", "v2:1", "duckdb"} <= engines
+    assert {(x["batch_size"]) for x in data["results"]} == {1_000, 100_000}
+    ncpu = data["machine"]["cpus"]
+    assert [c["threads"] for c in data["ceiling"]] == (
+        [t for t in (2, 4, 8, 16, 32, 64, 128, 256) if t < ncpu] + [ncpu] if ncpu > 1 else [])
+    card = data["high_cardinality"]
+    assert card["rows"] == 1_000_000 and card["velokern v1 (100k batches)"] > 0
+    # a hand-made study renders the figures it holds
+    data["results"] = [
+        {"scenario": "S2", "engine": "v1", "batch_size": 100_000, "records": 1_000_000,
+         "seconds": [0.01, 0.01, 0.01], "partition_records": [1_000_000]},
+        {"scenario": "S2", "engine": "v2:4", "batch_size": 100_000, "records": 1_000_000,
+         "seconds": [0.005, 0.005, 0.005], "partition_records": [250_000, 250_000,
+                                                                  300_000, 200_000]}]
+    data["machine"]["cpus"] = 4
+    text = format_scaling_study(data, "docs/scaling-test.json")
+    assert "## Scaling on 4 CPUs (`docs/scaling-test.json`)" in text
+    assert "| S2 | 100,000 | v2:4 | 200.0 M | 500.0 | 0% | 2.00x | 0.50 | 1.20 |  |" in text
+    assert "| S2 | 100,000 | v1 | 100.0 M |" in text
+    path.write_text(json.dumps(data))
+    (tmp_path / "other.json").write_text("{}")  # not a scaling study: not read
+    sections = scaling_sections(str(tmp_path / "performance.md"))
+    assert len(sections) == 1 and "2.00x | 0.50 | 1.20" in sections[0]

@@ -229,7 +229,7 @@ def test_drop_closed(groups, limit, data):
 
 @given(st.lists(st.tuples(st.lists(st.tuples(st.integers(0, 5), st.integers(0, 30)),
                                    max_size=12), st.integers(0, 3)),
-                min_size=1, max_size=5))
+                min_size=1, max_size=9))
 def test_merge_runs(runs):
     """Runs written at gaps in the packs (as partitions do), each sorted by (win, seq):
     the positions come back in (win, seq) order, ties in run order."""
@@ -242,10 +242,10 @@ def test_merge_runs(runs):
             win.append(w)
             seq.append(s)
         bounds.append((a, len(win)))
-    out = np.full(len(win), -7, np.int64)
+    out, tmp = np.full(len(win), -7, np.int64), np.full(len(win), -7, np.int64)
     k = order.merge_runs(np.array(win, np.int64), np.array(seq, np.int64),
                          np.array([a for a, _ in bounds], np.int64),
-                         np.array([b for _, b in bounds], np.int64), out)
+                         np.array([b for _, b in bounds], np.int64), out, tmp)
     assert out[:k].tolist() == slow.merge_runs(win, seq, bounds)
 
 

@@ -470,7 +470,13 @@ def measure_high_cardinality(rows: int = 5_000_000, keys: int = 1_000_000,
     stream in batches) vs Polars and DuckDB over the whole table at once. Answers
     checked equal first. Median seconds."""
     import duckdb
-    import polars as pl
+    import pyarrow as pa
+
+    try:
+        import polars as pl
+    except ImportError:
+        pl = None
+        print("polars is not installed: skipped (velokern checked against DuckDB)")
 
     rng = np.random.default_rng(0)
     k = rng.integers(0, keys, rows)
@@ -484,26 +490,32 @@ def measure_high_cardinality(rows: int = 5_000_000, keys: int = 1_000_000,
     ncpu = len(available_cpus())
     cfgs = ["v1"] + ([f"v2:{ncpu}"] if ncpu > 1 else [])
     jobs = {cfg: _velokern(sql, batches, cfg) for cfg in cfgs}
-    df = pl.DataFrame({"k": k, "v": v})
-
-    def polars_run():
-        return df.lazy().group_by("k").agg(pl.len().alias("n"), pl.col("v").sum().alias("s")
-                                           ).collect()
-
+    table = pa.table({"k": k, "v": v})
     con = duckdb.connect()
-    con.register("t", df.to_arrow())
+    con.register("t", table)
 
     def duckdb_run():
         return con.execute("SELECT k, COUNT(*), SUM(v) FROM t GROUP BY k").fetchnumpy()
 
-    ref = polars_run().to_arrow()
+    if pl is not None:
+        df = pl.from_arrow(table)
+
+        def polars_run():
+            return df.lazy().group_by("k").agg(pl.len().alias("n"),
+                                               pl.col("v").sum().alias("s")).collect()
+
+        ref, by = polars_run().to_arrow(), "polars"
+    else:
+        ref, by = con.sql("SELECT k, COUNT(*), SUM(v)::BIGINT FROM t GROUP BY k"
+                           ).to_arrow_table(), "duckdb"
     cases = {}
     for cfg, (setup, run) in jobs.items():
         ours = vk.RecordBatch.concat([o for o in run(*setup()) if o.num_columns])
-        _check_direct("high-cardinality GROUP BY", f"velokern {cfg} against polars", [ref],
+        _check_direct("high-cardinality GROUP BY", f"velokern {cfg} against {by}", [ref],
                       [ours])
         cases[f"velokern {cfg} ({batch_size // 1000}k batches)"] = (run, setup)
-    cases["polars (whole table)"] = (polars_run, None)
+    if pl is not None:
+        cases["polars (whole table)"] = (polars_run, None)
     cases["duckdb (whole table)"] = (duckdb_run, None)
     times = _time_rounds(cases, repeats)
     return {name: statistics.median(t) for name, t in times.items()} | {
@@ -514,6 +526,147 @@ def to_json(results: list[BenchResult]) -> str:
     return json.dumps([asdict(r) | {"records_per_s": r.records_per_s,
                                     "us_per_batch": r.us_per_batch,
                                     "load_balance": r.load_balance} for r in results], indent=1)
+
+
+def machine_info() -> dict:
+    """Where figures were measured: date, platform, CPUs, numba and its threading layer."""
+    import datetime
+    import os
+    import platform
+
+    import numba
+
+    from velokern.processors.threading import available_cpus, threading_layer_name
+
+    return {"date": datetime.date.today().isoformat(),
+            "platform": f"{platform.platform()}, Python {platform.python_version()}",
+            "cpus": len(available_cpus()) or os.cpu_count() or 1,
+            "numba": numba.__version__, "threading_layer": threading_layer_name()}
+
+
+#: ``velokern bench --scaling``: scenarios whose V2 scaling is studied (S3b scales as S3a)
+SCALING_SCENARIOS = ("S0", "S1", "S2", "S3a")
+
+
+def measure_scaling(path: str, quick: bool = False,
+                    scenarios: tuple[str, ...] = SCALING_SCENARIOS) -> dict:
+    """The scaling study, for a machine with more cores than the one the report runs on:
+    the machine's parallel ceiling at 2, 4, ... workers, every scenario at 100k, 10k and
+    1k batches on V1 and V2 at 1, 2, 4, ... partitions (DuckDB and Polars beside them
+    when installed; answers checked as in ``run_bench``), and the high-cardinality GROUP
+    BY. Written to ``path`` as JSON after every step (``"complete": false`` until the
+    last), largest batches first, so a run cut short still leaves what it measured.
+    ``write_report`` renders every ``scaling-*.json`` beside the report."""
+    import importlib.util
+
+    data: dict = {"machine": machine_info(), "quick": quick, "complete": False,
+                  "command": f"python -m velokern bench --scaling {path}"
+                             + (" --quick" if quick else ""),
+                  "ceiling": [], "results": [], "high_cardinality": None}
+
+    def save():
+        with open(path, "w") as f:
+            json.dump(data, f, indent=1)
+
+    ncpu = data["machine"]["cpus"]
+    threads = [t for t in (2, 4, 8, 16, 32, 64, 128, 256) if t < ncpu] + [ncpu]
+    for t in threads if ncpu > 1 else []:
+        data["ceiling"].append(measure_parallel_ceiling(
+            threads=t, **({"repeats": 3, "sizes": (100_000, 2_000_000)} if quick else {})))
+    save()
+    kw = dict(QUICK) if quick else {}
+    kw.pop("batch_sizes", None)
+    sizes = (100_000, 1_000) if quick else (100_000, 10_000, 1_000)
+    polars = importlib.util.find_spec("polars") is not None
+    for bs in sizes:
+        for sc in scenarios:
+            res = run_bench(scenarios=(sc,), batch_sizes=(bs,), with_polars=polars, **kw)
+            data["results"] += json.loads(to_json(res))
+            save()
+            print(format_table(res), flush=True)
+    data["high_cardinality"] = measure_high_cardinality(
+        **({"rows": 1_000_000, "keys": 200_000, "repeats": 1} if quick else {}))
+    data["complete"] = True
+    save()
+    return data
+
+
+def _from_json(rows: list[dict]) -> list[BenchResult]:
+    fields = BenchResult.__dataclass_fields__
+    return [BenchResult(**{k: v for k, v in r.items() if k in fields}) for r in rows]
+
+
+def format_scaling_study(data: dict, name: str) -> str:
+    """Markdown for one ``measure_scaling`` JSON file (``name``: its path as shown)."""
+    m = data["machine"]
+    results = _from_json(data["results"])
+    lines = [
+        f"## Scaling on {m['cpus']} CPUs (`{name}`)",
+        "",
+        f"Measured on {m['date']} on another machine: {m['platform']}, {m['cpus']} CPUs, "
+        f"numba {m['numba']}, threading layer `{m['threading_layer']}`, by "
+        f"`{data['command']}` there. `make bench-report` does not re-measure it (it needs "
+        "that machine); it renders the JSON file."
+        + ("" if data.get("complete") else " The run was cut short: what it measured."),
+        "",
+    ]
+    if data["ceiling"]:
+        lines += [
+            "The machine's own ceiling: t numba workers against one on loops with no serial "
+            "part and no shared data (`velokern.bench.measure_parallel_ceiling`).",
+            "",
+            "| loop | one worker | " + " | ".join(f"{c['threads']} workers"
+                                                  for c in data["ceiling"]) + " |",
+            "| --- | ---: | " + " | ".join("---:" for _ in data["ceiling"]) + " |",
+        ]
+        for loop in (k for k in data["ceiling"][0] if k != "threads"):
+            lines.append(f"| {loop} | {data['ceiling'][0][loop]['one'] * 1e3:.2f} ms | "
+                         + " | ".join(f"{c[loop]['speedup']:.2f}x" for c in data["ceiling"])
+                         + " |")
+        lines.append("")
+    if results:
+        lines += ["Scenarios (as in the tables above; vs V1 and scaling efficiency "
+                  "= V2 at p partitions / (p x V1)):", "",
+                  "| scenario | batch | engine | records/s | µs/batch | spread | vs V1 | "
+                  "scaling efficiency | load balance (max/mean) | vs DuckDB |",
+                  "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        base = {(r.scenario, r.batch_size, r.engine): r for r in results}
+        order = sorted(results, key=lambda r: (r.scenario, r.batch_size))
+        for r in order:
+            v1 = base.get((r.scenario, r.batch_size, "v1"))
+            dd = base.get((r.scenario, r.batch_size, "duckdb"))
+            x1 = r.records_per_s / v1.records_per_s if v1 else None
+            eff = (f"{x1 / r.partitions:.2f}" if x1 and r.partitions
+                   and r.engine != "v1" else "")
+            lb = f"{r.load_balance:.2f}" if r.partitions and r.load_balance else ""
+            lines.append(
+                f"| {r.scenario} | {r.batch_size:,} | {r.engine} | "
+                f"{r.records_per_s / 1e6:,.1f} M | {r.us_per_batch:,.1f} | "
+                f"{r.spread * 100:.0f}% | {f'{x1:.2f}x' if x1 else ''} | {eff} | {lb} | "
+                f"{f'{r.records_per_s / dd.records_per_s:.2f}x' if dd else ''} |")
+        lines.append("")
+    card = data.get("high_cardinality")
+    if card:
+        lines += [f"GROUP BY over {card['keys']:,} distinct integer keys ({card['rows']:,} "
+                  "rows), as above:", "", "| engine | median seconds | M rows/s |",
+                  "| --- | ---: | ---: |",
+                  *[f"| {k} | {v:.3f} | {card['rows'] / v / 1e6:,.1f} |"
+                    for k, v in card.items() if k not in ("rows", "keys")], ""]
+    return "\n".join(lines)
+
+
+def scaling_sections(report_path: str) -> list[str]:
+    """Every ``scaling-*.json`` beside the report, rendered (sorted by name)."""
+    import glob
+    import os
+
+    folder = os.path.dirname(os.path.abspath(report_path))
+    out = []
+    for f in sorted(glob.glob(os.path.join(folder, "scaling-*.json"))):
+        with open(f) as fh:
+            data = json.load(fh)
+        out.append(format_scaling_study(data, os.path.relpath(f, os.getcwd())))
+    return out
 
 
 # --------------------------------------------------------------------------- report
@@ -709,14 +862,8 @@ def measure_dask(tmpdir: str, records: int = 2_000_000, files: int = 8,
 
 def write_report(path: str, quick: bool = False) -> str:
     """Run every measurement and write the performance report (markdown) to ``path``."""
-    import datetime
     import os
-    import platform
     import tempfile
-
-    import numba
-
-    from velokern.processors.threading import available_cpus, threading_layer_name
 
     kw = dict(QUICK) if quick else {}
     ceilings = [measure_parallel_ceiling()]
@@ -731,6 +878,7 @@ def write_report(path: str, quick: bool = False) -> str:
     png = os.path.splitext(path)[0] + ".png"
     plotted = plot(results, png)
     by = {(r.scenario, r.engine, r.batch_size): r for r in results}
+    m = machine_info()
     lines = [
         "# Performance",
         "",
@@ -739,10 +887,10 @@ def write_report(path: str, quick: bool = False) -> str:
         "",
         "## Machine",
         "",
-        f"- date: {datetime.date.today().isoformat()}",
-        f"- platform: {platform.platform()}, Python {platform.python_version()}",
-        f"- CPUs available: {len(available_cpus()) or os.cpu_count()}; numba "
-        f"{numba.__version__}, threading layer `{threading_layer_name()}`",
+        f"- date: {m['date']}",
+        f"- platform: {m['platform']}",
+        f"- CPUs available: {m['cpus']}; numba {m['numba']}, threading layer "
+        f"`{m['threading_layer']}`",
         "- shared and noisy: figures are medians of several passes after a warm-up "
         "pass; spread = (max - min) / median. The engines compared in one table row group "
         "(a scenario and batch size; the high-cardinality GROUP BY; the Dask runs) take "
@@ -887,6 +1035,8 @@ def write_report(path: str, quick: bool = False) -> str:
     for label, sec in start.items():
         lines.append(f"| {label} | {sec:.2f} |")
     lines.append("")
+    for section in scaling_sections(path):
+        lines += [section, ""]
     text = "\n".join(lines)
     with open(path, "w") as f:
         f.write(text + ANALYSIS)

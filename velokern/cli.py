@@ -245,6 +245,7 @@ def _bench(args: argparse.Namespace) -> int:
         QUICK,
         format_scaling,
         format_table,
+        measure_scaling,
         plot,
         run_bench,
         to_json,
@@ -254,6 +255,10 @@ def _bench(args: argparse.Namespace) -> int:
     if args.report:
         write_report(args.report, quick=args.quick)
         print(f"wrote {args.report}")
+        return 0
+    if args.scaling:
+        measure_scaling(args.scaling, quick=args.quick)
+        print(f"wrote {args.scaling}")
         return 0
     kw = {}
     if args.quick:
@@ -320,6 +325,9 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--processors", default=None, help="e.g. v1,v2:2")
     b.add_argument("--json", help="also write the results as JSON to this file")
     b.add_argument("--report", help="run every measurement and write the markdown report")
+    b.add_argument("--scaling", metavar="FILE.json",
+                   help="the scaling study on this machine (V2 at 1, 2, 4, ... partitions up "
+                        "to its CPUs) as JSON; the report renders docs/scaling-*.json")
     b.set_defaults(func=_bench)
     e = sub.add_parser("explain", help="print the plan of a query")
     e.add_argument("--sql", required=True)

@@ -1082,7 +1082,8 @@ class StreamExecutionEngine:
         total = sum(b - a for a, b in segs)
         pos = self._buffer("pos", total)
         merge_runs(win, seq, np.array([a for a, _ in segs], np.int64),
-                   np.array([b for _, b in segs], np.int64), pos)
+                   np.array([b for _, b in segs], np.int64), pos,
+                   self._buffer("merge_scratch", total) if len(segs) > 2 else pos)
         return self._assemble(spec, packs, pos[:total])
 
     def _emit(self, module, R) -> RecordBatch:

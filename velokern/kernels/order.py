@@ -83,30 +83,72 @@ def gather_rows(src, pos, dst):
 
 
 @njit(**JIT)
-def merge_runs(win, seq, starts, ends, out):
+def merge_runs(win, seq, starts, ends, out, tmp):
     """Runs ``[starts[r], ends[r])`` of rows each sorted by (win, seq): writes the
     positions of all their rows ordered by (win, seq), ties in run order, to ``out``;
-    returns the number of rows."""
+    returns the number of rows. Two runs merge in one pass; more merge pairwise in
+    rounds (O(rows x log runs)), ping-ponging between ``out`` and the scratch ``tmp``
+    (as long as ``out``)."""
     nr = len(starts)
     if nr == 2:
         return _merge_two(win, seq, starts[0], ends[0], starts[1], ends[1], out)
-    pos = starts.copy()
     total = 0
     for r in range(nr):
         total += ends[r] - starts[r]
-    for k in range(total):
-        best = -1
-        for r in range(nr):
-            if pos[r] < ends[r]:
-                if best < 0:
-                    best = r
-                else:
-                    a, b = pos[r], pos[best]
-                    if win[a] < win[b] or (win[a] == win[b] and seq[a] < seq[b]):
-                        best = r
-        out[k] = pos[best]
-        pos[best] += 1
+    rounds = 0
+    m = 1
+    while m < nr:
+        m *= 2
+        rounds += 1
+    # the runs' positions, run after run, in the buffer the last round does not write
+    src, dst = (tmp, out) if rounds % 2 == 1 else (out, tmp)
+    seg = starts.copy()  # seg[r]: where run r begins in src; it ends where r + 1 begins
+    k = 0
+    for r in range(nr):
+        seg[r] = k
+        for q in range(starts[r], ends[r]):
+            src[nonneg(k)] = q
+            k += 1
+    width = 1
+    while width < nr:
+        r = 0
+        while r < nr:
+            a = seg[r]
+            mid = seg[r + width] if r + width < nr else total
+            b = seg[r + 2 * width] if r + 2 * width < nr else total
+            _merge_idx(win, seq, src, a, mid, b, dst)
+            r += 2 * width
+        src, dst = dst, src
+        width *= 2
     return total
+
+
+@njit(**JIT)
+def _merge_idx(win, seq, src, i, mid, b, dst):
+    """Merge the sorted positions ``src[i:mid]`` and ``src[mid:b]`` into ``dst[i:b]``,
+    ties from the first."""
+    j = mid
+    k = i
+    while i < mid and j < b:
+        pi = src[nonneg(i)]
+        pj = src[nonneg(j)]
+        wi = win[nonneg(pi)]
+        wj = win[nonneg(pj)]
+        if wj < wi or (wj == wi and seq[nonneg(pj)] < seq[nonneg(pi)]):
+            dst[nonneg(k)] = pj
+            j += 1
+        else:
+            dst[nonneg(k)] = pi
+            i += 1
+        k += 1
+    while i < mid:
+        dst[nonneg(k)] = src[nonneg(i)]
+        i += 1
+        k += 1
+    while j < b:
+        dst[nonneg(k)] = src[nonneg(j)]
+        j += 1
+        k += 1
 
 
 @njit(**JIT)
