@@ -372,3 +372,46 @@ def test_outputs_kept_across_batches_stay_as_emitted(scenario):
                                                 engine)
     col = out.column("trade_count")
     assert col.base is None or col.base.nbytes <= 8 * out.num_rows * 8
+
+
+def test_threaded_routing_of_large_batches(monkeypatch):
+    """Batches of PARALLEL_ROUTE_ROWS rows and more are hashed and bucketed on the
+    worker threads (the shim's OpenMP team): V2 stays V1 bit for bit, also with two V2
+    jobs routing at once from two Python threads."""
+    from velokern import _shim
+    from velokern.processors import strategies
+
+    cols = make_stream(2 * strategies.PARALLEL_ROUTE_ROWS + 11, seed=23, keys=300)
+    b = to_batch(cols)
+    batches = [b, b.slice(0, 5_000), b]
+    seen = []
+    real = _shim.bucket_by_keys
+
+    def spy(keys, n, threads=1):
+        seen.append((len(keys[0]), n, threads))
+        return real(keys, n, threads)
+
+    monkeypatch.setattr(_shim, "bucket_by_keys", spy)
+    sqls = (GROUP_SQL, "SELECT s, k, COUNT(*) AS c, SUM(f) AS sf FROM t GROUP BY s, k")
+    expected = {sql: run(sql, batches, "v1") for sql in sqls}
+    for sql in sqls:
+        for cfg in ("v2:2", "v2:3"):
+            assert_batches_identical(expected[sql], run(sql, batches, cfg), cfg)
+    threads = min(2, max(len(available_cpus()), 1))
+    assert (len(b), 2, threads) in seen and (5_000, 2, 1) in seen
+    results, errors = {}, []
+
+    def worker(sql):
+        try:
+            results[sql] = run(sql, batches * 2, "v2:2")
+        except Exception as exc:
+            errors.append(exc)
+
+    ts = [threading.Thread(target=worker, args=(sql,)) for sql in sqls]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    assert not errors, errors
+    for sql in sqls:
+        assert_batches_identical(run(sql, batches * 2, "v1"), results[sql], "concurrent")

@@ -56,10 +56,11 @@ def check_bucketing(keys: list[np.ndarray], n: int) -> None:
     assert order.dtype == np.int64 and offsets.dtype == np.int64
     np.testing.assert_array_equal(order, want_order)
     np.testing.assert_array_equal(offsets, want_off)
-    p2, o2, off2 = _shim.bucket_by_keys(keys, n)
-    np.testing.assert_array_equal(p2, want_pids)
-    np.testing.assert_array_equal(o2, want_order)
-    np.testing.assert_array_equal(off2, want_off)
+    for threads in (1, 2, 3, 16):  # threaded: contiguous chunks, each counted and scattered
+        p2, o2, off2 = _shim.bucket_by_keys(keys, n, threads)
+        np.testing.assert_array_equal(p2, want_pids)
+        np.testing.assert_array_equal(o2, want_order)
+        np.testing.assert_array_equal(off2, want_off)
 
 
 # --------------------------------------------------------------------------- hashing
@@ -477,3 +478,20 @@ def test_stable_bucket_of_few_partitions(n, rows):
         order, offsets = _shim.stable_bucket(pids, n)
         np.testing.assert_array_equal(order, want_order)
         np.testing.assert_array_equal(offsets, want_off)
+
+
+def test_threaded_bucketing_runs_threads_and_matches_one_thread():
+    """The shim is built with OpenMP here (setup.py), so bucket_by_keys really splits
+    the rows over threads; chunks of every size (fewer rows than threads too) give the
+    one-thread answer for every partition count, one key and three."""
+    assert _shim.openmp()
+    rng = np.random.default_rng(5)
+    for m in (0, 1, 7, 15, 4099, 70_001):
+        for nk in (1, 3):
+            keys = [rng.integers(-2**63, 2**63 - 1, m, dtype=np.int64) for _ in range(nk)]
+            for n in (1, 2, 3, 4, 5, 8, 9, 16, 1025):
+                want = _shim.bucket_by_keys(keys, n)
+                for threads in (2, 5, 16):
+                    got = _shim.bucket_by_keys(keys, n, threads)
+                    for a, b in zip(want, got):
+                        np.testing.assert_array_equal(a, b, err_msg=f"{m} {nk} {n} {threads}")

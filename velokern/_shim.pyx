@@ -311,6 +311,100 @@ cdef extern from *:
         for (i = 0; i < m; i++) order[pos[p[i]]++] = i;
     }
 
+    /* Partition ids and the stable bucketing of rows [0, m) on up to T threads (one
+       OpenMP team; velokern's numba kernels run on the same libgomp thread pool). Each
+       thread takes a contiguous chunk of rows: it computes their ids and counts them per
+       partition into its row of hist (T * n zeroed); once every chunk is counted, one
+       thread turns the counts into where each chunk starts in each partition (chunks in
+       row order, so each partition's rows keep their arrival order) and writes the
+       offsets (off[p + 1]: the end of partition p); then every thread writes its rows'
+       numbers there. Returns 0, or -1 when a thread's scratch could not be allocated. */
+    #ifdef _OPENMP
+    #include <omp.h>
+    #define VK_OPENMP 1
+    #else
+    #define VK_OPENMP 0
+    #endif
+    #include <stdlib.h>
+    /* rows [lo, hi) scattered from pos[p] on in every partition p (advanced past them);
+       for at most 8 partitions with the 8-bit lanes of vk__scatter_ids */
+    static void vk__scatter_chunk(const int32_t *restrict p, Py_ssize_t lo, Py_ssize_t hi,
+                                  int64_t n, int64_t *pos, int64_t *restrict order) {
+        Py_ssize_t i = lo, end;
+        int64_t j;
+        if (n <= 8) {
+            while (i < hi) {
+                uint64_t c = 0;
+                end = hi - i > 255 ? i + 255 : hi;
+                for (; i < end; i++) {
+                    uint32_t v = (uint32_t)p[i];
+                    unsigned sh = 8u * v;
+                    order[pos[v] + (int64_t)((c >> sh) & 0xFF)] = i;
+                    c += (uint64_t)1 << sh;
+                }
+                for (j = 0; j < n; j++) pos[j] += (int64_t)((c >> (8 * j)) & 0xFF);
+            }
+            return;
+        }
+        for (; i < hi; i++) order[pos[p[i]]++] = i;
+    }
+
+    static int vk__bucket_rows(const int64_t *const *cols, int ncols, Py_ssize_t m,
+                               int64_t n, int T, int32_t *pids, int64_t *hist,
+                               int64_t *off, int64_t *order) {
+        int failed = 0;
+    #ifdef _OPENMP
+        #pragma omp parallel num_threads(T)
+    #endif
+        {
+    #ifdef _OPENMP
+            const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+    #else
+            const int t = 0, nt = 1;
+    #endif
+            const Py_ssize_t q = m / nt, r = m % nt;
+            const Py_ssize_t lo = q * t + (t < r ? t : r), hi = lo + q + (t < r ? 1 : 0);
+            const int64_t *cc[64];
+            int64_t *mine = hist + (int64_t)t * n, *h4, *cnt;
+            int k;
+            for (k = 0; k < ncols; k++) cc[k] = cols[k] + lo;
+            h4 = (int64_t *)calloc((size_t)(n <= VK_HIST_MAX ? 4 * n : n) + n + 1,
+                                   sizeof(int64_t));
+            if (h4 == NULL) {
+    #ifdef _OPENMP
+                #pragma omp atomic write
+    #endif
+                failed = 1;
+            } else {
+                cnt = h4 + (n <= VK_HIST_MAX ? 4 * n : n);
+                if (hi > lo) {
+                    vk__partition_rows(cc, ncols, hi - lo, (uint64_t)n, pids + lo, NULL);
+                    vk__count_ids(pids + lo, hi - lo, n, cnt, h4);
+                }
+                for (k = 0; k < n; k++) mine[k] = cnt[k + 1];
+                free(h4);
+            }
+    #ifdef _OPENMP
+            #pragma omp barrier
+            #pragma omp single
+    #endif
+            {
+                int64_t run = 0, c, p2;
+                int s2;
+                for (p2 = 0; p2 < n; p2++) {
+                    for (s2 = 0; s2 < nt; s2++) {
+                        c = hist[(int64_t)s2 * n + p2];
+                        hist[(int64_t)s2 * n + p2] = run;
+                        run += c;
+                    }
+                    off[p2 + 1] = run;
+                }
+            }
+            if (!failed) vk__scatter_chunk(pids, lo, hi, n, mine, order);
+        }
+        return failed ? -1 : 0;
+    }
+
     #ifdef __linux__
     #ifndef _GNU_SOURCE
     #define _GNU_SOURCE
@@ -361,6 +455,9 @@ cdef extern from *:
     void vk__hist_sum(const int64_t *h, int64_t n, int64_t *counts) nogil
     void vk__scatter_ids(const int32_t *p, Py_ssize_t m, int64_t n, int64_t *off,
                          int64_t *pos, int64_t *order) nogil
+    int VK_OPENMP
+    int vk__bucket_rows(const int64_t **cols, int ncols, Py_ssize_t m, int64_t n, int T,
+                        int32_t *pids, int64_t *hist, int64_t *off, int64_t *order) nogil
     int VK_HIST_MAX
 
 
@@ -541,17 +638,52 @@ def stable_bucket(pids, Py_ssize_t n):
     return _scatter(arr, n, offsets), offsets
 
 
-def bucket_by_keys(keys, Py_ssize_t n):
+def bucket_by_keys(keys, Py_ssize_t n, int threads=1):
     """``partition_ids`` then ``stable_bucket``: returns ``(pids, order, offsets)``.
 
-    The rows of each partition are counted while the ids are computed.
+    The rows of each partition are counted while the ids are computed. With
+    ``threads`` > 1 (and a shim built with OpenMP) the rows are split into that many
+    contiguous chunks, each hashed, counted and scattered by its own thread; the result
+    is the same.
     """
     _check_partitions(n)
     cols = _key_columns(keys)
     offsets = np.zeros(n + 1, dtype=np.int64)
     cdef int64_t[::1] off = offsets
-    pids = _partition(cols, n, &off[1])
-    return pids, _scatter(pids, n, offsets), offsets
+    cdef Py_ssize_t m = cols[0].shape[0]
+    cdef int64_t *scratch
+    cdef const int32_t[::1] pv
+    if threads <= 1 or len(cols) > 64:
+        pids = _partition(cols, n, NULL)
+        if m > 0:
+            pv = pids
+            scratch = _new_hist(n)
+            with nogil:
+                vk__count_ids(&pv[0], m, n, &off[0], scratch)
+            PyMem_Free(scratch)
+        return pids, _scatter(pids, n, offsets), offsets
+    cdef int ncols = len(cols)
+    pids = np.empty(m, dtype=np.int32)
+    order = np.empty(m, dtype=np.int64)
+    if m == 0:
+        return pids, order, offsets
+    hist = np.zeros(threads * n, dtype=np.int64)
+    cdef int32_t[::1] p = pids
+    cdef int64_t[::1] o = order
+    cdef int64_t[::1] h = hist
+    cdef const int64_t **ptrs = _column_pointers(cols)
+    cdef int rc
+    with nogil:
+        rc = vk__bucket_rows(ptrs, ncols, m, n, threads, &p[0], &h[0], &off[0], &o[0])
+    PyMem_Free(ptrs)
+    if rc != 0:
+        raise MemoryError("no memory for the bucketing threads' counters")
+    return pids, order, offsets
+
+
+def openmp():
+    """Whether this shim was built with OpenMP (``bucket_by_keys`` runs threads)."""
+    return bool(VK_OPENMP)
 
 
 def pin_current_thread(int cpu):

@@ -111,7 +111,7 @@ class PartitionedJobCoordinator:
         strategy = self.strategy_for(engine)
         prep = engine.prepare(batch)
         try:
-            routing = strategy.route(engine, prep, self._n)
+            routing = strategy.route(engine, prep, self._n, self._threads)
         except StrategyError:
             engine.reject(batch)
             raise

@@ -46,11 +46,18 @@ class Strategy:
     def validate(self, engine: StreamExecutionEngine) -> None:
         """Raise StrategyError when this strategy would give wrong answers."""
 
-    def route(self, engine: StreamExecutionEngine, prep: Prepared, n: int) -> Routing:
+    def route(self, engine: StreamExecutionEngine, prep: Prepared, n: int,
+              threads: int = 1) -> Routing:
+        """How the batch's rows reach the ``n`` partitions; ``threads``: the worker
+        threads the processor runs them on (a strategy may use them to route)."""
         raise NotImplementedError
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
+
+
+#: batches of at least this many rows are routed on several threads (HashStrategy)
+PARALLEL_ROUTE_ROWS = 32_768
 
 
 def _bucketed(pids: np.ndarray, n: int) -> Routing:
@@ -71,7 +78,7 @@ class HashStrategy(Strategy):
             raise StrategyError("strategy 'hash' partitions by GROUP BY keys; this query has "
                                 "none (use fan_in, round_robin or sticky)")
 
-    def route(self, engine, prep, n):
+    def route(self, engine, prep, n, threads=1):
         if n == 1:
             return Routing.single(prep.n)
         if prep.spec.num_part_keys == 0:
@@ -80,8 +87,11 @@ class HashStrategy(Strategy):
             ends = np.zeros(n, np.int64)
             ends[0] = prep.n
             return Routing(starts, ends, parallel=True)
-        pids = _shim.partition_ids(engine.key_bits(prep), n)
-        return _bucketed(pids, n)
+        # the shim hashes, counts and scatters on the worker threads (contiguous chunks
+        # of rows) when the batch is large enough to pay for waking them
+        _, order, offsets = _shim.bucket_by_keys(
+            engine.key_bits(prep), n, threads if prep.n >= PARALLEL_ROUTE_ROWS else 1)
+        return Routing(offsets[:-1].copy(), offsets[1:].copy(), idx=order, parallel=True)
 
 
 class StickyStrategy(Strategy):
@@ -96,7 +106,7 @@ class StickyStrategy(Strategy):
                 "two partitions; use 'hash' or 'smart'"
             )
 
-    def route(self, engine, prep, n):
+    def route(self, engine, prep, n, threads=1):
         b = prep.batch
         if PARTITION_COLUMN not in b:
             raise StrategyError(f"strategy 'sticky' needs a {PARTITION_COLUMN!r} column; the "
@@ -127,8 +137,8 @@ class SmartStrategy(Strategy):
     def validate(self, engine):
         self._pick(engine).validate(engine)
 
-    def route(self, engine, prep, n):
-        return self._pick(engine).route(engine, prep, n)
+    def route(self, engine, prep, n, threads=1):
+        return self._pick(engine).route(engine, prep, n, threads)
 
     def describe(self, engine) -> str:
         return self._pick(engine).name
@@ -147,7 +157,7 @@ class _StatelessOnly(Strategy):
 class RoundRobinStrategy(_StatelessOnly):
     name = "round_robin"
 
-    def route(self, engine, prep, n):
+    def route(self, engine, prep, n, threads=1):
         pids = (np.arange(prep.n, dtype=np.int64) % n).astype(np.int32)
         return _bucketed(pids, n)
 
@@ -155,7 +165,7 @@ class RoundRobinStrategy(_StatelessOnly):
 class FanInStrategy(_StatelessOnly):
     name = "fan_in"
 
-    def route(self, engine, prep, n):
+    def route(self, engine, prep, n, threads=1):
         bounds = np.linspace(0, prep.n, n + 1).astype(np.int64)
         return Routing(bounds[:-1].copy(), bounds[1:].copy(), parallel=True)
 
