@@ -264,13 +264,38 @@ def test_out_of_range_id_is_not_wrapped_into_range():
         _shim.stable_bucket(np.array([2**32 - 1], dtype=np.uint32), 4)
 
 
-@pytest.mark.parametrize("dtype", [np.int32, np.uint64, np.float64, np.int8])
-def test_non_int64_key(dtype):
+@pytest.mark.parametrize("dtype", [np.float64, np.float32, np.bool_])
+def test_non_integer_key(dtype):
     k = np.arange(4).astype(dtype)
-    with pytest.raises(TypeError, match="key column 0 must be int64"):
+    with pytest.raises(TypeError, match="key column 0 must hold integers"):
         _shim.partition_ids([k], 4)
-    with pytest.raises(TypeError, match="key column 1 must be int64"):
+    with pytest.raises(TypeError, match="key column 1 must hold integers"):
         _shim.hash_keys([np.arange(4, dtype=np.int64), k])
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.int16, np.int32, np.uint8, np.uint16,
+                                   np.uint32, np.uint64])
+def test_integer_keys_of_any_width_hash_as_int64(dtype):
+    """A key column of any integer type hashes as its value in int64 (uint64: its bits,
+    as the kernels' key bits do), so dictionary codes (int32) go to the shim as they
+    are: in every path (hashing, ids with a power of two or not, the threaded bucketing),
+    alone and beside int64 columns."""
+    rng = np.random.default_rng(3)
+    info = np.iinfo(dtype)
+    raw = rng.integers(info.min, info.max, 5_003, dtype=dtype, endpoint=True)
+    raw[:2] = (info.min, info.max)
+    wide = raw.astype(np.int64) if dtype != np.uint64 else raw.view(np.int64)
+    other = rng.integers(-2**63, 2**63 - 1, len(raw), dtype=np.int64)
+    for got, want in (([raw], [wide]), ([other, raw], [other, wide]),
+                      ([raw, other, raw], [wide, other, wide])):
+        np.testing.assert_array_equal(_shim.hash_keys(got), ref_hash(want))
+        for n in (1, 2, 3, 8, 16):
+            np.testing.assert_array_equal(_shim.partition_ids(got, n),
+                                          ref_partition_ids(want, n))
+            ref = _shim.bucket_by_keys(want, n)
+            for threads in (1, 3):
+                for a, b in zip(ref, _shim.bucket_by_keys(got, n, threads)):
+                    np.testing.assert_array_equal(a, b)
 
 
 def test_non_integer_partition_ids():

@@ -91,18 +91,33 @@ cdef extern from *:
         return z ^ (z >> 31);
     }
 
+    /* A key column: int64, or int32 (w[c] == 4: dictionary codes), which hashes as its
+       value sign-extended to int64. */
+    #define VK_COL(cols, w, c, row) \
+        ((const int64_t *)((const char *)(cols)[c] + (Py_ssize_t)(row) * (w)[c]))
+
     /* h[j] = hash of row start + j over the key columns, j < len (column by column, so
        every loop is a plain vectorisable map) */
     VK_CLONES
-    static void vk__hash_rows(const int64_t *const *cols, int ncols, Py_ssize_t start,
-                              Py_ssize_t len, uint64_t *restrict h) {
+    static void vk__hash_rows(const int64_t *const *cols, const int *w, int ncols,
+                              Py_ssize_t start, Py_ssize_t len, uint64_t *restrict h) {
         Py_ssize_t j;
         int c;
-        const int64_t *restrict k = cols[0] + start;
-        for (j = 0; j < len; j++) h[j] = vk__splitmix64((uint64_t)k[j]);
-        for (c = 1; c < ncols; c++) {
-            k = cols[c] + start;
-            for (j = 0; j < len; j++) h[j] = vk__splitmix64(h[j] ^ (uint64_t)k[j]);
+        for (c = 0; c < ncols; c++) {
+            if (w[c] == 4) {
+                const int32_t *restrict k4 = (const int32_t *)VK_COL(cols, w, c, start);
+                if (c == 0)
+                    for (j = 0; j < len; j++) h[j] = vk__splitmix64((uint64_t)(int64_t)k4[j]);
+                else
+                    for (j = 0; j < len; j++)
+                        h[j] = vk__splitmix64(h[j] ^ (uint64_t)(int64_t)k4[j]);
+            } else {
+                const int64_t *restrict k = cols[c] + start;
+                if (c == 0)
+                    for (j = 0; j < len; j++) h[j] = vk__splitmix64((uint64_t)k[j]);
+                else
+                    for (j = 0; j < len; j++) h[j] = vk__splitmix64(h[j] ^ (uint64_t)k[j]);
+            }
         }
     }
 
@@ -112,6 +127,14 @@ cdef extern from *:
                               int32_t *restrict out) {
         Py_ssize_t i;
         for (i = 0; i < m; i++) out[i] = (int32_t)(vk__splitmix64((uint64_t)k[i]) & mask);
+    }
+
+    VK_CLONES
+    static void vk__pids_pow2_32(const int32_t *restrict k, Py_ssize_t m, uint64_t mask,
+                                 int32_t *restrict out) {
+        Py_ssize_t i;
+        for (i = 0; i < m; i++)
+            out[i] = (int32_t)(vk__splitmix64((uint64_t)(int64_t)k[i]) & mask);
     }
 
     VK_CLONES
@@ -154,22 +177,25 @@ cdef extern from *:
     /* out[i] = hash(row i) mod n; when hist is not NULL (4 * n zeroed entries, or n
        when n > VK_HIST_MAX) the rows of every partition are counted into it while the
        chunk just written is still in L1. */
-    static void vk__partition_rows(const int64_t *const *cols, int ncols, Py_ssize_t m,
-                                   uint64_t n, int32_t *out, int64_t *hist) {
+    static void vk__partition_rows(const int64_t *const *cols, const int *w, int ncols,
+                                   Py_ssize_t m, uint64_t n, int32_t *out, int64_t *hist) {
         uint64_t h[VK_CHUNK];
         Py_ssize_t s, len;
         const int pow2 = (n & (n - 1)) == 0;
         const vk_divider v = vk__divider(n);
         if (ncols == 1 && pow2 && hist == NULL) {
-            vk__pids_pow2(cols[0], m, n - 1, out);
+            if (w[0] == 4) vk__pids_pow2_32((const int32_t *)cols[0], m, n - 1, out);
+            else vk__pids_pow2(cols[0], m, n - 1, out);
             return;
         }
         for (s = 0; s < m; s += VK_CHUNK) {
             len = m - s < VK_CHUNK ? m - s : VK_CHUNK;
-            if (ncols == 1 && pow2) {
+            if (ncols == 1 && pow2 && w[0] == 8) {
                 vk__pids_pow2(cols[0] + s, len, n - 1, out + s);
+            } else if (ncols == 1 && pow2) {
+                vk__pids_pow2_32((const int32_t *)cols[0] + s, len, n - 1, out + s);
             } else {
-                vk__hash_rows(cols, ncols, s, len, h);
+                vk__hash_rows(cols, w, ncols, s, len, h);
                 if (pow2) vk__mask_hashes(h, len, n - 1, out + s);
                 else vk__mod_hashes(h, len, v, out + s);
             }
@@ -349,7 +375,8 @@ cdef extern from *:
         for (; i < hi; i++) order[pos[p[i]]++] = i;
     }
 
-    static int vk__bucket_rows(const int64_t *const *cols, int ncols, Py_ssize_t m,
+    static int vk__bucket_rows(const int64_t *const *cols, const int *w, int ncols,
+                               Py_ssize_t m,
                                int64_t n, int T, int32_t *pids, int64_t *hist,
                                int64_t *off, int64_t *order) {
         int failed = 0;
@@ -367,7 +394,7 @@ cdef extern from *:
             const int64_t *cc[64];
             int64_t *mine = hist + (int64_t)t * n, *h4, *cnt;
             int k;
-            for (k = 0; k < ncols; k++) cc[k] = cols[k] + lo;
+            for (k = 0; k < ncols; k++) cc[k] = VK_COL(cols, w, k, lo);
             h4 = (int64_t *)calloc((size_t)(n <= VK_HIST_MAX ? 4 * n : n) + n + 1,
                                    sizeof(int64_t));
             if (h4 == NULL) {
@@ -378,7 +405,7 @@ cdef extern from *:
             } else {
                 cnt = h4 + (n <= VK_HIST_MAX ? 4 * n : n);
                 if (hi > lo) {
-                    vk__partition_rows(cc, ncols, hi - lo, (uint64_t)n, pids + lo, NULL);
+                    vk__partition_rows(cc, w, ncols, hi - lo, (uint64_t)n, pids + lo, NULL);
                     vk__count_ids(pids + lo, hi - lo, n, cnt, h4);
                 }
                 for (k = 0; k < n; k++) mine[k] = cnt[k + 1];
@@ -446,18 +473,19 @@ cdef extern from *:
     int vk__pin(int cpu) nogil
     int vk__cpus(long long *out, int max_words) nogil
     int vk__set_cpus(const long long *words, int n_words) nogil
-    void vk__hash_rows(const int64_t **cols, int ncols, Py_ssize_t start, Py_ssize_t len,
-                       uint64_t *h) nogil
-    void vk__partition_rows(const int64_t **cols, int ncols, Py_ssize_t m, uint64_t n,
-                            int32_t *out, int64_t *hist) nogil
+    void vk__hash_rows(const int64_t **cols, const int *w, int ncols, Py_ssize_t start,
+                       Py_ssize_t len, uint64_t *h) nogil
+    void vk__partition_rows(const int64_t **cols, const int *w, int ncols, Py_ssize_t m,
+                            uint64_t n, int32_t *out, int64_t *hist) nogil
     Py_ssize_t vk__count_ids(const int32_t *p, Py_ssize_t m, int64_t n, int64_t *off,
                              int64_t *hist) nogil
     void vk__hist_sum(const int64_t *h, int64_t n, int64_t *counts) nogil
     void vk__scatter_ids(const int32_t *p, Py_ssize_t m, int64_t n, int64_t *off,
                          int64_t *pos, int64_t *order) nogil
     int VK_OPENMP
-    int vk__bucket_rows(const int64_t **cols, int ncols, Py_ssize_t m, int64_t n, int T,
-                        int32_t *pids, int64_t *hist, int64_t *off, int64_t *order) nogil
+    int vk__bucket_rows(const int64_t **cols, const int *w, int ncols, Py_ssize_t m,
+                        int64_t n, int T, int32_t *pids, int64_t *hist, int64_t *off,
+                        int64_t *order) nogil
     int VK_HIST_MAX
 
 
@@ -483,7 +511,9 @@ cdef int32_t _MAX_PARTITIONS = 2147483647
 
 
 cdef list _key_columns(keys):
-    """The key columns as a list of contiguous 1-D int64 arrays of one length."""
+    """The key columns as a list of contiguous 1-D arrays of one length: int64, or int32
+    (dictionary codes; hashed as their value sign-extended to int64). uint64 columns are
+    read as int64 (the same bits); other integer columns are widened to int64."""
     if isinstance(keys, np.ndarray):
         keys = [keys]
     keys = list(keys)
@@ -495,8 +525,12 @@ cdef list _key_columns(keys):
         arr = np.ascontiguousarray(arr)
         if arr.ndim != 1:
             raise ValueError(f"key column {k} must be 1-D, got shape {arr.shape}")
-        if arr.dtype != np.int64:
-            raise TypeError(f"key column {k} must be int64, got {arr.dtype}")
+        if arr.dtype == np.uint64:
+            arr = arr.view(np.int64)
+        elif arr.dtype.kind in "iu" and arr.dtype not in (np.int64, np.int32):
+            arr = arr.astype(np.int64)
+        elif arr.dtype not in (np.int64, np.int32):
+            raise TypeError(f"key column {k} must hold integers, got {arr.dtype}")
         if n < 0:
             n = arr.shape[0]
         elif arr.shape[0] != n:
@@ -506,18 +540,31 @@ cdef list _key_columns(keys):
     return cols
 
 
-cdef const int64_t **_column_pointers(list cols) except NULL:
-    cdef Py_ssize_t k, ncols = len(cols)
-    cdef const int64_t[::1] mv
-    cdef const int64_t **ptrs = <const int64_t **>PyMem_Malloc(
-        (ncols if ncols > 0 else 1) * sizeof(int64_t *))
-    if ptrs == NULL:
-        raise MemoryError()
-    for k in range(ncols):
-        mv = cols[k]
-        # the arrays in `cols` keep the buffers alive while the pointers are used
-        ptrs[k] = &mv[0] if mv.shape[0] > 0 else NULL
-    return ptrs
+cdef class _Columns:
+    """C pointers to the key columns and their element widths (8 or 4 bytes); the list
+    it holds keeps the buffers alive while the pointers are used."""
+    cdef const int64_t **ptrs
+    cdef int *widths
+    cdef int n
+    cdef list cols
+
+    def __cinit__(self, list cols):
+        cdef Py_ssize_t k
+        cdef const char[::1] mv
+        self.cols = cols
+        self.n = len(cols)
+        self.ptrs = <const int64_t **>PyMem_Malloc((self.n or 1) * sizeof(int64_t *))
+        self.widths = <int *>PyMem_Malloc((self.n or 1) * sizeof(int))
+        if self.ptrs == NULL or self.widths == NULL:
+            raise MemoryError()
+        for k in range(self.n):
+            mv = cols[k].view(np.int8)
+            self.ptrs[k] = <const int64_t *>&mv[0] if mv.shape[0] > 0 else NULL
+            self.widths[k] = cols[k].dtype.itemsize
+
+    def __dealloc__(self):
+        PyMem_Free(self.ptrs)
+        PyMem_Free(self.widths)
 
 
 cdef Py_ssize_t _check_partitions(Py_ssize_t n) except -1:
@@ -537,10 +584,9 @@ def hash_keys(keys):
     if m == 0:
         return out
     cdef uint64_t[::1] h = out
-    cdef const int64_t **ptrs = _column_pointers(cols)
+    cdef _Columns cs = _Columns(cols)
     with nogil:
-        vk__hash_rows(ptrs, ncols, 0, m, &h[0])
-    PyMem_Free(ptrs)
+        vk__hash_rows(cs.ptrs, cs.widths, ncols, 0, m, &h[0])
     return out
 
 
@@ -565,12 +611,11 @@ cdef _partition(list cols, Py_ssize_t n, int64_t *counts):
     cdef int64_t *hist = NULL
     if counts != NULL:
         hist = _new_hist(n)
-    cdef const int64_t **ptrs = _column_pointers(cols)
+    cdef _Columns cs = _Columns(cols)
     with nogil:
-        vk__partition_rows(ptrs, ncols, m, <uint64_t>n, &o[0], hist)
+        vk__partition_rows(cs.ptrs, cs.widths, ncols, m, <uint64_t>n, &o[0], hist)
         if hist != NULL:
             vk__hist_sum(hist, n, counts)
-    PyMem_Free(ptrs)
     PyMem_Free(hist)
     return out
 
@@ -671,11 +716,11 @@ def bucket_by_keys(keys, Py_ssize_t n, int threads=1):
     cdef int32_t[::1] p = pids
     cdef int64_t[::1] o = order
     cdef int64_t[::1] h = hist
-    cdef const int64_t **ptrs = _column_pointers(cols)
+    cdef _Columns cs = _Columns(cols)
     cdef int rc
     with nogil:
-        rc = vk__bucket_rows(ptrs, ncols, m, n, threads, &p[0], &h[0], &off[0], &o[0])
-    PyMem_Free(ptrs)
+        rc = vk__bucket_rows(cs.ptrs, cs.widths, ncols, m, n, threads, &p[0], &h[0],
+                             &off[0], &o[0])
     if rc != 0:
         raise MemoryError("no memory for the bucketing threads' counters")
     return pids, order, offsets

@@ -609,7 +609,16 @@ class StreamExecutionEngine:
             )
 
     def key_bits(self, prep: Prepared) -> list[np.ndarray]:
-        """int64 grouping bits of every GROUP BY key of every row (for partitioning)."""
+        """The grouping bits of every GROUP BY key of every row (for partitioning): the
+        key columns themselves when their values are their bits (integers, times, string
+        codes; the shim widens them to int64) and none is null in this batch, else int64
+        bits computed by the kernel module (a null key's bits are 0)."""
+        spec = prep.spec
+        if spec.raw_keys is not None and (not spec.nullable or all(
+                c not in spec.nullable
+                or np.count_nonzero(prep.M[spec.nullable.index(c)]) == prep.n
+                for _, c in spec.raw_keys)):
+            return [prep.C[k] for k, _ in spec.raw_keys]
         out = np.empty((prep.spec.num_part_keys, prep.n), dtype=np.int64)
         prep.module.key_bits(prep.C, prep.M, prep.R, prep.n, out)
         return list(out)

@@ -150,6 +150,10 @@ class KernelSpec:
     rows_row: int = -1  # row of the per-group row count in pack I
     unmaintained_counts: list[int] = field(default_factory=list)  # I rows equal to rows
     num_part_keys: int = 0  # leading keys hash partitioning uses (all but the window)
+    # (C index, column) of each partitioning key when every one is a plain integer, time
+    # or string-code column, whose values are their key bits: V2 hands those columns to
+    # the shim as they are when none of them has a null in the batch (else key_bits)
+    raw_keys: tuple[tuple[int, str], ...] | None = None
     windowed: bool = False  # key 0 is the window start; R ends with (WIN, WM, LATEBUF)
     max_windows: int = 1  # windows one record can belong to
     rows_window: bool = False  # ROWS window functions: one output row per input row
@@ -519,6 +523,9 @@ def generate(bq: BoundQuery, nullable: set[str]) -> KernelSpec:
         num_part_keys=len(bq.keys) - (bq.window is not None),
         windowed=bq.window is not None,
     )
+    part = [(e, t) for e, t in zip(bq.keys, bq.key_types) if not isinstance(e, WinRef)]
+    if part and all(isinstance(e, Col) and _value_is_bits(t) for e, t in part):
+        spec.raw_keys = tuple((inputs.index((e.name, "data")), e.name) for e, _ in part)
     if bq.overs:
         spec.stateful = True
         spec.rows_window = True
