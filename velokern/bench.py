@@ -541,7 +541,24 @@ def machine_info() -> dict:
     return {"date": datetime.date.today().isoformat(),
             "platform": f"{platform.platform()}, Python {platform.python_version()}",
             "cpus": len(available_cpus()) or os.cpu_count() or 1,
-            "numba": numba.__version__, "threading_layer": threading_layer_name()}
+            "numba": numba.__version__, "threading_layer": threading_layer_name(),
+            "commit": _commit()}
+
+
+def _commit() -> str | None:
+    """The velokern commit measured: ``VELOKERN_COMMIT``, else ``git rev-parse`` in the
+    source tree, else None."""
+    import os
+    import subprocess
+
+    if os.environ.get("VELOKERN_COMMIT"):
+        return os.environ["VELOKERN_COMMIT"]
+    try:
+        r = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                           text=True, timeout=10, cwd=os.path.dirname(os.path.abspath(__file__)))
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return r.stdout.strip() or None if r.returncode == 0 else None
 
 
 #: ``velokern bench --scaling``: scenarios whose V2 scaling is studied (S3b scales as S3a)
@@ -603,7 +620,9 @@ def format_scaling_study(data: dict, name: str) -> str:
     lines = [
         f"## Scaling on {m['cpus']} CPUs (`{name}`)",
         "",
-        f"Measured on {m['date']} on another machine: {m['platform']}, {m['cpus']} CPUs, "
+        f"Measured on {m['date']} on another machine"
+        + (f" (velokern at commit {m['commit']})" if m.get("commit") else "")
+        + f": {m['platform']}, {m['cpus']} CPUs, "
         f"numba {m['numba']}, threading layer `{m['threading_layer']}`, by "
         f"`{data['command']}` there. `make bench-report` does not re-measure it (it needs "
         "that machine); it renders the JSON file."
@@ -887,7 +906,7 @@ def write_report(path: str, quick: bool = False) -> str:
         "",
         "## Machine",
         "",
-        f"- date: {m['date']}",
+        f"- date: {m['date']}" + (f", velokern at commit {m['commit']}" if m["commit"] else ""),
         f"- platform: {m['platform']}",
         f"- CPUs available: {m['cpus']}; numba {m['numba']}, threading layer "
         f"`{m['threading_layer']}`",
