@@ -294,6 +294,10 @@ def test_gather_rows(pos, slots, nrows):
         dst = np.zeros((nrows, len(pos)), dtype)
         order.gather_rows(src, np.array(pos, np.int64), dst)
         assert dst.tolist() == slow.gather_rows(src.tolist(), pos)
+        for chunks in (1, 3, 64):  # on the workers: ranges of the positions, any count
+            par = np.zeros_like(dst)
+            order.gather_rows_parallel(src, np.array(pos, np.int64), par, chunks)
+            assert par.tolist() == dst.tolist()
 
 
 @settings(max_examples=200)

@@ -415,3 +415,31 @@ def test_threaded_routing_of_large_batches(monkeypatch):
     assert not errors, errors
     for sql in sqls:
         assert_batches_identical(run(sql, batches * 2, "v1"), results[sql], "concurrent")
+
+
+def test_merged_group_rows_gathered_on_the_workers(monkeypatch):
+    """Windowed GROUP BY under V2 merges the partitions' group rows and gathers them;
+    with a V2 job on 4+ threads and 32k+ rows that gather runs on the numba workers
+    (forced here, this machine may have 2 CPUs): V1's output bit for bit. The engine
+    asks for it only in V2 jobs with enough rows."""
+    from velokern.engine import PARALLEL_MIN_ROWS, StreamExecutionEngine
+
+    cols = make_stream(2 * PARALLEL_MIN_ROWS, seed=29, keys=5_000)
+    b = to_batch(cols)
+    sql = ("SELECT k, s, COUNT(*) AS n, SUM(f) AS sf FROM t GROUP BY k, s "
+           "WINDOW TUMBLING (seq, INTERVAL '2000' MILLISECOND)")
+    batches = [b, b.slice(0, 1_000)]
+    expected = run(sql, batches, "v1")
+    asked = []
+    real = StreamExecutionEngine._gather_threads
+
+    def four(self, rows):
+        asked.append((self.num_partitions, rows, real(self, rows)))
+        return 4 if real(self, rows) > 1 else 1
+
+    monkeypatch.setattr(StreamExecutionEngine, "_gather_threads", four)
+    for cfg in ("v2:2", "v2:3"):
+        assert_batches_identical(expected, run(sql, batches, cfg), cfg)
+    threads = min(2, max(len(available_cpus()), 1))
+    assert any(rows >= PARALLEL_MIN_ROWS and t == threads for _, rows, t in asked)
+    assert all(t == 1 for _, rows, t in asked if rows < PARALLEL_MIN_ROWS)

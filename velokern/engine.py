@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import numba
 import numpy as np
 
 from velokern.batch import STRING, RecordBatch, Schema, StringDictionary
@@ -31,6 +32,7 @@ from velokern.kernels.hashtable import (
 )
 from velokern.kernels.order import (
     gather_rows,
+    gather_rows_parallel,
     input_order,
     merge_runs,
     scatter_rows,
@@ -68,6 +70,8 @@ _PACK_DTYPES = (np.dtype(np.int64), np.dtype(np.float64), np.dtype(np.bool_),
 _MASKS = 4  # index of OM in the packs
 _PASSTHROUGH = 5  # an assembly plan's "pack" of an input column passed through
 _DIRECT_LIMIT = 1 << 20  # direct-map slots per partition
+#: V2 routes (the shim) and gathers merged rows on its worker threads from this many rows
+PARALLEL_MIN_ROWS = 32_768
 _GENERATED: dict[tuple, tuple[KernelSpec, Any]] = {}
 _GENERATED_LOCK = threading.Lock()
 _SINGLE: dict[int, Routing] = {}
@@ -912,6 +916,13 @@ class StreamExecutionEngine:
             self._plans[id(spec)] = plan
         return plan
 
+    def _gather_threads(self, rows: int) -> int:
+        """numba workers to gather ``rows`` merged rows on: the V2 job's (set for its
+        parallel kernel) for PARALLEL_MIN_ROWS rows and more, else 1."""
+        if rows < PARALLEL_MIN_ROWS or not self._num_partitions or self._num_partitions < 2:
+            return 1
+        return numba.get_num_threads()
+
     def _assemble(self, spec: KernelSpec, packs, rows, prep: Prepared | None = None,
                   sel: np.ndarray | None = None) -> RecordBatch:
         """Output batch from the output packs' rows ``rows``: ``(a, b)`` the rows a..b-1,
@@ -920,11 +931,15 @@ class StreamExecutionEngine:
         if not isinstance(rows, tuple):
             # positions: new packs hold those rows in order, gathered pack by pack (a
             # take per column and per mask cost more: S3a, V2:2, 3.99-4.51 -> 3.83-4.43
-            # ms per batch; gathering on the numba workers was slower, 4.3-4.9 ms, their
-            # page faults on the new packs contending)
+            # ms per batch). On the numba workers when a V2 job runs 4 or more (16-core
+            # machine, S3a 100k batches: 782 -> 407 us at 4 threads, 831 -> 234 at 16);
+            # on 2 the workers' page faults on the new packs contend (4.3-4.9 ms per
+            # S3a batch against 3.83-4.43 on this 2-core machine)
             pos = rows
-            packs = _repacked(spec, packs, len(pos),
-                              lambda src, dst: gather_rows(src, pos, dst), self._pool)
+            threads = self._gather_threads(len(pos))
+            packs = _repacked(spec, packs, len(pos), (
+                lambda src, dst: gather_rows(src, pos, dst)) if threads < 4 else (
+                lambda src, dst: gather_rows_parallel(src, pos, dst, threads)), self._pool)
             rows = (0, len(pos))
         OM = packs[_MASKS]
         a, b = rows

@@ -10,7 +10,8 @@ move the rows there pack by pack, so the engine never sorts:
 - :func:`scatter_rows`: when every input row has its row, the packs are instead
   scattered into new packs in input order, all of a pack's rows in one pass.
 - :func:`gather_rows`: the rows at the positions, for every row of a pack, in one call
-  per pack (a take per column and per mask cost more).
+  per pack (a take per column and per mask cost more); :func:`gather_rows_parallel`
+  splits the positions over the numba workers (V2 on 4 threads or more).
 - :func:`merge_runs`: group rows of windowed queries, each partition's run sorted by
   (window start, first record), merged by that key.
 
@@ -21,7 +22,7 @@ large allocation inside a kernel page-faults on every call). Slow twins live in
 
 from __future__ import annotations
 
-from numba import njit
+from numba import njit, prange
 
 from velokern.kernels.scalar import JIT, nonneg
 
@@ -80,6 +81,26 @@ def gather_rows(src, pos, dst):
         d = dst[q]
         for k in range(len(pos)):
             d[nonneg(k)] = s[nonneg(pos[nonneg(k)])]
+
+
+@njit(**JIT)
+def _gather_range(src, pos, dst, lo, hi):
+    for q in range(src.shape[0]):
+        s = src[q]
+        d = dst[q]
+        for k in range(lo, hi):
+            d[nonneg(k)] = s[nonneg(pos[nonneg(k)])]
+
+
+@njit(parallel=True, **JIT)
+def gather_rows_parallel(src, pos, dst, chunks):
+    """:func:`gather_rows` on the numba workers: ``chunks`` contiguous ranges of the
+    positions, each gathered (every pack row) by one worker."""
+    n = len(pos)
+    step = (n + chunks - 1) // chunks
+    for t in prange(chunks):
+        lo = min(n, t * step)
+        _gather_range(src, pos, dst, lo, min(n, lo + step))
 
 
 @njit(**JIT)
@@ -175,4 +196,5 @@ def _merge_two(win, seq, i, ie, j, je, out):
     return k
 
 
-__all__ = ["gather_rows", "input_order", "merge_runs", "scatter_rows"]
+__all__ = ["gather_rows", "gather_rows_parallel", "input_order", "merge_runs",
+           "scatter_rows"]

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from velokern import _shim
-from velokern.engine import Prepared, Routing, StreamExecutionEngine
+from velokern.engine import PARALLEL_MIN_ROWS, Prepared, Routing, StreamExecutionEngine
 
 __all__ = ["PARTITION_COLUMN", "Strategy", "StrategyError", "make_strategy"]
 
@@ -57,7 +57,7 @@ class Strategy:
 
 
 #: batches of at least this many rows are routed on several threads (HashStrategy)
-PARALLEL_ROUTE_ROWS = 32_768
+PARALLEL_ROUTE_ROWS = PARALLEL_MIN_ROWS
 
 
 def _bucketed(pids: np.ndarray, n: int) -> Routing:
