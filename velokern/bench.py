@@ -1154,8 +1154,8 @@ aggregates), same machine, medians of repeated calls.
   partition ids and take its own rows (no scatter) was measured slower (58.7 against
   65.3 M rec/s on S2, V1 75.6 in the same run): both threads then read every input cache
   line. Parallel bucketing (per-thread histograms, then a parallel scatter) would remove
-  the serial part; measuring scaling beyond 2 cores needs the 16-core machine, which was
-  not lent for this task. Later round, timing each step of V2:2 on 100k batches (wrapped
+  the serial part (done since: see "V2 on 16 cores" below, measured on a machine lent
+  later). Later round, timing each step of V2:2 on 100k batches (wrapped
   engine methods, one process): putting the partitions' output rows back in order was
   serial work as large as the kernel's gain. For S1 (one output row per input row) it
   was an `argsort` of the concatenated input-row numbers plus a gather of that index,
@@ -1217,6 +1217,42 @@ aggregates), same machine, medians of repeated calls.
   the merge, and the idx indirection costs ~19% (the generated S2 kernel run serially
   over the bucketed order: 410 against 345 µs contiguous): with V1 at ~0.35 ms per S2
   batch, 1.7x (0.2 ms) leaves nothing for the routing.
+- **V2 on 16 cores (the scaling study, "Scaling on 16 CPUs" above).** The 16-core
+  machine lent this round is a VM too: its ceiling loops scale 1.5-2.2x on 2 workers,
+  2.4-2.5x on 4, 4.3-4.5x on 8 and 8.5x on 16 (compute-bound; the scan 10.9x), like 8
+  cores with two threads each, and its figures spread 20-60% between passes. Its first
+  study (the code of the round's start) showed V2 slower than V1 for every stateful
+  scenario at every partition count: V2/V1 at 100k batches S1 0.80-0.91x, S2 0.83-1.00x,
+  S3a 0.40-0.75x (S0, stateless, 1.8-2.3x). Timing each step of one 100k batch there
+  (wrapped engine methods, best of 3 passes of 18 batches) found three serial steps
+  growing with the partitions. (1) Merging the partitions' group rows (S3a) scanned every
+  run's head for every row: 248 µs at 2 partitions, 1,001 at 4, 1,798 at 8, 3,763 at 16.
+  `order.merge_runs` now merges 3+ runs pairwise in rounds, O(rows x log runs): on this
+  2-core machine 827 -> 235 µs at 4 partitions, 2,534 -> 444 µs at 16. (2) Routing was
+  serial: S2 at 16 partitions key bits 69 µs, partition ids 47 µs, the stable scatter 203
+  µs (the generic loop above 4 partitions), against a 164 µs parallel kernel. The shim's
+  `bucket_by_keys(keys, n, threads)` now hashes, counts and scatters contiguous chunks of
+  rows on an OpenMP team (the same libgomp pool as the kernels'; chunks written in row
+  order, so the result is the one-thread one), for batches of 32k rows and more; `timeit`
+  there, 100k rows, one key: 16 partitions 369 -> 153 µs on 16 threads, 8 partitions 357
+  -> 78 µs on 8 (on this machine, 2 threads: 2 partitions 67 -> 56 µs, 4 partitions 114
+  -> 73 µs, slower in its slow phases). And the key bits are no longer copied: integer,
+  time and string-code keys go to the shim as they are (int32 codes hashed sign-extended,
+  the same ids), when none is null in the batch (S3a 120-206 µs -> ~3 µs). (3) Gathering
+  the merged group rows (S3a, ~700 µs): on the numba workers when a job runs 4+ threads,
+  782 -> 407 µs at 4, 776 -> 265 at 8, 831 -> 234 at 16 (not on 2 threads: see the
+  gather above). The second study (commit 7c155f8, before the gather change): V2/V1 at
+  100k batches S2 1.10x at 2 partitions, 1.56x at 4, 1.63x at 8, 1.39x at 16; S3a
+  1.05-1.24x; S1 0.81-1.04x; S0 1.40-1.97x; 1M keys V2:16 0.144 s (0.222 s before; V1
+  0.289 s, DuckDB on 16 threads 0.078 s). What bounds it there now (steps, second run):
+  S2 at 16 partitions routing 157 µs and the kernel 157 µs (load balance 1.52: 200 keys
+  hashed into 16 partitions); S3a merge rounds 983 µs at 16 partitions (four rounds of
+  ~250 µs), gather 737 µs, kernel 661 µs against V1's 2.4 ms; S1 (10 symbols, so at most
+  10 of 16 partitions have rows, load balance 3.2) kernel 304 µs and putting rows back in
+  input order 294 µs. What would lift it: a merge split by output ranges (merge path) so
+  the rounds run on the workers, S1's re-ordering on the workers, a scatter that buffers
+  each partition's rows per thread for many partitions, and for few keys a balanced
+  key-to-partition map instead of a hash.
 - **S3a, tumbling window + GROUP BY (100 M rec/s target missed).** In S3a every
   record opens its own (window, trader, symbol) group: a minute holds 60 records and
   their 60 (trader, symbol) pairs are all different, so the job emits one row per input
