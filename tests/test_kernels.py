@@ -246,7 +246,15 @@ def test_merge_runs(runs):
     k = order.merge_runs(np.array(win, np.int64), np.array(seq, np.int64),
                          np.array([a for a, _ in bounds], np.int64),
                          np.array([b for _, b in bounds], np.int64), out, tmp)
-    assert out[:k].tolist() == slow.merge_runs(win, seq, bounds)
+    want = slow.merge_runs(win, seq, bounds)
+    assert out[:k].tolist() == want
+    for chunks in (1, 2, 3, 7):  # on the workers: each round cut into pieces of output
+        out, tmp = np.full(len(win), -7, np.int64), np.full(len(win), -7, np.int64)
+        k = order.merge_runs_parallel(np.array(win, np.int64), np.array(seq, np.int64),
+                                      np.array([a for a, _ in bounds], np.int64),
+                                      np.array([b for _, b in bounds], np.int64), out, tmp,
+                                      chunks)
+        assert out[:k].tolist() == want, chunks
 
 
 def _dealt(pid, gaps, n):

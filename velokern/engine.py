@@ -35,6 +35,7 @@ from velokern.kernels.order import (
     gather_rows_parallel,
     input_order,
     merge_runs,
+    merge_runs_parallel,
     scatter_rows,
 )
 from velokern.kernels.windows import NO_WATERMARK, watermarks
@@ -72,6 +73,8 @@ _PASSTHROUGH = 5  # an assembly plan's "pack" of an input column passed through
 _DIRECT_LIMIT = 1 << 20  # direct-map slots per partition
 #: V2 routes (the shim) and gathers merged rows on its worker threads from this many rows
 PARALLEL_MIN_ROWS = 32_768
+#: ... and merges its partitions' group rows on them from this many threads
+MERGE_MIN_THREADS = 2
 _GENERATED: dict[tuple, tuple[KernelSpec, Any]] = {}
 _GENERATED_LOCK = threading.Lock()
 _SINGLE: dict[int, Routing] = {}
@@ -1105,9 +1108,15 @@ class StreamExecutionEngine:
         win, seq = (oseq[0], oseq[1]) if oseq.ndim == 2 else (oseq, oseq)
         total = sum(b - a for a, b in segs)
         pos = self._buffer("pos", total)
-        merge_runs(win, seq, np.array([a for a, _ in segs], np.int64),
-                   np.array([b for _, b in segs], np.int64), pos,
-                   self._buffer("merge_scratch", total) if len(segs) > 2 else pos)
+        starts = np.array([a for a, _ in segs], np.int64)
+        ends = np.array([b for _, b in segs], np.int64)
+        threads = self._gather_threads(total)
+        if threads >= MERGE_MIN_THREADS:
+            merge_runs_parallel(win, seq, starts, ends, pos,
+                                self._buffer("merge_scratch", total), threads)
+        else:
+            merge_runs(win, seq, starts, ends, pos,
+                       self._buffer("merge_scratch", total) if len(segs) > 2 else pos)
         return self._assemble(spec, packs, pos[:total])
 
     def _emit(self, module, R) -> RecordBatch:

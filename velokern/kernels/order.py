@@ -137,20 +137,90 @@ def merge_runs(win, seq, starts, ends, out, tmp):
             a = seg[r]
             mid = seg[r + width] if r + width < nr else total
             b = seg[r + 2 * width] if r + 2 * width < nr else total
-            _merge_idx(win, seq, src, a, mid, b, dst)
+            _merge_pieces(win, seq, src, a, mid, mid, b, dst, a)
             r += 2 * width
         src, dst = dst, src
         width *= 2
     return total
 
 
+@njit(parallel=True, **JIT)
+def merge_runs_parallel(win, seq, starts, ends, out, tmp, chunks):
+    """:func:`merge_runs` on the numba workers: each round's merges are cut into
+    ``chunks`` pieces of output (a piece's first rows from either run are found by a
+    binary search, the merge path), and every piece of the round is merged by a worker.
+    Same result: ties in run order. ``tmp`` is scratch as long as ``out``."""
+    nr = len(starts)
+    total = 0
+    for r in range(nr):
+        total += ends[r] - starts[r]
+    rounds = 0
+    m = 1
+    while m < nr:
+        m *= 2
+        rounds += 1
+    src, dst = (tmp, out) if rounds % 2 == 1 else (out, tmp)
+    seg = starts.copy()
+    k = 0
+    for r in range(nr):
+        seg[r] = k
+        k += ends[r] - starts[r]
+    for r in prange(nr):
+        _copy_run(src, seg[r], starts[r], ends[r])
+    width = 1
+    while width < nr:
+        npairs = (nr + 2 * width - 1) // (2 * width)
+        for t in prange(npairs * chunks):
+            r = (t // chunks) * 2 * width
+            c = t % chunks
+            a = seg[r]
+            mid = seg[r + width] if r + width < nr else total
+            b = seg[r + 2 * width] if r + 2 * width < nr else total
+            k0 = a + (b - a) * c // chunks
+            k1 = a + (b - a) * (c + 1) // chunks
+            i0 = _corank(win, seq, src, a, mid, b, k0)
+            i1 = _corank(win, seq, src, a, mid, b, k1)
+            _merge_pieces(win, seq, src, i0, i1, mid + (k0 - i0), mid + (k1 - i1), dst, k0)
+        src, dst = dst, src
+        width *= 2
+    return total
+
+
 @njit(**JIT)
-def _merge_idx(win, seq, src, i, mid, b, dst):
-    """Merge the sorted positions ``src[i:mid]`` and ``src[mid:b]`` into ``dst[i:b]``,
-    ties from the first."""
-    j = mid
-    k = i
-    while i < mid and j < b:
+def _copy_run(src, k, lo, hi):
+    for q in range(lo, hi):
+        src[nonneg(k)] = q
+        k += 1
+
+
+@njit(**JIT)
+def _corank(win, seq, src, a, mid, b, k):
+    """Where the first ``k - a`` rows of the merge of ``src[a:mid]`` and ``src[mid:b]``
+    end in the first run (ties from the first): the smallest i with the first run's row
+    i not ahead of the second run's row k - i - 1."""
+    na = mid - a
+    nb = b - mid
+    kk = k - a
+    lo = max(0, kk - nb)
+    hi = min(kk, na)
+    while lo < hi:
+        i = (lo + hi) // 2
+        pa = src[nonneg(a + i)]
+        pb = src[nonneg(mid + kk - i - 1)]
+        wa = win[nonneg(pa)]
+        wb = win[nonneg(pb)]
+        if wa < wb or (wa == wb and seq[nonneg(pa)] <= seq[nonneg(pb)]):
+            lo = i + 1
+        else:
+            hi = i
+    return a + lo
+
+
+@njit(**JIT)
+def _merge_pieces(win, seq, src, i, ie, j, je, dst, k):
+    """Merge ``src[i:ie]`` and ``src[j:je]`` (sorted positions) into ``dst[k:]``, ties
+    from the first."""
+    while i < ie and j < je:
         pi = src[nonneg(i)]
         pj = src[nonneg(j)]
         wi = win[nonneg(pi)]
@@ -162,11 +232,11 @@ def _merge_idx(win, seq, src, i, mid, b, dst):
             dst[nonneg(k)] = pi
             i += 1
         k += 1
-    while i < mid:
+    while i < ie:
         dst[nonneg(k)] = src[nonneg(i)]
         i += 1
         k += 1
-    while j < b:
+    while j < je:
         dst[nonneg(k)] = src[nonneg(j)]
         j += 1
         k += 1
@@ -197,4 +267,4 @@ def _merge_two(win, seq, i, ie, j, je, out):
 
 
 __all__ = ["gather_rows", "gather_rows_parallel", "input_order", "merge_runs",
-           "scatter_rows"]
+           "merge_runs_parallel", "scatter_rows"]
