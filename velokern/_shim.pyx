@@ -302,58 +302,11 @@ cdef extern from *:
     }
     #endif
 
-    /* prefix sums of the counts in off, then a stable scatter of row indices. For at
-       most 8 partitions, the rows of each partition met so far in a block of up to 255
-       rows are 8-bit lanes of one register, so a row's destination never waits for the
-       store of the row before it (pos[p]++ in memory costs a store-to-load round trip
-       per row). */
-    static void vk__scatter_ids(const int32_t *restrict p, Py_ssize_t m, int64_t n,
-                                int64_t *off, int64_t *pos, int64_t *restrict order) {
-        Py_ssize_t i = 0, end;
-        int64_t j;
-        for (j = 0; j < n; j++) { off[j + 1] += off[j]; pos[j] = off[j]; }
-    #if VK_AVX512
-        if (n <= 4 && m >= 64 && __builtin_cpu_supports("avx512f")) {
-            vk__scatter_compress(p, m, n, off, order);
-            return;
-        }
-    #endif
-        if (n <= 8) {
-            int64_t base[8];
-            for (j = 0; j < n; j++) base[j] = pos[j];
-            while (i < m) {
-                uint64_t c = 0;
-                end = m - i > 255 ? i + 255 : m;
-                for (; i < end; i++) {
-                    uint32_t v = (uint32_t)p[i];
-                    unsigned sh = 8u * v;
-                    order[base[v] + (int64_t)((c >> sh) & 0xFF)] = i;
-                    c += (uint64_t)1 << sh;
-                }
-                for (j = 0; j < n; j++) base[j] += (int64_t)((c >> (8 * j)) & 0xFF);
-            }
-            return;
-        }
-        for (i = 0; i < m; i++) order[pos[p[i]]++] = i;
-    }
-
-    /* Partition ids and the stable bucketing of rows [0, m) on up to T threads (one
-       OpenMP team; velokern's numba kernels run on the same libgomp thread pool). Each
-       thread takes a contiguous chunk of rows: it computes their ids and counts them per
-       partition into its row of hist (T * n zeroed); once every chunk is counted, one
-       thread turns the counts into where each chunk starts in each partition (chunks in
-       row order, so each partition's rows keep their arrival order) and writes the
-       offsets (off[p + 1]: the end of partition p); then every thread writes its rows'
-       numbers there. Returns 0, or -1 when a thread's scratch could not be allocated. */
-    #ifdef _OPENMP
-    #include <omp.h>
-    #define VK_OPENMP 1
-    #else
-    #define VK_OPENMP 0
-    #endif
-    #include <stdlib.h>
-    /* rows [lo, hi) scattered from pos[p] on in every partition p (advanced past them);
-       for at most 8 partitions with the 8-bit lanes of vk__scatter_ids */
+    /* The stable scatter of rows [lo, hi): each row's number written at pos[p] of its
+       partition p, pos advanced past them. For at most 8 partitions, the rows of each
+       partition met so far in a block of up to 255 rows are 8-bit lanes of one
+       register, so a row's destination never waits for the store of the row before it
+       (pos[p]++ in memory costs a store-to-load round trip per row). */
     static void vk__scatter_chunk(const int32_t *restrict p, Py_ssize_t lo, Py_ssize_t hi,
                                   int64_t n, int64_t *pos, int64_t *restrict order) {
         Py_ssize_t i = lo, end;
@@ -375,6 +328,36 @@ cdef extern from *:
         for (; i < hi; i++) order[pos[p[i]]++] = i;
     }
 
+    /* prefix sums of the counts in off, then the stable scatter of all rows (AVX-512
+       compress stores for at most 4 partitions, else vk__scatter_chunk) */
+    static void vk__scatter_ids(const int32_t *restrict p, Py_ssize_t m, int64_t n,
+                                int64_t *off, int64_t *pos, int64_t *restrict order) {
+        int64_t j;
+        for (j = 0; j < n; j++) { off[j + 1] += off[j]; pos[j] = off[j]; }
+    #if VK_AVX512
+        if (n <= 4 && m >= 64 && __builtin_cpu_supports("avx512f")) {
+            vk__scatter_compress(p, m, n, off, order);
+            return;
+        }
+    #endif
+        vk__scatter_chunk(p, 0, m, n, pos, order);
+    }
+
+    /* Partition ids and the stable bucketing of rows [0, m) on up to T threads (one
+       OpenMP team; velokern's numba kernels run on the same libgomp thread pool). Each
+       thread takes a contiguous chunk of rows: it computes their ids and counts them per
+       partition into its row of hist (T * n zeroed); once every chunk is counted, one
+       thread turns the counts into where each chunk starts in each partition (chunks in
+       row order, so each partition's rows keep their arrival order) and writes the
+       offsets (off[p + 1]: the end of partition p); then every thread writes its rows'
+       numbers there. Returns 0, or -1 when a thread's scratch could not be allocated. */
+    #ifdef _OPENMP
+    #include <omp.h>
+    #define VK_OPENMP 1
+    #else
+    #define VK_OPENMP 0
+    #endif
+    #include <stdlib.h>
     static int vk__bucket_rows(const int64_t *const *cols, const int *w, int ncols,
                                Py_ssize_t m,
                                int64_t n, int T, int32_t *pids, int64_t *hist,

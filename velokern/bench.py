@@ -1249,10 +1249,18 @@ aggregates), same machine, medians of repeated calls.
   hashed into 16 partitions); S3a merge rounds 983 µs at 16 partitions (four rounds of
   ~250 µs), gather 737 µs, kernel 661 µs against V1's 2.4 ms; S1 (10 symbols, so at most
   10 of 16 partitions have rows, load balance 3.2) kernel 304 µs and putting rows back in
-  input order 294 µs. What would lift it: a merge split by output ranges (merge path) so
-  the rounds run on the workers, S1's re-ordering on the workers, a scatter that buffers
-  each partition's rows per thread for many partitions, and for few keys a balanced
-  key-to-partition map instead of a hash.
+  input order 294 µs. Then the merge went onto the workers too
+  (`order.merge_runs_parallel`: each round's merges cut into pieces of output by a
+  binary search, the merge path): on this machine, S3a in alternating processes, V2:2
+  149-252 -> 88-111 µs, V2:4 on its 2 threads 255-301 -> 163-194 µs. A last short run
+  on the 16-core machine (commit 2b4d905, steps timed in one process, the configurations
+  one after another; that process ran slowly, V1 S3a 5.2 ms per batch against 2.5 ms in
+  the runs above, so only its ratios mean something): S3a V2:2 / 4 / 8 / 16 at 1.0x /
+  2.0x / 2.5x / 2.8x V1, the merge ~226 µs at 4-16 partitions (537-983 µs before) and the
+  gather 130-229 µs; S2 1.1x / 1.35x / 1.74x / 1.69x. What would lift it further: S1's
+  re-ordering on the workers, a scatter that buffers each partition's rows per thread
+  for many partitions, the serial `prepare` of S3a (~250 µs there), and for few keys a
+  balanced key-to-partition map instead of a hash.
 - **S3a, tumbling window + GROUP BY (100 M rec/s target missed).** In S3a every
   record opens its own (window, trader, symbol) group: a minute holds 60 records and
   their 60 (trader, symbol) pairs are all different, so the job emits one row per input

@@ -22,6 +22,7 @@ large allocation inside a kernel page-faults on every call). Slow twins live in
 
 from __future__ import annotations
 
+import numpy as np
 from numba import njit, prange
 
 from velokern.kernels.scalar import JIT, nonneg
@@ -113,23 +114,9 @@ def merge_runs(win, seq, starts, ends, out, tmp):
     nr = len(starts)
     if nr == 2:
         return _merge_two(win, seq, starts[0], ends[0], starts[1], ends[1], out)
-    total = 0
+    total, seg, src, dst = _rounds(starts, ends, out, tmp)
     for r in range(nr):
-        total += ends[r] - starts[r]
-    rounds = 0
-    m = 1
-    while m < nr:
-        m *= 2
-        rounds += 1
-    # the runs' positions, run after run, in the buffer the last round does not write
-    src, dst = (tmp, out) if rounds % 2 == 1 else (out, tmp)
-    seg = starts.copy()  # seg[r]: where run r begins in src; it ends where r + 1 begins
-    k = 0
-    for r in range(nr):
-        seg[r] = k
-        for q in range(starts[r], ends[r]):
-            src[nonneg(k)] = q
-            k += 1
+        _copy_run(src, seg[r], starts[r], ends[r])
     width = 1
     while width < nr:
         r = 0
@@ -151,20 +138,7 @@ def merge_runs_parallel(win, seq, starts, ends, out, tmp, chunks):
     binary search, the merge path), and every piece of the round is merged by a worker.
     Same result: ties in run order. ``tmp`` is scratch as long as ``out``."""
     nr = len(starts)
-    total = 0
-    for r in range(nr):
-        total += ends[r] - starts[r]
-    rounds = 0
-    m = 1
-    while m < nr:
-        m *= 2
-        rounds += 1
-    src, dst = (tmp, out) if rounds % 2 == 1 else (out, tmp)
-    seg = starts.copy()
-    k = 0
-    for r in range(nr):
-        seg[r] = k
-        k += ends[r] - starts[r]
+    total, seg, src, dst = _rounds(starts, ends, out, tmp)
     for r in prange(nr):
         _copy_run(src, seg[r], starts[r], ends[r])
     width = 1
@@ -184,6 +158,26 @@ def merge_runs_parallel(win, seq, starts, ends, out, tmp, chunks):
         src, dst = dst, src
         width *= 2
     return total
+
+
+@njit(**JIT)
+def _rounds(starts, ends, out, tmp):
+    """(rows, where each run begins in src, src, dst) for merging the runs pairwise in
+    rounds: src is the buffer the last round does not write, so it ends in ``out``."""
+    nr = len(starts)
+    seg = np.empty(nr, np.int64)
+    total = 0
+    for r in range(nr):
+        seg[r] = total
+        total += ends[r] - starts[r]
+    rounds = 0
+    m = 1
+    while m < nr:
+        m *= 2
+        rounds += 1
+    if rounds % 2 == 1:
+        return total, seg, tmp, out
+    return total, seg, out, tmp
 
 
 @njit(**JIT)
