@@ -124,3 +124,22 @@ def test_scaling_study_json_and_its_report_section(tmp_path):
     (tmp_path / "other.json").write_text("{}")  # not a scaling study: not read
     sections = scaling_sections(str(tmp_path / "performance.md"))
     assert len(sections) == 1 and "2.00x | 0.50 | 1.20" in sections[0]
+
+
+def test_scaling_command_line(tmp_path):
+    """``velokern bench --scaling FILE --scenarios S0 --quick`` writes the study of S0
+    alone; --processors does not go with --scaling (the study picks the configurations)."""
+    out = tmp_path / "scaling-x.json"
+    r = subprocess.run([sys.executable, "-m", "velokern", "bench", "--quick", "--scaling",
+                        str(out), "--scenarios", "S0"], capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr
+    data = json.loads(out.read_text())
+    assert data["complete"] and {x["scenario"] for x in data["results"]} == {"S0"}
+    assert f"wrote {out}" in r.stdout
+    r = subprocess.run([sys.executable, "-m", "velokern", "bench", "--scaling", str(out),
+                        "--processors", "v1"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "leave out --processors" in r.stderr
+    r = subprocess.run([sys.executable, "-m", "velokern", "bench", "--scaling", str(out),
+                        "--scenarios", "S9"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "unknown scenario(s) ['S9']" in r.stderr

@@ -243,6 +243,7 @@ def _bench(args: argparse.Namespace) -> int:
     from velokern.bench import (
         ALL_SCENARIOS,
         QUICK,
+        SCALING_SCENARIOS,
         format_scaling,
         format_table,
         measure_scaling,
@@ -256,8 +257,17 @@ def _bench(args: argparse.Namespace) -> int:
         write_report(args.report, quick=args.quick)
         print(f"wrote {args.report}")
         return 0
+    text = args.scenarios or ",".join(SCALING_SCENARIOS if args.scaling else ALL_SCENARIOS)
+    scenarios = tuple(x.strip() for x in text.split(",") if x.strip())
+    bad = [x for x in scenarios if x not in ALL_SCENARIOS]
+    if bad or not scenarios:
+        raise UsageError(f"unknown scenario(s) {bad or [text]} for --scenarios "
+                         f"(known: {', '.join(ALL_SCENARIOS)})")
     if args.scaling:
-        measure_scaling(args.scaling, quick=args.quick)
+        if args.processors:
+            raise UsageError("--scaling runs V1 and V2 at 1, 2, 4, ... partitions up to the "
+                             "CPUs; leave out --processors")
+        measure_scaling(args.scaling, quick=args.quick, scenarios=scenarios)
         print(f"wrote {args.scaling}")
         return 0
     kw = {}
@@ -265,11 +275,6 @@ def _bench(args: argparse.Namespace) -> int:
         kw = dict(QUICK)
     if args.processors:
         kw["processors"] = tuple(args.processors.split(","))
-    scenarios = tuple(x.strip() for x in args.scenarios.split(",") if x.strip())
-    bad = [x for x in scenarios if x not in ALL_SCENARIOS]
-    if bad or not scenarios:
-        raise UsageError(f"unknown scenario(s) {bad or [args.scenarios]} for --scenarios "
-                         f"(known: {', '.join(ALL_SCENARIOS)})")
     results = run_bench(scenarios=scenarios, **kw)
     print(format_table(results))
     print()
@@ -319,8 +324,9 @@ def main(argv: list[str] | None = None) -> int:
     d.set_defaults(func=_demo)
     b = sub.add_parser("bench", help="V1 / V2 / DuckDB / Polars on the reference scenarios")
     b.add_argument("--quick", action="store_true", help="small run (under a minute)")
-    b.add_argument("--scenarios", default="S0,S1,S2,S3a,S3b",
-                   help="comma-separated reference scenarios")
+    b.add_argument("--scenarios", default=None,
+                   help="comma-separated reference scenarios (default: S0,S1,S2,S3a,S3b; "
+                        "with --scaling S0,S1,S2,S3a)")
     b.add_argument("--plot", help="also draw throughput and scaling to this PNG file")
     b.add_argument("--processors", default=None, help="e.g. v1,v2:2")
     b.add_argument("--json", help="also write the results as JSON to this file")
