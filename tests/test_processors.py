@@ -419,9 +419,9 @@ def test_threaded_routing_of_large_batches(monkeypatch):
 
 def test_merged_group_rows_gathered_on_the_workers(monkeypatch):
     """Windowed GROUP BY under V2 merges the partitions' group rows and gathers them;
-    with a V2 job on 4+ threads and 32k+ rows that gather runs on the numba workers
-    (forced here, this machine may have 2 CPUs): V1's output bit for bit. The engine
-    asks for it only in V2 jobs with enough rows."""
+    with 32k+ rows both run on the V2 job's numba workers (4 chunks forced here, more
+    than this machine's CPUs): V1's output bit for bit. The engine asks for the workers
+    only in V2 jobs with enough rows."""
     from velokern.engine import PARALLEL_MIN_ROWS, StreamExecutionEngine
 
     cols = make_stream(2 * PARALLEL_MIN_ROWS, seed=29, keys=5_000)

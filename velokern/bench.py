@@ -1225,42 +1225,46 @@ aggregates), same machine, medians of repeated calls.
   scenario at every partition count: V2/V1 at 100k batches S1 0.80-0.91x, S2 0.83-1.00x,
   S3a 0.40-0.75x (S0, stateless, 1.8-2.3x). Timing each step of one 100k batch there
   (wrapped engine methods, best of 3 passes of 18 batches) found three serial steps
-  growing with the partitions. (1) Merging the partitions' group rows (S3a) scanned every
-  run's head for every row: 248 µs at 2 partitions, 1,001 at 4, 1,798 at 8, 3,763 at 16.
-  `order.merge_runs` now merges 3+ runs pairwise in rounds, O(rows x log runs): on this
-  2-core machine 827 -> 235 µs at 4 partitions, 2,534 -> 444 µs at 16. (2) Routing was
-  serial: S2 at 16 partitions key bits 69 µs, partition ids 47 µs, the stable scatter 203
-  µs (the generic loop above 4 partitions), against a 164 µs parallel kernel. The shim's
-  `bucket_by_keys(keys, n, threads)` now hashes, counts and scatters contiguous chunks of
-  rows on an OpenMP team (the same libgomp pool as the kernels'; chunks written in row
-  order, so the result is the one-thread one), for batches of 32k rows and more; `timeit`
-  there, 100k rows, one key: 16 partitions 369 -> 153 µs on 16 threads, 8 partitions 357
-  -> 78 µs on 8 (on this machine, 2 threads: 2 partitions 67 -> 56 µs, 4 partitions 114
-  -> 73 µs, slower in its slow phases). And the key bits are no longer copied: integer,
-  time and string-code keys go to the shim as they are (int32 codes hashed sign-extended,
-  the same ids), when none is null in the batch (S3a 120-206 µs -> ~3 µs). (3) Gathering
-  the merged group rows (S3a, ~700 µs): on the numba workers when a job runs 4+ threads,
-  782 -> 407 µs at 4, 776 -> 265 at 8, 831 -> 234 at 16 (not on 2 threads: see the
-  gather above). The second study (commit 7c155f8, before the gather change): V2/V1 at
-  100k batches S2 1.10x at 2 partitions, 1.56x at 4, 1.63x at 8, 1.39x at 16; S3a
-  1.05-1.24x; S1 0.81-1.04x; S0 1.40-1.97x; 1M keys V2:16 0.144 s (0.222 s before; V1
-  0.289 s, DuckDB on 16 threads 0.078 s). What bounds it there now (steps, second run):
-  S2 at 16 partitions routing 157 µs and the kernel 157 µs (load balance 1.52: 200 keys
-  hashed into 16 partitions); S3a merge rounds 983 µs at 16 partitions (four rounds of
-  ~250 µs), gather 737 µs, kernel 661 µs against V1's 2.4 ms; S1 (10 symbols, so at most
-  10 of 16 partitions have rows, load balance 3.2) kernel 304 µs and putting rows back in
+  growing with the partitions. (1) Merging the partitions' group rows (S3a) scanned
+  every run's head for every row: 248 µs at 2 partitions, 1,001 at 4, 1,798 at 8, 3,763
+  at 16. `order.merge_runs` now merges 3+ runs pairwise in rounds, O(rows x log runs):
+  on this 2-core machine 827 -> 235 µs at 4 partitions, 2,534 -> 444 µs at 16. (2)
+  Routing was serial: S2 at 16 partitions key bits 69 µs, partition ids 47 µs, the
+  stable scatter 203 µs (the generic loop above 4 partitions), against a 164 µs parallel
+  kernel. The shim's `bucket_by_keys(keys, n, threads)` now hashes, counts and scatters
+  contiguous chunks of rows on an OpenMP team (the same libgomp pool as the kernels';
+  chunks written in row order, so the result is the one-thread one), for batches of 32k
+  rows and more; `timeit` there, 100k rows, one key: 16 partitions 369 -> 153 µs on 16
+  threads, 8 partitions 357 -> 78 µs on 8 (on this machine, 2 threads: 2 partitions 67
+  -> 56 µs, 4 partitions 114 -> 73 µs, slower in its slow phases). And the key bits are
+  no longer copied: integer, time and string-code keys go to the shim as they are (int32
+  codes hashed sign-extended, the same ids), when none is null in the batch (S3a 120-206
+  µs -> ~3 µs). (3) Gathering the merged group rows (S3a, ~700 µs): on the numba
+  workers, 782 -> 407 µs at 4 threads, 776 -> 265 at 8, 831 -> 234 at 16; and on 2
+  threads too, measured on this machine with outputs kept (S3a V2:2, alternating
+  processes, 3 pairs: 3.95-4.01 -> 2.90-3.03 ms per batch; with outputs dropped
+  2.15-2.39 -> 2.16 ms): the workers fault in the new packs' pages side by side. The
+  earlier measurement above (slower on the workers) is not reproduced with this code.
+  The second study (commit 7c155f8, before the gather change): V2/V1 at 100k batches S2
+  1.10x at 2 partitions, 1.56x at 4, 1.63x at 8, 1.39x at 16; S3a 1.05-1.24x; S1
+  0.81-1.04x; S0 1.40-1.97x; 1M keys V2:16 0.144 s (0.222 s before; V1 0.289 s, DuckDB
+  on 16 threads 0.078 s). What bounds it there now (steps, second run): S2 at 16
+  partitions routing 157 µs and the kernel 157 µs (load balance 1.52: 200 keys hashed
+  into 16 partitions); S3a merge rounds 983 µs at 16 partitions (four rounds of ~250
+  µs), gather 737 µs, kernel 661 µs against V1's 2.4 ms; S1 (10 symbols, so at most 10
+  of 16 partitions have rows, load balance 3.2) kernel 304 µs and putting rows back in
   input order 294 µs. Then the merge went onto the workers too
   (`order.merge_runs_parallel`: each round's merges cut into pieces of output by a
   binary search, the merge path): on this machine, S3a in alternating processes, V2:2
-  149-252 -> 88-111 µs, V2:4 on its 2 threads 255-301 -> 163-194 µs. A last short run
-  on the 16-core machine (commit 2b4d905, steps timed in one process, the configurations
+  149-252 -> 88-111 µs, V2:4 on its 2 threads 255-301 -> 163-194 µs. A last short run on
+  the 16-core machine (commit 2b4d905, steps timed in one process, the configurations
   one after another; that process ran slowly, V1 S3a 5.2 ms per batch against 2.5 ms in
   the runs above, so only its ratios mean something): S3a V2:2 / 4 / 8 / 16 at 1.0x /
-  2.0x / 2.5x / 2.8x V1, the merge ~226 µs at 4-16 partitions (537-983 µs before) and the
-  gather 130-229 µs; S2 1.1x / 1.35x / 1.74x / 1.69x. What would lift it further: S1's
-  re-ordering on the workers, a scatter that buffers each partition's rows per thread
-  for many partitions, the serial `prepare` of S3a (~250 µs there), and for few keys a
-  balanced key-to-partition map instead of a hash.
+  2.0x / 2.5x / 2.8x V1, the merge ~226 µs at 4-16 partitions (537-983 µs before) and
+  the gather 130-229 µs; S2 1.1x / 1.35x / 1.74x / 1.69x. What would lift it further:
+  S1's re-ordering on the workers, a scatter that buffers each partition's rows per
+  thread for many partitions, the serial `prepare` of S3a (~250 µs there), and for few
+  keys a balanced key-to-partition map instead of a hash.
 - **S3a, tumbling window + GROUP BY (100 M rec/s target missed).** In S3a every
   record opens its own (window, trader, symbol) group: a minute holds 60 records and
   their 60 (trader, symbol) pairs are all different, so the job emits one row per input

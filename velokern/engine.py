@@ -73,8 +73,10 @@ _PASSTHROUGH = 5  # an assembly plan's "pack" of an input column passed through
 _DIRECT_LIMIT = 1 << 20  # direct-map slots per partition
 #: V2 routes (the shim) and gathers merged rows on its worker threads from this many rows
 PARALLEL_MIN_ROWS = 32_768
-#: ... and merges its partitions' group rows on them from this many threads
+#: ... and merges its partitions' group rows on them from this many threads, and
+#: gathers the merged rows from this many
 MERGE_MIN_THREADS = 2
+GATHER_MIN_THREADS = 2
 _GENERATED: dict[tuple, tuple[KernelSpec, Any]] = {}
 _GENERATED_LOCK = threading.Lock()
 _SINGLE: dict[int, Routing] = {}
@@ -934,14 +936,14 @@ class StreamExecutionEngine:
         if not isinstance(rows, tuple):
             # positions: new packs hold those rows in order, gathered pack by pack (a
             # take per column and per mask cost more: S3a, V2:2, 3.99-4.51 -> 3.83-4.43
-            # ms per batch). On the numba workers when a V2 job runs 4 or more (16-core
-            # machine, S3a 100k batches: 782 -> 407 us at 4 threads, 831 -> 234 at 16);
-            # on 2 the workers' page faults on the new packs contend (4.3-4.9 ms per
-            # S3a batch against 3.83-4.43 on this 2-core machine)
+            # ms per batch), on the numba workers of a V2 job (16-core machine, S3a 100k
+            # batches: 782 -> 407 us at 4 threads, 831 -> 234 at 16; 2-core machine, S3a
+            # V2:2 with outputs kept 3.95-4.01 -> 2.90-3.03 ms per batch: the workers
+            # fault in the new packs' pages side by side)
             pos = rows
             threads = self._gather_threads(len(pos))
             packs = _repacked(spec, packs, len(pos), (
-                lambda src, dst: gather_rows(src, pos, dst)) if threads < 4 else (
+                lambda src, dst: gather_rows(src, pos, dst)) if threads < GATHER_MIN_THREADS else (
                 lambda src, dst: gather_rows_parallel(src, pos, dst, threads)), self._pool)
             rows = (0, len(pos))
         OM = packs[_MASKS]

@@ -11,7 +11,7 @@ move the rows there pack by pack, so the engine never sorts:
   scattered into new packs in input order, all of a pack's rows in one pass.
 - :func:`gather_rows`: the rows at the positions, for every row of a pack, in one call
   per pack (a take per column and per mask cost more); :func:`gather_rows_parallel`
-  splits the positions over the numba workers (V2 on 4 threads or more).
+  splits the positions over the numba workers (V2 jobs).
 - :func:`merge_runs`: group rows of windowed queries, each partition's run sorted by
   (window start, first record), merged by that key.
 
