@@ -323,6 +323,12 @@ def test_scatter_rows(data, n, parts, nrows):
         order.scatter_rows(src, np.array(orow, np.int64), np.array(starts, np.int64),
                            np.array(counts, np.int64), dst)
         assert dst.tolist() == slow.scatter_rows(src.tolist(), orow, runs)
+        for chunks in (1, 2, 7):  # on the workers: ranges of input rows
+            par = np.zeros_like(dst)
+            order.scatter_rows_parallel(src, np.array(orow, np.int64),
+                                        np.array(starts, np.int64),
+                                        np.array(counts, np.int64), par, chunks)
+            assert par.tolist() == dst.tolist()
 
 
 @settings(max_examples=200)

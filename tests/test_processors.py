@@ -376,8 +376,9 @@ def test_outputs_kept_across_batches_stay_as_emitted(scenario):
 
 def test_threaded_routing_of_large_batches(monkeypatch):
     """Batches of PARALLEL_ROUTE_ROWS rows and more are hashed and bucketed on the
-    worker threads (the shim's OpenMP team): V2 stays V1 bit for bit, also with two V2
-    jobs routing at once from two Python threads."""
+    worker threads (the shim's OpenMP team), and a ROWS window's output rows scattered
+    back into input order on the numba workers: V2 stays V1 bit for bit, also with two
+    V2 jobs at once from two Python threads."""
     from velokern import _shim
     from velokern.processors import strategies
 
@@ -392,7 +393,10 @@ def test_threaded_routing_of_large_batches(monkeypatch):
         return real(keys, n, threads)
 
     monkeypatch.setattr(_shim, "bucket_by_keys", spy)
-    sqls = (GROUP_SQL, "SELECT s, k, COUNT(*) AS c, SUM(f) AS sf FROM t GROUP BY s, k")
+    sqls = (GROUP_SQL, "SELECT s, k, COUNT(*) AS c, SUM(f) AS sf FROM t GROUP BY s, k",
+            # one output row per input row: scattered back into input order on the workers
+            "SELECT s, f, AVG(f) OVER (ROWS WINDOW BUFFER 10 ROWS PARTITION BY s "
+            "ORDER BY seq) AS m FROM t")
     expected = {sql: run(sql, batches, "v1") for sql in sqls}
     for sql in sqls:
         for cfg in ("v2:2", "v2:3"):

@@ -37,6 +37,7 @@ from velokern.kernels.order import (
     merge_runs,
     merge_runs_parallel,
     scatter_rows,
+    scatter_rows_parallel,
 )
 from velokern.kernels.windows import NO_WATERMARK, watermarks
 from velokern.plan import (
@@ -840,9 +841,12 @@ class StreamExecutionEngine:
             # every input row has its row: the packs' rows are scattered into new packs
             # in input order (one pass per pack; gathering through the inverse map took
             # a pass to build it, then one per column: S1, V2:2, ~200 -> ~60 us)
-            out = _repacked(spec, packs, n,
-                            lambda src, dst: scatter_rows(src, orow, starts, counts, dst),
-                            self._pool)
+            threads = self._gather_threads(n)
+            out = _repacked(spec, packs, n, (
+                lambda src, dst: scatter_rows(src, orow, starts, counts, dst))
+                if threads < GATHER_MIN_THREADS else (
+                lambda src, dst: scatter_rows_parallel(src, orow, starts, counts, dst,
+                                                       threads)), self._pool)
             return self._assemble(spec, out, (0, n), prep)
         pos, sel = self._buffer("pos", total), self._buffer("sel", total)
         input_order(orow, starts, counts, self._buffer("inv", n)[:n], pos, sel)

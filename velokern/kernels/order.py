@@ -65,12 +65,34 @@ def scatter_rows(src, orow, starts, counts, dst):
     slots]``), and every input row has its row: column ``orow[k]`` of ``dst`` gets column
     k of ``src``. (Gathering through the inverse map costs a pass to build the map,
     then one per output column.)"""
-    for q in range(src.shape[0]):
-        s = src[q]
-        d = dst[q]
-        for r in range(len(starts)):
-            for k in range(starts[r], starts[r] + counts[r]):
+    _scatter_range(src, orow, starts, counts, dst, 0, dst.shape[1])
+
+
+@njit(**JIT)
+def _scatter_range(src, orow, starts, counts, dst, lo, hi):
+    """:func:`scatter_rows` for the input rows in ``[lo, hi)``: a partition's rows
+    come in input order, so those of each partition are one stretch of its run."""
+    for r in range(len(starts)):
+        a = starts[r]
+        run = orow[a:a + counts[r]]
+        ka = a + np.searchsorted(run, lo)
+        kb = a + np.searchsorted(run, hi)
+        for q in range(src.shape[0]):
+            s = src[q]
+            d = dst[q]
+            for k in range(ka, kb):
                 d[nonneg(orow[nonneg(k)])] = s[nonneg(k)]
+
+
+@njit(parallel=True, **JIT)
+def scatter_rows_parallel(src, orow, starts, counts, dst, chunks):
+    """:func:`scatter_rows` on the numba workers: each takes a range of input rows, so
+    they write apart (and fault in the new pack's pages side by side)."""
+    n = dst.shape[1]
+    step = (n + chunks - 1) // chunks
+    for t in prange(chunks):
+        lo = min(n, t * step)
+        _scatter_range(src, orow, starts, counts, dst, lo, min(n, lo + step))
 
 
 @njit(**JIT)
@@ -261,4 +283,4 @@ def _merge_two(win, seq, i, ie, j, je, out):
 
 
 __all__ = ["gather_rows", "gather_rows_parallel", "input_order", "merge_runs",
-           "merge_runs_parallel", "scatter_rows"]
+           "merge_runs_parallel", "scatter_rows", "scatter_rows_parallel"]
