@@ -1249,26 +1249,32 @@ aggregates), same machine, medians of repeated calls.
   workers the same way (`order.scatter_rows_parallel`: each worker takes a range of
   input rows, which is one stretch of every partition's run): S1 V2:2 with outputs kept,
   this code and the previous commit in alternating processes (4 pairs), 1.06-1.14 ->
-  0.86-0.91 ms per batch (V1 ~0.83 ms in the report). The second study (commit 7c155f8,
-  before the gather change): V2/V1 at 100k batches S2 1.10x at 2 partitions, 1.56x at 4,
-  1.63x at 8, 1.39x at 16; S3a 1.05-1.24x; S1 0.81-1.04x; S0 1.40-1.97x; 1M keys V2:16
-  0.144 s (0.222 s before; V1 0.289 s, DuckDB on 16 threads 0.078 s). What bounds it
-  there now (steps, second run): S2 at 16 partitions routing 157 µs and the kernel 157
-  µs (load balance 1.52: 200 keys hashed into 16 partitions); S3a merge rounds 983 µs at
-  16 partitions (four rounds of ~250 µs), gather 737 µs, kernel 661 µs against V1's 2.4
-  ms; S1 (10 symbols, so at most 10 of 16 partitions have rows, load balance 3.2) kernel
-  304 µs and putting rows back in input order 294 µs. Then the merge went onto the
-  workers too (`order.merge_runs_parallel`: each round's merges cut into pieces of
-  output by a binary search, the merge path): on this machine, S3a in alternating
-  processes, V2:2 149-252 -> 88-111 µs, V2:4 on its 2 threads 255-301 -> 163-194 µs. A
-  last short run on the 16-core machine (commit 2b4d905, steps timed in one process, the
-  configurations one after another; that process ran slowly, V1 S3a 5.2 ms per batch
-  against 2.5 ms in the runs above, so only its ratios mean something): S3a V2:2 / 4 / 8
-  / 16 at 1.0x / 2.0x / 2.5x / 2.8x V1, the merge ~226 µs at 4-16 partitions (537-983 µs
-  before) and the gather 130-229 µs; S2 1.1x / 1.35x / 1.74x / 1.69x. What would lift it
-  further: S1's re-ordering on the workers, a scatter that buffers each partition's rows
-  per thread for many partitions, the serial `prepare` of S3a (~250 µs there), and for
-  few keys a balanced key-to-partition map instead of a hash.
+  0.86-0.91 ms per batch (V1 ~0.83 ms in the report). Tried and not kept: growing the
+  state of a V2 job on the workers (doubling each array one partition's row at a time,
+  the tables rebuilt per partition): the 1M-key GROUP BY's growth took 24-27 ms per job,
+  as on one thread (23-30 ms), but 100 ms in 2 of 6 runs (alternating processes). Huge
+  pages matter there: with numpy's MADV_HUGEPAGE turned off, growth took 45-63 ms
+  instead of 23-27 and the V2:2 job 0.19-0.20 s instead of 0.15-0.18 s. The second study
+  (commit 7c155f8, before the gather change): V2/V1 at 100k batches S2 1.10x at 2
+  partitions, 1.56x at 4, 1.63x at 8, 1.39x at 16; S3a 1.05-1.24x; S1 0.81-1.04x; S0
+  1.40-1.97x; 1M keys V2:16 0.144 s (0.222 s before; V1 0.289 s, DuckDB on 16 threads
+  0.078 s). What bounds it there now (steps, second run): S2 at 16 partitions routing
+  157 µs and the kernel 157 µs (load balance 1.52: 200 keys hashed into 16 partitions);
+  S3a merge rounds 983 µs at 16 partitions (four rounds of ~250 µs), gather 737 µs,
+  kernel 661 µs against V1's 2.4 ms; S1 (10 symbols, so at most 10 of 16 partitions have
+  rows, load balance 3.2) kernel 304 µs and putting rows back in input order 294 µs.
+  Then the merge went onto the workers too (`order.merge_runs_parallel`: each round's
+  merges cut into pieces of output by a binary search, the merge path): on this machine,
+  S3a in alternating processes, V2:2 149-252 -> 88-111 µs, V2:4 on its 2 threads 255-301
+  -> 163-194 µs. A last short run on the 16-core machine (commit 2b4d905, steps timed in
+  one process, the configurations one after another; that process ran slowly, V1 S3a 5.2
+  ms per batch against 2.5 ms in the runs above, so only its ratios mean something): S3a
+  V2:2 / 4 / 8 / 16 at 1.0x / 2.0x / 2.5x / 2.8x V1, the merge ~226 µs at 4-16
+  partitions (537-983 µs before) and the gather 130-229 µs; S2 1.1x / 1.35x / 1.74x /
+  1.69x. What would lift it further: S1's re-ordering on the workers, a scatter that
+  buffers each partition's rows per thread for many partitions, the serial `prepare` of
+  S3a (~250 µs there), and for few keys a balanced key-to-partition map instead of a
+  hash.
 - **S3a, tumbling window + GROUP BY (100 M rec/s target missed).** In S3a every
   record opens its own (window, trader, symbol) group: a minute holds 60 records and
   their 60 (trader, symbol) pairs are all different, so the job emits one row per input
