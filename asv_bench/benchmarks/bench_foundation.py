@@ -5,6 +5,8 @@ All data is built in ``setup``; the timed methods only call the code under test.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from velokern import _shim
@@ -40,6 +42,32 @@ class Bucketing:
 
     def time_stable_bucket(self, rows):
         _shim.stable_bucket(self.pids, PARTITIONS)
+
+
+class ThreadedBucketing:
+    """``bucket_by_keys`` on the process's CPUs (one OpenMP thread per CPU, at most
+    PARTITIONS) for an int64 key column."""
+
+    params = ROWS
+    param_names = ["rows"]
+    dtype = np.int64
+
+    def setup(self, rows):
+        self.keys = np.random.default_rng(42).integers(0, 1_000, rows).astype(self.dtype)
+        self.threads = max(1, min(PARTITIONS, len(os.sched_getaffinity(0))))
+        try:  # commits before threaded bucketing (or before int32 key columns)
+            _shim.bucket_by_keys(self.keys[:1], PARTITIONS, self.threads)
+        except TypeError:
+            raise NotImplementedError from None
+
+    def time_bucket_by_keys_threads(self, rows):
+        _shim.bucket_by_keys(self.keys, PARTITIONS, self.threads)
+
+
+class ThreadedBucketingCodes(ThreadedBucketing):
+    """The same for int32 dictionary codes, which the shim reads as they are."""
+
+    dtype = np.int32
 
 
 def _columns(rows: int, rng: np.random.Generator, symbols: np.ndarray) -> dict:
