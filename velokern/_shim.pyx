@@ -3,8 +3,9 @@
 
 Partition ids
 -------------
-``partition_ids(keys, n)`` maps one or more int64 key columns to partitions with a
-fixed 64-bit mixing function, identical on every platform and run::
+``partition_ids(keys, n)`` maps one or more integer key columns to partitions with a
+fixed 64-bit mixing function, identical on every platform and run (a column is read as
+int64: int32 dictionary codes sign-extended, uint64 as its bits, other widths widened)::
 
     h = 0
     for each key column k:  h = splitmix64(h XOR uint64(k))
@@ -19,7 +20,8 @@ Stable bucketing
 ----------------
 ``stable_bucket(pids, n)`` returns ``(order, offsets)``: the row indices grouped by
 partition (a counting sort, so rows of one partition keep arrival order) and the n+1
-offsets of each partition's run in ``order``.
+offsets of each partition's run in ``order``. ``bucket_by_keys(keys, n, threads)`` does
+both, on ``threads`` OpenMP threads (contiguous chunks of rows) when built with OpenMP.
 
 Thread pinning
 --------------
