@@ -1275,12 +1275,12 @@ aggregates), same machine, medians of repeated calls.
   buffers each partition's rows per thread for many partitions, the serial `prepare` of
   S3a (~250 µs there), and for few keys a balanced key-to-partition map instead of a
   hash.
-- **S3a, tumbling window + GROUP BY (100 M rec/s target missed).** In S3a every
-  record opens its own (window, trader, symbol) group: a minute holds 60 records and
-  their 60 (trader, symbol) pairs are all different, so the job emits one row per input
-  record. Timing the engine on 1M records (V1, 100k batches) with variants of the query:
-  S3a 7.8 ms/batch; the same with 100-minute windows (groups reused, few closes) 2.8 ms;
-  S3a with COUNT(*) only 6.1 ms; the same GROUP BY without a window 1.2 ms. So the
+- **S3a, tumbling window + GROUP BY (100 M rec/s target missed).** In S3a every record
+  opens its own (window, trader, symbol) group: a minute holds 60 records and their 60
+  (trader, symbol) pairs are all different, so the job emits one row per input record.
+  Timing the engine on 1M records (V1, 100k batches) with variants of the query: S3a 7.8
+  ms/batch; the same with 100-minute windows (groups reused, few closes) 2.8 ms; S3a
+  with COUNT(*) only 6.1 ms; the same GROUP BY without a window 1.2 ms. So the
   aggregates cost little and ~50 ns/record goes to creating a group (hash of three keys,
   table insert, ~15 state rows initialised) and closing it (emit, compaction, table
   rebuild). A cProfile of 60 batches: the kernel 77% of the time, copying the output
@@ -1325,90 +1325,100 @@ aggregates), same machine, medians of repeated calls.
   a dense per-window array, are what could approach it. Why the table above shows S3a
   slower (4.2-4.3 ms per batch) than the A/B runs quoted here (2.9-3.3 ms): the bench
   keeps every output of a pass, as a consumer collecting results would. Timing each
-  batch of one such pass: the first ~8 batches run at 3.3 ms (memory the previous
-  pass freed is reused), later ones at 5.3 ms (each output is fresh memory, ~1,600 page
+  batch of one such pass: the first ~8 batches run at 3.3 ms (memory the previous pass
+  freed is reused), later ones at 5.3 ms (each output is fresh memory, ~1,600 page
   faults for 6.4 MB); with the outputs dropped every batch runs at ~3.1 ms. Cutting the
   output packs from one block (so numpy advises transparent huge pages for it) gained
   ~3% on the whole pass (4.51 -> 4.37 ms, three pairs of processes) and was not kept.
-  What fresh memory costs on this machine (a Firecracker VM, kernel 6.18), measured
-  with numpy arrays written once and kept: 1 MB arrays (4 KiB pages) 32 MB in 13.5-17 ms,
+  What fresh memory costs on this machine (a Firecracker VM, kernel 6.18), measured with
+  numpy arrays written once and kept: 1 MB arrays (4 KiB pages) 32 MB in 13.5-17 ms,
   ~0.45 ns per byte, as much as the kernel's own work per output byte; 8 MB arrays
   (numpy advises huge pages from 4 MiB) 8 ms for the first 32 MB, then ~60 ms per 32 MB
-  once free huge pages ran out (the kernel compacts memory on the fault); populating
-  the pages with one `madvise(MADV_POPULATE_WRITE)` before writing: 12.3-12.6 ms, ~10%.
-  So every byte a kept output holds costs about as much to fault in as to compute.
-  Done: string output columns are written by the kernels as int32 codes into their
-  own pack (they were int64 rows cast to int32 afterwards: 12 bytes of new memory per
-  string value became 4), a pack no output uses gets no memory, and an engine carves
-  each batch's large output packs from one block of a recycling pool (`velokern.pool`):
-  a block is handed out again once no output refers to it (its reference count), so a
+  once free huge pages ran out (the kernel compacts memory on the fault); populating the
+  pages with one `madvise(MADV_POPULATE_WRITE)` before writing: 12.3-12.6 ms, ~10%. So
+  every byte a kept output holds costs about as much to fault in as to compute. Done:
+  string output columns are written by the kernels as int32 codes into their own pack
+  (they were int64 rows cast to int32 afterwards: 12 bytes of new memory per string
+  value became 4), a pack no output uses gets no memory, and an engine carves each
+  batch's large output packs from one block of a recycling pool (`velokern.pool`): a
+  block is handed out again once no output refers to it (its reference count), so a
   consumer that drops its outputs gets memory that is already mapped. Left to the C
   allocator, whether freed memory came back had depended on its thresholds and on the
-  sizes of the arrays: the same S3a job took 0 to 5,700 page faults per 18 batches,
-  and 17,700 (every output byte) with the int32 change alone. Against the previous
-  commit in alternating processes (18 batches of 100k, median of passes, ms per
-  batch): S3a V1 with outputs kept 5.7-5.9 -> 4.7-5.0 (22.8k -> 17.0k page faults per
-  pass), outputs dropped 3.4-3.6 -> 3.22; S1 V1 dropped 0.89 -> 0.76, kept unchanged
-  (1.09-1.11); S3a V2:2 dropped unchanged (3.7-4.0), kept 4.4-5.3 -> 5.2-5.4: the old
-  code's first ~12 batches of a pass reused memory the C allocator kept from the
-  previous pass's outputs (each pass is a new engine, so the pool starts empty; per
-  batch of new memory V2:2 went 6.1-6.4 -> 5.2-5.5 in a slow-mode pair). One block of
-  4 MiB or more (numpy
-  then asks for huge pages) halved the faults of S3a with outputs kept (8.3k per
-  pass, 4.0-4.1 ms), but S3a's packs now fill 3.8 MiB; asking for huge pages
-  explicitly was not tried: when free huge pages run out the kernel compacts memory on
-  the fault, which measured ~4x slower than 4 KiB pages here.
-  Latest round (`perf` with the kernels' map, then edited copies of the generated
-  kernel alternating in one process; S3a V1, 100k batches, outputs dropped): 18% of
-  all samples sat on the hash-table slot's load, but prefetching that slot 8 or 16
-  records ahead was slower (2.52 -> 2.72-2.76 ms per batch). Removing pieces one at a
-  time: the tumbling window's start computed as `t - t % size` instead of through the
-  general sliding formula (a second division per record) 3.12 -> 2.91 ms; no order keys
-  written by the emit kernel 3.12 -> 2.99 (they are read only to merge the runs of
-  several partitions); a probe that writes and compares no key null flags and keeps the
-  key in registers 3.43 -> 3.26. Kept, all three: `first_window` returns early when size
-  equals slide (the kernels pass constants, so the test folds away); a one-partition
-  engine passes an empty order-key array and the emit kernel writes none; the probe
-  takes the key bits and null flags as tuples (the key loops unroll; the kernel stored
-  them into two arrays per record before) and, in the null-free kernel variant, neither
-  writes nor compares null flags (a test now has null keys arrive after that variant
-  created groups). Then, for one partition, the windowed path's per-batch Python (output
-  offsets as plain ints, late records looked at only when the kernel counted some, the
-  rows assembled without the merge bookkeeping) and the output packs' layout cached per
-  size (4.4 -> 1.5 us a batch). Against the round's start, alternating processes, ms per
-  batch: 100k 3.1-3.8 -> 2.4-3.0 (outputs dropped), 5.1-5.4 -> 4.3-4.5 (kept); us per
-  batch: 1k 69-70 -> 45-46, 10k 314-325 -> 222-227. Tried and left: a cheaper key hash
-  (three independent multiplies and one xor-shift instead of the fold chain and `mix64`)
-  2.25 -> 2.10 ms, not kept because hashes stored in existing checkpoints would no
-  longer match the kernels'; closing windows at 2,000 or 3,968 live groups instead of
-  4,096, within the noise. Where the time goes now (`perf`, 100k batches): the update
-  loop ~45% of the samples (each record creates a group: ~110 bytes of state written to
-  14 arrays), the emission of closed groups ~16% (output rows written at ~10 GB/s),
-  closing (`closing_gids`, `drop_closed`, clearing the table) ~5%. The key was stored
-  twice (the hash table's key bits and typed rows the emit read; dropping one set of
-  writes saved ~0.12 ms in an ablation): integer, time and string-code keys are now
-  read back from the key bits, 8 bytes less state per key and group (S3a 2.36-2.52 ms
-  against 2.36-2.44 before in alternating processes, within the noise; the 1M-key
-  GROUP BY below, V1, 262-345 -> 250-283 ms). What is left: a direct map instead of the
-  hash table for dictionary-coded keys. Bounds measured with edited kernels (same
-  process, alternating): no index at all (every record a new group, which holds for
-  S3a's data only) 2.22 -> 1.55 ms; the same but still hashing the key and storing its
-  bits 2.31 -> 1.73; a direct map over a ring of 4 windows times the two keys' codes
-  (5,151 slots per window, 165 KB) 2.31 -> 1.96 ms, ~15%, but that prototype never
-  kept the map in step with closing windows. Built in full (the map as the index of
-  the groups of open windows, not a cache in front of the table, which gains nothing
-  when every record opens a group; a slot of a window the watermark closed reused; two
-  open windows on one slot turning the map off with the table refilled first; the ring
-  innermost so a key's slots share a cache line; a rebuild when a dictionary outgrows
-  the map) it was slower than the table: the map on 2.86 against off 2.70 ms per batch
-  (one process, alternating), since emptying each freed group's slot when windows
-  close cost ~0.3 ms and the lookup's checks ~0.2 ms; a version that instead checks a
-  slot's group key by key and fixes up only the moved groups measured no better than
-  the table in alternating runs. Reverted. V2:2 on S3a (one process,
-  wrapped engine methods): the two partitions' kernels 1.4-1.9 ms in parallel against
-  ~2.0 ms for V1's, plus ~0.8 ms serial (key bits 0.11, partition ids 0.09, bucketing
-  0.07, merging the runs 0.13, gathering the merged rows 0.41), so V2:2 stays slower
-  than V1 here.
+  sizes of the arrays: the same S3a job took 0 to 5,700 page faults per 18 batches, and
+  17,700 (every output byte) with the int32 change alone. Against the previous commit in
+  alternating processes (18 batches of 100k, median of passes, ms per batch): S3a V1
+  with outputs kept 5.7-5.9 -> 4.7-5.0 (22.8k -> 17.0k page faults per pass), outputs
+  dropped 3.4-3.6 -> 3.22; S1 V1 dropped 0.89 -> 0.76, kept unchanged (1.09-1.11); S3a
+  V2:2 dropped unchanged (3.7-4.0), kept 4.4-5.3 -> 5.2-5.4: the old code's first ~12
+  batches of a pass reused memory the C allocator kept from the previous pass's outputs
+  (each pass is a new engine, so the pool starts empty; per batch of new memory V2:2
+  went 6.1-6.4 -> 5.2-5.5 in a slow-mode pair). One block of 4 MiB or more (numpy then
+  asks for huge pages) halved the faults of S3a with outputs kept (8.3k per pass,
+  4.0-4.1 ms), but S3a's packs now fill 3.8 MiB; asking for huge pages explicitly was
+  not tried: when free huge pages run out the kernel compacts memory on the fault, which
+  measured ~4x slower than 4 KiB pages here. Latest round (`perf` with the kernels' map,
+  then edited copies of the generated kernel alternating in one process; S3a V1, 100k
+  batches, outputs dropped): 18% of all samples sat on the hash-table slot's load, but
+  prefetching that slot 8 or 16 records ahead was slower (2.52 -> 2.72-2.76 ms per
+  batch). Removing pieces one at a time: the tumbling window's start computed as `t - t
+  % size` instead of through the general sliding formula (a second division per record)
+  3.12 -> 2.91 ms; no order keys written by the emit kernel 3.12 -> 2.99 (they are read
+  only to merge the runs of several partitions); a probe that writes and compares no key
+  null flags and keeps the key in registers 3.43 -> 3.26. Kept, all three:
+  `first_window` returns early when size equals slide (the kernels pass constants, so
+  the test folds away); a one-partition engine passes an empty order-key array and the
+  emit kernel writes none; the probe takes the key bits and null flags as tuples (the
+  key loops unroll; the kernel stored them into two arrays per record before) and, in
+  the null-free kernel variant, neither writes nor compares null flags (a test now has
+  null keys arrive after that variant created groups). Then, for one partition, the
+  windowed path's per-batch Python (output offsets as plain ints, late records looked at
+  only when the kernel counted some, the rows assembled without the merge bookkeeping)
+  and the output packs' layout cached per size (4.4 -> 1.5 us a batch). Against the
+  round's start, alternating processes, ms per batch: 100k 3.1-3.8 -> 2.4-3.0 (outputs
+  dropped), 5.1-5.4 -> 4.3-4.5 (kept); us per batch: 1k 69-70 -> 45-46, 10k 314-325 ->
+  222-227. Tried and left: a cheaper key hash (three independent multiplies and one
+  xor-shift instead of the fold chain and `mix64`) 2.25 -> 2.10 ms, not kept because
+  hashes stored in existing checkpoints would no longer match the kernels'; closing
+  windows at 2,000 or 3,968 live groups instead of 4,096, within the noise. Where the
+  time goes now (`perf`, 100k batches): the update loop ~45% of the samples (each record
+  creates a group: ~110 bytes of state written to 14 arrays), the emission of closed
+  groups ~16% (output rows written at ~10 GB/s), closing (`closing_gids`, `drop_closed`,
+  clearing the table) ~5%. The key was stored twice (the hash table's key bits and typed
+  rows the emit read; dropping one set of writes saved ~0.12 ms in an ablation):
+  integer, time and string-code keys are now read back from the key bits, 8 bytes less
+  state per key and group (S3a 2.36-2.52 ms against 2.36-2.44 before in alternating
+  processes, within the noise; the 1M-key GROUP BY below, V1, 262-345 -> 250-283 ms).
+  What is left: a direct map instead of the hash table for dictionary-coded keys. Bounds
+  measured with edited kernels (same process, alternating): no index at all (every
+  record a new group, which holds for S3a's data only) 2.22 -> 1.55 ms; the same but
+  still hashing the key and storing its bits 2.31 -> 1.73; a direct map over a ring of 4
+  windows times the two keys' codes (5,151 slots per window, 165 KB) 2.31 -> 1.96 ms,
+  ~15%, but that prototype never kept the map in step with closing windows. Built in
+  full (the map as the index of the groups of open windows, not a cache in front of the
+  table, which gains nothing when every record opens a group; a slot of a window the
+  watermark closed reused; two open windows on one slot turning the map off with the
+  table refilled first; the ring innermost so a key's slots share a cache line; a
+  rebuild when a dictionary outgrows the map) it was slower than the table: the map on
+  2.86 against off 2.70 ms per batch (one process, alternating), since emptying each
+  freed group's slot when windows close cost ~0.3 ms and the lookup's checks ~0.2 ms; a
+  version that instead checks a slot's group key by key and fixes up only the moved
+  groups measured no better than the table in alternating runs. Reverted. V2:2 on S3a
+  (one process, wrapped engine methods): the two partitions' kernels 1.4-1.9 ms in
+  parallel against ~2.0 ms for V1's, plus ~0.8 ms serial (key bits 0.11, partition ids
+  0.09, bucketing 0.07, merging the runs 0.13, gathering the merged rows 0.41), so V2:2
+  stays slower than V1 here. Latest round, the page faults of kept outputs (a new ~3.7
+  MB block per S3a batch, 977 faults): handing out the pool's blocks of 3 MiB and more 2
+  MiB-aligned in whole 2 MiB pages, so that numpy's MADV_HUGEPAGE gives them transparent
+  huge pages, took S3a V1 with outputs kept from 3.56 to 2.24-2.35 ms per batch (3
+  faults per batch; this code and the previous commit in alternating processes) and S3b
+  V1 from 4.10 to 2.86 ms. Not kept: when the kernel has no free huge page it compacts
+  memory first, and the first pass of a process then ran at 6.9 and 12.2 ms per batch in
+  2 of 4 V2:2 runs (stalls of ~100-200 ms in all), and a loop allocating 50 blocks of 4
+  MiB took 8.9 ms per block in its first round against 0.94 ms in its second.
+  Pre-faulting a block in one call (MAP_POPULATE) cost 1.45 ms per 4 MiB against 2.9 ms
+  faulted page by page in that loop, without huge pages and so without the stalls; it
+  would fault in the rows an output does not fill too (a filter's), so it is the next
+  thing to measure.
 - **S1, ROWS window (50 M rec/s).** The kernel spends ~26 ns/record: hash
   probe of the symbol, a read and a write of the 100-slot ring buffer, the running sum,
   and an exact re-sum of the frame once per frame length (so the float sum cannot
