@@ -1416,9 +1416,10 @@ aggregates), same machine, medians of repeated calls.
   2 of 4 V2:2 runs (stalls of ~100-200 ms in all), and a loop allocating 50 blocks of 4
   MiB took 8.9 ms per block in its first round against 0.94 ms in its second.
   Pre-faulting a block in one call (MAP_POPULATE) cost 1.45 ms per 4 MiB against 2.9 ms
-  faulted page by page in that loop, without huge pages and so without the stalls; it
-  would fault in the rows an output does not fill too (a filter's), so it is the next
-  thing to measure.
+  faulted page by page in that loop, without huge pages and so without the stalls; in
+  the job (new pool blocks mapped with MAP_POPULATE, alternating processes) S3a V1 with
+  outputs kept went only from 3.58-3.63 to 3.49-3.51 ms per batch, and S0 (a filter,
+  whose blocks are half filled) was unchanged at 0.10 ms: not kept.
 - **S1, ROWS window (50 M rec/s).** The kernel spends ~26 ns/record: hash
   probe of the symbol, a read and a write of the 100-slot ring buffer, the running sum,
   and an exact re-sum of the frame once per frame length (so the float sum cannot
