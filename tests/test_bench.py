@@ -143,3 +143,7 @@ def test_scaling_command_line(tmp_path):
     r = subprocess.run([sys.executable, "-m", "velokern", "bench", "--scaling", str(out),
                         "--scenarios", "S9"], capture_output=True, text=True, timeout=300)
     assert r.returncode == 2 and "unknown scenario(s) ['S9']" in r.stderr
+    bad = tmp_path / "no such folder" / "s.json"  # fails before measuring anything
+    r = subprocess.run([sys.executable, "-m", "velokern", "bench", "--scaling", str(bad)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0 and "no such folder" in r.stderr

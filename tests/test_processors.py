@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 
+import numba
 import numpy as np
 import pytest
 from conftest import assert_batches_identical, cut, make_stream, run, to_batch
@@ -375,14 +376,14 @@ def test_outputs_kept_across_batches_stay_as_emitted(scenario):
 
 
 def test_threaded_routing_of_large_batches(monkeypatch):
-    """Batches of PARALLEL_ROUTE_ROWS rows and more are hashed and bucketed on the
+    """Batches of PARALLEL_MIN_ROWS rows and more are hashed and bucketed on the
     worker threads (the shim's OpenMP team), and a ROWS window's output rows scattered
     back into input order on the numba workers: V2 stays V1 bit for bit, also with two
     V2 jobs at once from two Python threads."""
     from velokern import _shim
-    from velokern.processors import strategies
+    from velokern.engine import PARALLEL_MIN_ROWS
 
-    cols = make_stream(2 * strategies.PARALLEL_ROUTE_ROWS + 11, seed=23, keys=300)
+    cols = make_stream(2 * PARALLEL_MIN_ROWS + 11, seed=23, keys=300)
     b = to_batch(cols)
     batches = [b, b.slice(0, 5_000), b]
     seen = []
@@ -435,15 +436,43 @@ def test_merged_group_rows_gathered_on_the_workers(monkeypatch):
     batches = [b, b.slice(0, 1_000)]
     expected = run(sql, batches, "v1")
     asked = []
-    real = StreamExecutionEngine._gather_threads
+    real = StreamExecutionEngine._worker_threads
 
     def four(self, rows):
         asked.append((self.num_partitions, rows, real(self, rows)))
         return 4 if real(self, rows) > 1 else 1
 
-    monkeypatch.setattr(StreamExecutionEngine, "_gather_threads", four)
+    monkeypatch.setattr(StreamExecutionEngine, "_worker_threads", four)
     for cfg in ("v2:2", "v2:3"):
         assert_batches_identical(expected, run(sql, batches, cfg), cfg)
     threads = min(2, max(len(available_cpus()), 1))
     assert any(rows >= PARALLEL_MIN_ROWS and t == threads for _, rows, t in asked)
     assert all(t == 1 for _, rows, t in asked if rows < PARALLEL_MIN_ROWS)
+
+
+def test_flush_runs_under_the_parallel_guard(monkeypatch):
+    """Flushing a V2 job can merge and gather the last windows' rows on the numba
+    workers, so it runs under the same guard as a batch (on a layer that is not
+    thread-safe, one parallel call at a time), with the job's thread count set."""
+    import contextlib
+
+    from velokern.processors import partitioned
+
+    entered = []
+
+    @contextlib.contextmanager
+    def guard():
+        entered.append(numba.get_num_threads())
+        yield
+
+    monkeypatch.setattr(partitioned, "parallel_guard", guard)
+    b = to_batch(make_stream(5_000, seed=31, keys=50))
+    sql = ("SELECT k, COUNT(*) AS n FROM t GROUP BY k "
+           "WINDOW TUMBLING (seq, INTERVAL '1000' MILLISECOND)")
+    proc = vk.JobProcessorFactory.create("v2:2")
+    eng = vk.StreamExecutionEngine(sql)
+    proc.process_batch(b, eng)
+    numba.set_num_threads(1)
+    entered.clear()
+    proc.flush(eng)
+    assert entered == [proc.num_threads]

@@ -611,6 +611,21 @@ def partition_ids(keys, Py_ssize_t n):
     return _partition(_key_columns(keys), n, NULL)
 
 
+cdef Py_ssize_t _count(pids_arr, Py_ssize_t n, offsets) except -2:
+    """Adds each partition's row count to ``offsets[1:]``; returns -1, or the first row
+    whose id is outside [0, n) (then nothing is counted)."""
+    cdef const int32_t[::1] p = pids_arr
+    cdef int64_t[::1] off = offsets
+    cdef Py_ssize_t m = p.shape[0], bad = -1
+    cdef int64_t *hist
+    if m > 0:
+        hist = _new_hist(n)
+        with nogil:
+            bad = vk__count_ids(&p[0], m, n, &off[0], hist)
+        PyMem_Free(hist)
+    return bad
+
+
 cdef _scatter(pids_arr, Py_ssize_t n, offsets):
     """The stable scatter of rows by partition, ``offsets[1:]`` holding the counts."""
     cdef const int32_t[::1] p = pids_arr
@@ -651,17 +666,8 @@ def stable_bucket(pids, Py_ssize_t n):
                 raise ValueError(
                     f"partition id {arr[i]} at row {i} is outside [0, {n})")
         arr = arr.astype(np.int32)
-    cdef const int32_t[::1] p = arr
-    cdef Py_ssize_t m = p.shape[0]
-    cdef Py_ssize_t bad = -1
     offsets = np.zeros(n + 1, dtype=np.int64)
-    cdef int64_t[::1] off = offsets
-    cdef int64_t *hist
-    if m > 0:
-        hist = _new_hist(n)
-        with nogil:
-            bad = vk__count_ids(&p[0], m, n, &off[0], hist)
-        PyMem_Free(hist)
+    cdef Py_ssize_t bad = _count(arr, n, offsets)
     if bad >= 0:
         raise ValueError(
             f"partition id {arr[bad]} at row {bad} is outside [0, {n})")
@@ -669,28 +675,19 @@ def stable_bucket(pids, Py_ssize_t n):
 
 
 def bucket_by_keys(keys, Py_ssize_t n, int threads=1):
-    """``partition_ids`` then ``stable_bucket``: returns ``(pids, order, offsets)``.
-
-    The rows of each partition are counted while the ids are computed. With
-    ``threads`` > 1 (and a shim built with OpenMP) the rows are split into that many
-    contiguous chunks, each hashed, counted and scattered by its own thread; the result
-    is the same.
+    """``partition_ids`` then ``stable_bucket`` (the ids need no check): returns
+    ``(pids, order, offsets)``. With ``threads`` > 1 (and a shim built with OpenMP) the
+    rows are split into that many contiguous chunks, each hashed, counted and scattered
+    by its own thread; the result is the same.
     """
     _check_partitions(n)
     cols = _key_columns(keys)
     offsets = np.zeros(n + 1, dtype=np.int64)
     cdef int64_t[::1] off = offsets
     cdef Py_ssize_t m = cols[0].shape[0]
-    cdef int64_t *scratch
-    cdef const int32_t[::1] pv
     if threads <= 1 or len(cols) > 64:
         pids = _partition(cols, n, NULL)
-        if m > 0:
-            pv = pids
-            scratch = _new_hist(n)
-            with nogil:
-                vk__count_ids(&pv[0], m, n, &off[0], scratch)
-            PyMem_Free(scratch)
+        _count(pids, n, offsets)
         return pids, _scatter(pids, n, offsets), offsets
     cdef int ncols = len(cols)
     pids = np.empty(m, dtype=np.int32)

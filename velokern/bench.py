@@ -585,6 +585,7 @@ def measure_scaling(path: str, quick: bool = False,
         with open(path, "w") as f:
             json.dump(data, f, indent=1)
 
+    save()  # a path that cannot be written fails now, not after minutes of measuring
     ncpu = data["machine"]["cpus"]
     threads = [t for t in (2, 4, 8, 16, 32, 64, 128, 256) if t < ncpu] + [ncpu]
     for t in threads if ncpu > 1 else []:

@@ -72,12 +72,9 @@ _PACK_DTYPES = (np.dtype(np.int64), np.dtype(np.float64), np.dtype(np.bool_),
 _MASKS = 4  # index of OM in the packs
 _PASSTHROUGH = 5  # an assembly plan's "pack" of an input column passed through
 _DIRECT_LIMIT = 1 << 20  # direct-map slots per partition
-#: V2 routes (the shim) and gathers merged rows on its worker threads from this many rows
+#: V2 routes (the shim) and puts its output rows in order (merge, gather, scatter) on
+#: its worker threads for batches and outputs of this many rows and more
 PARALLEL_MIN_ROWS = 32_768
-#: ... and merges its partitions' group rows on them from this many threads, and
-#: gathers the merged rows from this many
-MERGE_MIN_THREADS = 2
-GATHER_MIN_THREADS = 2
 _GENERATED: dict[tuple, tuple[KernelSpec, Any]] = {}
 _GENERATED_LOCK = threading.Lock()
 _SINGLE: dict[int, Routing] = {}
@@ -841,12 +838,11 @@ class StreamExecutionEngine:
             # every input row has its row: the packs' rows are scattered into new packs
             # in input order (one pass per pack; gathering through the inverse map took
             # a pass to build it, then one per column: S1, V2:2, ~200 -> ~60 us)
-            threads = self._gather_threads(n)
+            threads = self._worker_threads(n)
             out = _repacked(spec, packs, n, (
-                lambda src, dst: scatter_rows(src, orow, starts, counts, dst))
-                if threads < GATHER_MIN_THREADS else (
                 lambda src, dst: scatter_rows_parallel(src, orow, starts, counts, dst,
-                                                       threads)), self._pool)
+                                                       threads)) if threads > 1 else (
+                lambda src, dst: scatter_rows(src, orow, starts, counts, dst)), self._pool)
             return self._assemble(spec, out, (0, n), prep)
         pos, sel = self._buffer("pos", total), self._buffer("sel", total)
         input_order(orow, starts, counts, self._buffer("inv", n)[:n], pos, sel)
@@ -925,9 +921,10 @@ class StreamExecutionEngine:
             self._plans[id(spec)] = plan
         return plan
 
-    def _gather_threads(self, rows: int) -> int:
-        """numba workers to gather ``rows`` merged rows on: the V2 job's (set for its
-        parallel kernel) for PARALLEL_MIN_ROWS rows and more, else 1."""
+    def _worker_threads(self, rows: int) -> int:
+        """numba workers to put ``rows`` output rows in order on (merge, gather,
+        scatter): a V2 job's (its processor sets them for its parallel kernel) for
+        PARALLEL_MIN_ROWS rows and more, else 1."""
         if rows < PARALLEL_MIN_ROWS or not self._num_partitions or self._num_partitions < 2:
             return 1
         return numba.get_num_threads()
@@ -945,10 +942,10 @@ class StreamExecutionEngine:
             # V2:2 with outputs kept 3.95-4.01 -> 2.90-3.03 ms per batch: the workers
             # fault in the new packs' pages side by side)
             pos = rows
-            threads = self._gather_threads(len(pos))
+            threads = self._worker_threads(len(pos))
             packs = _repacked(spec, packs, len(pos), (
-                lambda src, dst: gather_rows(src, pos, dst)) if threads < GATHER_MIN_THREADS else (
-                lambda src, dst: gather_rows_parallel(src, pos, dst, threads)), self._pool)
+                lambda src, dst: gather_rows_parallel(src, pos, dst, threads))
+                if threads > 1 else (lambda src, dst: gather_rows(src, pos, dst)), self._pool)
             rows = (0, len(pos))
         OM = packs[_MASKS]
         a, b = rows
@@ -1116,8 +1113,8 @@ class StreamExecutionEngine:
         pos = self._buffer("pos", total)
         starts = np.array([a for a, _ in segs], np.int64)
         ends = np.array([b for _, b in segs], np.int64)
-        threads = self._gather_threads(total)
-        if threads >= MERGE_MIN_THREADS:
+        threads = self._worker_threads(total)
+        if threads > 1:
             merge_runs_parallel(win, seq, starts, ends, pos,
                                 self._buffer("merge_scratch", total), threads)
         else:

@@ -99,11 +99,7 @@ def scatter_rows_parallel(src, orow, starts, counts, dst, chunks):
 def gather_rows(src, pos, dst):
     """Column k of ``dst`` = column ``pos[k]`` of ``src`` (``[rows, slots]`` packs), for
     all of ``src``'s rows."""
-    for q in range(src.shape[0]):
-        s = src[q]
-        d = dst[q]
-        for k in range(len(pos)):
-            d[nonneg(k)] = s[nonneg(pos[nonneg(k)])]
+    _gather_range(src, pos, dst, 0, len(pos))
 
 
 @njit(**JIT)

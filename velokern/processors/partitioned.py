@@ -126,4 +126,7 @@ class PartitionedJobCoordinator:
         self.strategy_for(engine)
         if engine.num_partitions is None:
             engine.bind_partitions(self._n)
-        return engine.flush()
+        # the last windows' rows are merged and gathered on the workers, as a batch's
+        self._prepare_threads()
+        with parallel_guard():
+            return engine.flush()

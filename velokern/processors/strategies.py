@@ -56,12 +56,12 @@ class Strategy:
         return f"{type(self).__name__}()"
 
 
-#: batches of at least this many rows are routed on several threads (HashStrategy)
-PARALLEL_ROUTE_ROWS = PARALLEL_MIN_ROWS
-
-
 def _bucketed(pids: np.ndarray, n: int) -> Routing:
-    order, offsets = _shim.stable_bucket(pids, n)
+    return _routing(*_shim.stable_bucket(pids, n))
+
+
+def _routing(order: np.ndarray, offsets: np.ndarray) -> Routing:
+    """Partition p reads the rows ``order[offsets[p]:offsets[p + 1]]``."""
     return Routing(offsets[:-1].copy(), offsets[1:].copy(), idx=order, parallel=True)
 
 
@@ -90,8 +90,8 @@ class HashStrategy(Strategy):
         # the shim hashes, counts and scatters on the worker threads (contiguous chunks
         # of rows) when the batch is large enough to pay for waking them
         _, order, offsets = _shim.bucket_by_keys(
-            engine.key_bits(prep), n, threads if prep.n >= PARALLEL_ROUTE_ROWS else 1)
-        return Routing(offsets[:-1].copy(), offsets[1:].copy(), idx=order, parallel=True)
+            engine.key_bits(prep), n, threads if prep.n >= PARALLEL_MIN_ROWS else 1)
+        return _routing(order, offsets)
 
 
 class StickyStrategy(Strategy):
