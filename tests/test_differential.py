@@ -361,3 +361,24 @@ def test_direct_map_grows_with_dictionaries_and_turns_off_when_too_large():
     for bb in batches[1:]:
         proc.process_batch(bb, engine)
     assert engine._meta()[0, engine._spec.meta_cols["direct"]] == 0  # fell back to hashing
+
+
+@pytest.mark.parametrize("processor", ["v1", "v2:2"])
+def test_global_aggregate_over_no_rows_is_null(processor):
+    """A global aggregate's group exists before any record: when nothing passes WHERE
+    (or the batch is empty), SUM/AVG/MIN/MAX/STDDEV/VAR are NULL and the counts 0, as
+    DuckDB gives (they were the states' initial values: 0, INT64_MIN, NaN)."""
+    import duckdb
+    import pyarrow as pa
+
+    y, e = [1, 2], [1.0, 2.0]
+    sql = ("SELECT COUNT(*) AS n, COUNT(y) AS c, MAX(y) AS mx, MIN(e) AS mn, SUM(y) AS s, "
+           "AVG(y) AS a, STDDEV(e) AS sd, VAR_POP(y) AS vp FROM t WHERE y > 5")
+    con = duckdb.connect()
+    con.register("t", pa.table({"y": y, "e": e}))
+    want = [tuple(r) for r in con.execute(sql).fetchall()]
+    assert want == [(0, 0, None, None, None, None, None, None)]
+    b = vk.RecordBatch({"y": np.array(y, np.int64), "e": np.array(e)})
+    for batches in ([b], [b.slice(0, 0)]):
+        out = vk.run_sql(sql + " EMIT FINAL", batches, processor=processor).to_pydict()
+        assert list(zip(*out.values())) == want

@@ -19,10 +19,22 @@ finite = st.floats(allow_nan=False, allow_infinity=False, width=64)
 ints = st.integers(-(2**62), 2**62)
 
 
-@given(ints, ints.filter(lambda b: b != 0))
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+int64s = st.one_of(st.integers(INT64_MIN, INT64_MAX),
+                   st.sampled_from([INT64_MIN, INT64_MAX, -1, 0, 1]))
+
+
+@given(int64s, st.one_of(int64s, st.sampled_from([-1, 1])).filter(lambda b: b != 0))
 def test_int_div_mod(a, b):
+    # INT64_MIN // -1 wraps to INT64_MIN (it was 0, with remainder INT64_MIN)
     assert scalar.int_div(a, b) == slow.int_div(a, b)
     assert scalar.int_mod(a, b) == slow.int_mod(a, b)
+
+
+@given(int64s, st.integers(-25, 3))
+def test_round_int(x, digits):
+    # 10**19 and more do not fit in int64 (digits <= -19 returned garbage)
+    assert scalar.round_int(x, digits) == slow.round_int(x, digits)
 
 
 @settings(max_examples=300)

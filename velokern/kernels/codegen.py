@@ -666,7 +666,9 @@ def _gen_aggregate(bq: BoundQuery, spec: KernelSpec, types) -> str:
         elif at is not None and (is_int(at) or is_time(at)):
             top, bottom = "np.int64(9223372036854775807)", "np.int64(-9223372036854775808)"
         nn = "rows" if a.arg is None else nn_of[a.arg]
-        nn_zero = "False" if nn == "rows" else f"{nn}[g] == 0"
+        # a group made by a record has rows >= 1; a global aggregate's one group exists
+        # before any record, so its row count can be 0 (nothing passed WHERE): NULL then
+        nn_zero = "False" if nn == "rows" and K > 0 else f"{nn}[g] == 0"
         return dict(a=f"a{ai}", g="g", nn=nn, nn_zero=nn_zero, top=top, bottom=bottom,
                     **extra)
 

@@ -59,7 +59,10 @@ def float_key_bits(value, bits):
 
 @njit(**JIT)
 def int_div(a, b):
-    """SQL integer division (truncates toward zero); caller checks ``b != 0``."""
+    """SQL integer division (truncates toward zero); caller checks ``b != 0``.
+    INT64_MIN // -1 wraps to INT64_MIN (two's complement, as other overflows)."""
+    if b == -1:
+        return -a
     q = a // b
     if (a % b != 0) and ((a < 0) != (b < 0)):
         q += 1
@@ -112,11 +115,20 @@ def round_half_away(x, digits):
     return math.copysign(r * p, x)
 
 
+_HALF_E19 = np.int64(5_000_000_000_000_000_000)
+_E19_WRAPPED = np.int64(10**19 - 2**64)
+
+
 @njit(**JIT)
 def round_int(x, digits):
     """ROUND(x, digits) for integers (only negative digits change the value)."""
     if digits >= 0:
         return x
+    if digits <= -19:  # 10**19 does not fit: |x| < 10**19 / 2 rounds to 0, else to
+        # +-10**19, which wraps (two's complement, as other overflows)
+        if digits == -19 and (x >= _HALF_E19 or x <= -_HALF_E19):
+            return _E19_WRAPPED if x > 0 else -_E19_WRAPPED
+        return np.int64(0)
     p = np.int64(10) ** np.int64(-digits)
     q = int_div(x, p)
     r = x - q * p

@@ -35,13 +35,29 @@ def group_hash(keys) -> int:
     return mix64(h)
 
 
+def wrap64(v: int) -> int:
+    """An exact integer wrapped to int64 (two's complement), as the kernels overflow."""
+    return (v + 2**63) % 2**64 - 2**63
+
+
 def int_div(a: int, b: int) -> int:
     q = abs(a) // abs(b)
-    return q if (a >= 0) == (b >= 0) else -q
+    return wrap64(q if (a >= 0) == (b >= 0) else -q)
 
 
 def int_mod(a: int, b: int) -> int:
-    return a - b * int_div(a, b)
+    return wrap64(a - b * int_div(a, b))
+
+
+def round_int(x: int, digits: int) -> int:
+    """ROUND(x, digits) of an integer: half away from zero, wrapped to int64."""
+    if digits >= 0:
+        return x
+    p = 10 ** -digits
+    q, r = divmod(abs(x), p)
+    if 2 * r >= p:
+        q += 1
+    return wrap64(q * p if x >= 0 else -q * p)
 
 
 def round_half_away(x: float, digits: int) -> float:
