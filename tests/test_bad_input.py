@@ -214,3 +214,23 @@ def test_unbound_engine_rejects_batch_without_query_columns():
         engine.prepare(vk.RecordBatch.from_pydict({"other": [1, 2]}))
     assert engine.schema is None
     assert engine.metrics["records_rejected"] == 2
+
+
+@pytest.mark.parametrize("processor", ["v1", "v2:2"])
+def test_integer_values_that_do_not_fit_the_jobs_narrower_type_are_refused(processor):
+    """The first batch fixed int8 columns; a later int64 batch with 300 is refused (it
+    was cast with wrapping: key 300 became a group 44, 1000 was summed as -24), the
+    batch counted as rejected, the state untouched; values that fit are still cast."""
+    from velokern.engine import SchemaError
+
+    sql = "SELECT k, SUM(v) AS s FROM t GROUP BY k EMIT FINAL"
+    e = vk.StreamExecutionEngine(sql)
+    p = vk.JobProcessorFactory.create_from_str(processor)
+    p.process_batch(vk.RecordBatch({"k": np.array([1], np.int8), "v": np.array([1], np.int8)}), e)
+    with pytest.raises(SchemaError, match=r"column 'k': value 300 at row 0 .*int8"):
+        p.process_batch(vk.RecordBatch({"k": np.array([300], np.int64),
+                                        "v": np.array([1000], np.int64)}), e)
+    assert e.metrics["records_rejected"] == 1
+    p.process_batch(vk.RecordBatch({"k": np.array([2, 1], np.int64),
+                                    "v": np.array([100, -5], np.int64)}), e)
+    assert p.flush(e).to_pydict() == {"k": [1, 2], "s": [-4, 100]}

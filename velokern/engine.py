@@ -19,7 +19,7 @@ from typing import Any
 import numba
 import numpy as np
 
-from velokern.batch import STRING, RecordBatch, Schema, StringDictionary
+from velokern.batch import STRING, RecordBatch, Schema, StringDictionary, _safe_cast
 from velokern.kernels.calls import part_address
 from velokern.kernels.codegen import STATE_SLOTS, KernelSpec, generate
 from velokern.kernels.compiler import load_module
@@ -464,7 +464,11 @@ class StreamExecutionEngine:
                 if _kind(want_name) != _kind(got) or is_time(want_name):
                     raise SchemaError(f"column {c!r} has type {got} in this batch but the "
                                       f"job's schema has {want_name}")
-                arr = arr.astype(want)
+                try:  # a narrower integer type: every valid value must fit (no wrapping)
+                    arr = _safe_cast(c, arr, m, np.dtype(want))
+                except ValueError as ex:
+                    raise SchemaError(f"{ex} (type {got} in this batch, {want_name} in the "
+                                      "job's schema)") from None
             data[c] = arr
             masks[c] = m
             bdicts[c] = d
