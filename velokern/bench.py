@@ -1100,15 +1100,16 @@ figures are to be compared with each other, not with the tables above.
   | whole batch | 667-673 | 674-695 |
 
   - The kernel scales 1.63x. That is close to the machine's ceiling (1.97-2.11x for a
-    compute loop in this report's run) once the row indirection of bucketed order
-    (~19%, below) is paid.
+    compute loop in the two report runs of that day) once the row indirection of
+    bucketed order (~19%, below) is paid.
   - The serial steps, ~170 µs per batch, then take all of the gain.
   - The bound: for 1.7x against V1's 0.67 ms batch, V2:2 must finish in 0.39 ms. Its
     parallel kernel alone takes 0.36 ms, which leaves ~0.03 ms for ~0.17 ms of serial
     steps.
   - S1's 10 symbols hash 6/4 onto 2 partitions, so it cannot exceed 1.67x. On S3a the
     output's page faults (above) fall inside the parallel kernel and serialize there.
-  - On 16 cores (below) S2 reached 1.6x V1 at 4-8 partitions, and S3a 2.0-2.8x.
+  - On 16 cores (below) S2 reached 1.56-1.63x V1 at 4-8 partitions and S3a 1.2x in the
+    committed study; a later short run timed by steps gave S3a 2.0-2.8x at 4-16.
 - **The 1M-key GROUP BY ≥ Polars.** V2:2, 5M rows, 100k batches, steady state:
 
   | part of the job | seconds |
