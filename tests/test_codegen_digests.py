@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from velokern.codegen import generate
 from velokern.datagen import SCENARIOS, stream_for
-from velokern.kernels.codegen import generate
 from velokern.plan import bind
 from velokern.sql import parse_sql
 
