@@ -110,8 +110,20 @@ def round_half_away(x, digits):
             fl += 1.0
         return math.copysign(fl / p, x)
     p = 10.0 ** (-digits)
+    if not math.isfinite(p):  # 10**309 and up: every double is below half of it (was NaN)
+        return math.copysign(0.0, x)
     y = ax / p
     r = np.floor(y + 0.5)
+    if y < 4503599627370496.0:  # 2**52: below, |err| <= p / 2 keeps the tests exact
+        # r is off by one where y = fl(ax / p), or y + 0.5, rounded across a half
+        # (ROUND(49.99999999999999, -2) gave 100): decide on the exact ax - r * p
+        err = two_prod_err(r, p)  # r * p == fl(r * p) + err exactly
+        d = ax - r * p  # exact: ax, fl(r * p) within a factor of two (or r is 0)
+        h = 0.5 * p
+        if d - h >= err:
+            r += 1.0
+        elif d + h < err:
+            r -= 1.0
     return math.copysign(r * p, x)
 
 

@@ -26,7 +26,7 @@ from velokern.kernels.slow.scalar import MASK64, mix64
 def slot_of(h: int, mask: int) -> int:
     """Home slot of hash ``h`` in a table of ``mask + 1`` slots (a power of two): the
     hash's bits from bit 20 up, modulo the table size."""
-    return (int(h) // 2**20) % (int(mask) + 1)
+    return ((int(h) & MASK64) // 2**20) % (int(mask) + 1)
 
 
 def probe_path(ids, h: int) -> list[int]:
