@@ -1,6 +1,6 @@
 """Recycled memory for an engine's output columns.
 
-An engine's large output packs (see :mod:`velokern.kernels.codegen`) are carved from
+An engine's large output packs (see :mod:`velokern.codegen`) are carved from
 one block per batch, and an output's columns are views of them. Once a consumer has
 dropped every column of an output, the block's memory can serve the next batch as it
 is: new memory instead costs a page fault per 4 KiB page on first write, and on the

@@ -2,7 +2,7 @@
 order of window rows, and freeing the state of closed windows.
 
 A windowed query's group key 0 is the window start (row ``keyrow`` of the packed int64
-state ``I``); see :mod:`velokern.kernels.codegen`. Slow numpy twins live in
+state ``I``); see :mod:`velokern.codegen`. Slow numpy twins live in
 :mod:`velokern.kernels.slow` and the tests hold each kernel to its twin.
 """
 
