@@ -1,19 +1,17 @@
-"""Every scalar kernel held to its slow twin; every aggregate to its reference."""
+"""Every scalar kernel held to its slow twin (the aggregates and their references:
+tests/test_aggregates.py)."""
 
 from __future__ import annotations
 
 import math
 
 import numpy as np
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from numba import njit
 
-import velokern as vk
 from velokern import _shim
 from velokern.kernels import order, scalar, slow, windows
-from velokern.kernels.aggregates import REGISTRY, reference
 
 finite = st.floats(allow_nan=False, allow_infinity=False, width=64)
 ints = st.integers(-(2**62), 2**62)
@@ -97,60 +95,6 @@ def test_group_hash(keys):
     assert int(scalar.mix64(h)) == slow.group_hash(keys)
     if len(keys) == 1:
         assert slow.group_hash(keys) == int(_shim.hash_keys([np.array(keys, np.int64)])[0])
-
-
-# ----------------------------------------------------------------- aggregate table
-# function -> (SQL over column v, whether it reads a float column)
-AGG_SQL = {
-    "count_star": "COUNT(*)",
-    "count": "COUNT(v)",
-    "count_distinct": "COUNT(DISTINCT v)",
-    "sum": "SUM(v)",
-    "avg": "AVG(v)",
-    "min": "MIN(v)",
-    "max": "MAX(v)",
-    "var_samp": "VAR_SAMP(v)",
-    "var_pop": "VAR_POP(v)",
-    "stddev_samp": "STDDEV_SAMP(v)",
-    "stddev_pop": "STDDEV_POP(v)",
-    "first_value": "FIRST_VALUE(v)",
-    "last_value": "LAST_VALUE(v)",
-}
-
-
-def test_table_covers_registry():
-    assert set(AGG_SQL) == set(REGISTRY)
-
-
-_ONE_QUERY = "SELECT g, " + ", ".join(f"{sql} AS {name}" for name, sql in AGG_SQL.items()) + \
-    " FROM t GROUP BY g EMIT FINAL"
-
-
-@settings(max_examples=25, deadline=None)
-@given(st.lists(st.one_of(st.none(), st.sampled_from([0.0, -0.0, 1.5, -2.25, 3.0, math.nan,
-                                                      1e6, -7.0])), min_size=1, max_size=40),
-       st.lists(st.integers(0, 2), min_size=40, max_size=40))
-def test_aggregates_match_reference(values, groups):
-    g = groups[: len(values)]
-    batch = vk.RecordBatch.from_pydict({"g": g, "v": values + [None] * 0},
-                                       masks={"v": np.array([v is not None for v in values])})
-    out = vk.run_sql(_ONE_QUERY, [batch], "v1")
-    rows = out.to_records()
-    order = list(dict.fromkeys(g))
-    assert [r["g"] for r in rows] == order
-    for r in rows:
-        vals = [v for v, gg in zip(values, g) if gg == r["g"]]
-        vals = [None if v is None else float(v) for v in vals]
-        for name in AGG_SQL:
-            exp = reference(name, vals)
-            got = r[name]
-            if isinstance(exp, float) and isinstance(got, float):
-                if math.isnan(exp):
-                    assert math.isnan(got), (name, vals, got)
-                else:
-                    assert got == pytest.approx(exp, rel=1e-12, abs=1e-12), (name, vals)
-            else:
-                assert got == exp, (name, vals, got, exp)
 
 
 # ------------------------------------------------------------------ window kernels

@@ -42,6 +42,8 @@ from typing import Any
 
 import numpy as np
 
+from velokern.aggregates import REGISTRY as AGGREGATES
+from velokern.aggregates import Column, Groups
 from velokern.batch import STRING, RecordBatch
 from velokern.engine import StreamExecutionEngine
 from velokern.plan import Agg, Col, PlanError, Query, _rebuild, walk
@@ -54,7 +56,6 @@ __all__ = ["merge_partials", "partial_plan", "run_sql"]
 SEQ = "__vk_seq"  # global record sequence: part index << 40 | row within the part
 _PART_SHIFT = 40
 _FIRST, _LAST, _WS, _WE = "__vk_first", "__vk_last", "__vk_ws", "__vk_we"
-_WELFORD = ("var_samp", "var_pop", "stddev_samp", "stddev_pop")
 
 
 # --------------------------------------------------------------------------- plan
@@ -96,22 +97,15 @@ def partial_plan(sql: str) -> PartialPlan:
     select += [(_FIRST, Agg("min", Col(SEQ))), (_LAST, Agg("max", Col(SEQ)))]
     distinct = []
     for i, a in enumerate(aggs):
-        p = f"__vk_a{i}"
-        if a.distinct:
+        # what each aggregate's partials are is the registry's (velokern.aggregates)
+        spec = AGGREGATES[a.func].partial
+        if spec.distinct:
             dq = replace(q, select=list(select[:len(keys) + (2 if q.window else 0)])
                          + [("__vk_d", a.arg)], group_by=q.group_by + [a.arg],
                          having=None, emit="final", sql=_tag(q, f"distinct {i}"))
             distinct.append((i, dq))
-        elif a.func in ("count_star", "count", "sum", "min", "max", "first_value",
-                        "last_value"):
-            select.append((p, a))
-        elif a.func == "avg":
-            select += [(p + "s", Agg("sum", a.arg)), (p + "c", Agg("count", a.arg))]
-        elif a.func in _WELFORD:
-            select += [(p + "c", Agg("count", a.arg)), (p + "m", Agg("avg", a.arg)),
-                       (p + "v", Agg("var_pop", a.arg))]
-        else:  # pragma: no cover - every registry entry is handled above
-            raise PlanError(f"aggregate {a.func} cannot be merged")
+        else:
+            select += [(f"__vk_a{i}{suffix}", pa) for suffix, pa in spec.columns(a)]
     partial = replace(q, select=select, having=None, emit="final",
                       sql=_tag(q, "partial"))
 
@@ -239,15 +233,12 @@ def _group_ids(batch: RecordBatch, keys: Sequence[str]) -> np.ndarray:
     return gid
 
 
-def _null_aware(values: np.ndarray, valid: np.ndarray | None, fill) -> np.ndarray:
-    return values if valid is None else np.where(valid, values, fill)
-
-
 def merge_partials(plan: PartialPlan, parts: Sequence[RecordBatch | None]
                    ) -> RecordBatch | None:
     """Merge partial-aggregate tables of neighbouring ranges of the stream (the merge is
     associative over such groupings; FIRST/LAST_VALUE and ties of MIN/MAX are decided
-    by stream order); the result has the same columns, one row per group."""
+    by stream order); the result has the same columns, one row per group. Each
+    aggregate's columns are merged by its registry entry (``velokern.aggregates``)."""
     parts = [p for p in parts if p is not None and len(p)]
     if not parts:
         return None
@@ -256,6 +247,7 @@ def merge_partials(plan: PartialPlan, parts: Sequence[RecordBatch | None]
     order = np.lexsort((b.column(_FIRST), gid))
     b, gid = b.take(order), gid[order]
     starts = np.flatnonzero(np.r_[True, gid[1:] != gid[:-1]])
+    groups = Groups(starts, len(b))
     out: dict[str, np.ndarray] = {}
     masks: dict[str, np.ndarray | None] = {}
     for c in [*plan.keys, *([_WE] if plan.query.window is not None else []), _FIRST]:
@@ -264,89 +256,22 @@ def merge_partials(plan: PartialPlan, parts: Sequence[RecordBatch | None]
         masks[c] = None if v is None else v[starts]
     out[_LAST] = np.maximum.reduceat(b.column(_LAST), starts)
     masks[_LAST] = None
-    idx = np.arange(len(b))
     for i, a in enumerate(plan.aggs):
-        p = f"__vk_a{i}"
-        if a.distinct:
+        spec = AGGREGATES[a.func].partial
+        if spec.distinct:
             continue
-        if a.func in ("count_star", "count"):
-            out[p], masks[p] = np.add.reduceat(b.column(p), starts), None
-        elif a.func in ("sum", "min", "max"):
-            x, valid = b.column(p), b.validity(p)
-            have = np.ones(len(b), bool) if valid is None else valid
-            any_ = np.logical_or.reduceat(have, starts)
-            if b.type_of(p) == STRING:
-                out[p] = _string_extreme(b, p, have, starts, a.func)
-            elif a.func == "sum":
-                out[p] = np.add.reduceat(_null_aware(x, valid, 0), starts)
-            elif x.dtype.kind == "f":
-                # MIN is NaN only when every value is; MAX is NaN when any value is
-                xf = _null_aware(x, valid, np.nan if a.func == "min" else -np.inf)
-                ext = (np.fmin if a.func == "min" else np.maximum).reduceat(xf, starts)
-                # equal extremes (0.0 and -0.0) keep the first one, as the kernels do:
-                # rows are in stream order within a group (parts are contiguous ranges)
-                per_row = np.repeat(ext, np.diff(np.r_[starts, len(b)]))
-                hit = have & ((xf == per_row) | (np.isnan(xf) & np.isnan(per_row)))
-                pick = np.minimum.reduceat(np.where(hit, idx, len(b)), starts)
-                out[p] = np.where(pick < len(b), x[np.minimum(pick, len(b) - 1)], ext)
-            else:
-                xi = x.view(np.int64) if x.dtype.kind == "M" else x
-                if xi.dtype.kind == "b":
-                    fill = a.func == "min"
-                else:
-                    info = np.iinfo(xi.dtype)
-                    fill = info.max if a.func == "min" else info.min
-                f = np.minimum if a.func == "min" else np.maximum
-                r = f.reduceat(_null_aware(xi, valid, fill), starts)
-                out[p] = r.view(x.dtype) if x.dtype.kind == "M" else r
-            masks[p] = None if any_.all() else any_
-        elif a.func in ("first_value", "last_value"):
-            x, valid = b.column(p), b.validity(p)
-            take = np.ones(len(b), bool) if (not a.ignore_nulls or valid is None) else valid
-            if a.func == "first_value":
-                pick = np.minimum.reduceat(np.where(take, idx, len(b)), starts)
-            else:
-                pick = np.maximum.reduceat(np.where(take, idx, -1), starts)
-            found = (pick >= 0) & (pick < len(b))
-            pick = np.where(found, pick, starts)
-            out[p] = x[pick]
-            ok = found if valid is None else found & valid[pick]
-            masks[p] = None if ok.all() else ok
-        elif a.func == "avg":
-            for s in ("s", "c"):
-                x, valid = b.column(p + s), b.validity(p + s)
-                out[p + s] = np.add.reduceat(_null_aware(x, valid, 0), starts)
-                masks[p + s] = None
-        else:  # Welford triples: n, mean, M2 (merged with the combined-variance formula)
-            n = b.column(p + "c")
-            have = n > 0
-            mu = _null_aware(b.column(p + "m"), b.validity(p + "m"), 0.0)
-            var = _null_aware(b.column(p + "v"), b.validity(p + "v"), 0.0)
-            mu, var = np.where(have, mu, 0.0), np.where(have, var, 0.0)
-            tot = np.add.reduceat(n, starts)
-            safe = np.where(tot > 0, tot, 1)
-            mean = np.add.reduceat(n * mu, starts) / safe
-            dev = mu - np.repeat(mean, np.diff(np.r_[starts, len(b)]))
-            m2 = np.add.reduceat(n * var + n * dev * dev * have, starts)
-            out[p + "c"], out[p + "m"] = tot, mean
-            out[p + "v"] = np.where(tot > 0, m2 / safe, 0.0)
-            masks[p + "c"] = None
-            masks[p + "m"] = masks[p + "v"] = None if (tot > 0).all() else tot > 0
+        p = f"__vk_a{i}"
+        cols = {s: _column(b, p + s) for s, _ in spec.columns(a)}
+        for s, (values, valid) in spec.merge(cols, groups, a).items():
+            out[p + s], masks[p + s] = values, valid
     names = [c for c in b.column_names if c in out]
     dicts = {c: d for c, d in b.dictionaries.items() if c in out}
     return RecordBatch({c: out[c] for c in names}, {c: masks[c] for c in names}, dicts)
 
 
-def _string_extreme(b: RecordBatch, p: str, have: np.ndarray, starts: np.ndarray,
-                    func: str) -> np.ndarray:
-    """MIN/MAX of a string partial, compared by dictionary rank (string order)."""
-    rank = b.dictionary(p).ranks().astype(np.int64)  # a permutation of the codes
-    n = len(rank)
-    r = np.where(have, rank[np.where(have, b.column(p), 0)], n if func == "min" else -1)
-    best = (np.minimum if func == "min" else np.maximum).reduceat(r, starts)
-    code_of_rank = np.argsort(rank)
-    return code_of_rank[np.clip(best, 0, max(n - 1, 0))].astype(np.int32) if n else \
-        np.zeros(len(starts), np.int32)
+def _column(b: RecordBatch, name: str) -> Column:
+    dictionary = b.dictionary(name) if b.type_of(name) == STRING else None
+    return Column(b.column(name), b.validity(name), dictionary)
 
 
 def merge_distinct(parts: Sequence[RecordBatch | None], keys: Sequence[str]
@@ -379,60 +304,34 @@ def _final(plan: PartialPlan, merged: RecordBatch | None,
     data = {c: merged._parts(c)[0] for c in merged.column_names}
     masks = {c: merged._parts(c)[1] for c in merged.column_names}
     dicts = dict(merged.dictionaries)
+    n = len(merged)
     for i, a in enumerate(plan.aggs):
         p = f"__vk_a{i}"
-        if a.distinct:
-            counts = np.zeros(len(merged), np.int64)
+        spec = AGGREGATES[a.func].partial
+        if spec.distinct:
+            # each distinct (group, value) pair's merged group; the registry counts them
+            group, valid = np.zeros(0, np.int64), None
             d = distinct.get(i)
             if d is not None and len(d):
                 valid = d.validity("__vk_d")
                 both = RecordBatch.concat([merged.select(plan.keys), d.select(plan.keys)]) \
                     if plan.keys else None
                 ids = (_group_ids(both, plan.keys) if both is not None
-                       else np.zeros(len(merged) + len(d), np.int64))
-                g_of_merged, g_of_d = ids[:len(merged)], ids[len(merged):]
+                       else np.zeros(n + len(d), np.int64))
+                g_of_merged, g_of_d = ids[:n], ids[n:]
                 pos = np.full(ids.max() + 1, -1, np.int64)
-                pos[g_of_merged] = np.arange(len(merged))
-                rows = pos[g_of_d]
-                keep = (rows >= 0) if valid is None else (rows >= 0) & valid
-                np.add.at(counts, rows[keep], 1)
-            data[p], masks[p] = counts, None
-        elif a.func == "avg":
-            s, c = data.pop(p + "s"), data.pop(p + "c")
-            masks.pop(p + "s"), masks.pop(p + "c")
-            safe = np.where(c > 0, c, 1)
-            data[p] = s.astype(np.float64) / safe
-            masks[p] = None if (c > 0).all() else c > 0
-    # Welford triples become variances in _finish
-    return _finish(plan, data, masks, dicts, len(merged), processor)
-
-
-def _finish(plan: PartialPlan, data, masks, dicts, n: int, processor: str) -> RecordBatch:
-    for i, a in enumerate(plan.aggs):
-        p = f"__vk_a{i}"
-        if a.func not in _WELFORD or a.distinct:
+                pos[g_of_merged] = np.arange(n)
+                group = pos[g_of_d]
+            data[p], masks[p] = spec.final({"": (group, valid)}, n)
             continue
-        cnt = data.pop(p + "c") if (p + "c") in data else None
-        var = data.pop(p + "v")
-        data.pop(p + "m")
-        for k in (p + "c", p + "m", p + "v"):
-            masks.pop(k, None)
-        ddof = 1 if a.func.endswith("samp") else 0
-        m2 = var * cnt
-        denom = np.where(cnt - ddof > 0, cnt - ddof, 1)
-        val = np.where(cnt == 1, 0.0 if ddof == 0 else m2 / denom, m2 / denom)
-        if a.func.startswith("stddev"):
-            val = np.sqrt(val)
-        data[p] = val.astype(np.float64)
-        ok = cnt > ddof
-        masks[p] = None if ok.all() else ok
-    names = list(data)
-    fed = RecordBatch({c: data[c] for c in names}, {c: masks.get(c) for c in names},
+        names = [p + s for s, _ in spec.columns(a)]
+        part = {name[len(p):]: (data.pop(name), masks.pop(name, None)) for name in names}
+        data[p], masks[p] = spec.final(part, n)
+    fed = RecordBatch({c: data[c] for c in data}, {c: masks.get(c) for c in data},
                       {c: d for c, d in dicts.items() if c in data}, num_rows=n)
     engine = StreamExecutionEngine._from_query(plan.final, None)
     proc = JobProcessorFactory.create(processor)
-    out = proc.process_batch(fed, engine)
-    return out
+    return proc.process_batch(fed, engine)
 
 
 # --------------------------------------------------------------------------- driver

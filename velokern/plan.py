@@ -166,8 +166,8 @@ class Func(Expr):
 
 @dataclass(frozen=True)
 class Agg(Expr):
-    """An aggregate call. ``func`` is a key of
-    :data:`velokern.kernels.aggregates.REGISTRY`."""
+    """An aggregate call. ``func`` is a key of :data:`velokern.aggregates.REGISTRY`
+    (which says its types, kernels, merge and NULL rule)."""
 
     func: str
     arg: Expr | None  # None for COUNT(*)
@@ -479,19 +479,15 @@ def unify(q: Query, e: Expr, ts: list[str], what: str) -> str:
 
 
 def agg_result_type(q: Query, a: Agg, at: str | None) -> str:
-    f = a.func
-    if f in ("count_star", "count", "count_distinct"):
-        return INT
-    assert at is not None
-    if f in ("min", "max", "first_value", "last_value"):
-        if at == NULL:
-            return FLOAT
-        return at if a.arg is not None and isinstance(a.arg, Col) else compute_type(at)
-    if at in (STRING, BOOL) or is_time(at):
-        raise _err(q, a, f"{f.upper()} needs a number, got {at}")
-    if f == "sum":
-        return INT if is_int(at) else FLOAT
-    return FLOAT
+    """The result type of aggregate call ``a`` over an argument of type ``at``: the
+    registry entry's rule (:mod:`velokern.aggregates`); a refused argument type is a
+    PlanError pointing at the call."""
+    from velokern.aggregates import REGISTRY, AggTypeError
+
+    try:
+        return REGISTRY[a.func].result_type(at, isinstance(a.arg, Col))
+    except AggTypeError as exc:
+        raise _err(q, a, str(exc)) from None
 
 
 # --------------------------------------------------------------------------- bind
@@ -578,13 +574,6 @@ def bind(q: Query, schema: Schema) -> BoundQuery:
     agg_types = []
     for a in aggs:
         at = None if a.arg is None else type_of(a.arg, types, q)
-        if a.func == "count_distinct" and at is not None and is_float(at) and not isinstance(
-            a.arg, Col
-        ):
-            raise _err(q, a, "COUNT(DISTINCT) of a computed floating-point expression is not "
-                             "supported; use a column")
-        if a.func in ("min", "max") and at == BOOL:
-            raise _err(q, a, f"{a.func.upper()} of a boolean is not supported")
         agg_arg_types.append(at)
         agg_types.append(agg_result_type(q, a, at))
     env = {"key": [compute_type(t) for t in key_types], "agg": [compute_type(t) for t in agg_types]}

@@ -16,6 +16,7 @@ from sqlglot import exp
 from sqlglot.errors import ParseError, TokenError
 from sqlglot.tokens import TokenType
 
+from velokern.aggregates import REGISTRY as AGGREGATES
 from velokern.batch import STRING
 from velokern.plan import (
     BOOL,
@@ -60,24 +61,24 @@ _BINARY = {
     exp.Or: "or",
 }
 
-_AGGS = {
-    exp.Sum: "sum",
-    exp.Avg: "avg",
-    exp.Min: "min",
-    exp.Max: "max",
-    exp.Stddev: "stddev_samp",
-    exp.StddevSamp: "stddev_samp",
-    exp.StddevPop: "stddev_pop",
-    exp.Variance: "var_samp",
-    exp.VariancePop: "var_pop",
-    exp.FirstValue: "first_value",
-    exp.LastValue: "last_value",
-    exp.First: "first_value",
-    exp.Last: "last_value",
-}
+def _aggregate_spellings() -> tuple[dict[type, dict[str, str]], dict[str, str]]:
+    """From the aggregate registry: sqlglot expression class -> {form: aggregate} (form
+    "*" for COUNT(*), "distinct" for COUNT(DISTINCT x), "" for a plain call), and the
+    lower-case names sqlglot leaves as exp.Anonymous -> aggregate."""
+    by_class: dict[type, dict[str, str]] = {}
+    by_name: dict[str, str] = {}
+    for a in AGGREGATES.values():
+        for cls_name in a.sqlglot:
+            cls = getattr(exp, cls_name, None)
+            if cls is not None:
+                by_class.setdefault(cls, {})[a.form] = a.name
+        if a.form == "":
+            for name in a.sql:
+                by_name.setdefault(name, a.name)
+    return by_class, by_name
 
-_ANON_AGGS = {"mean": "avg", "var_samp": "var_samp", "first": "first_value",
-              "last": "last_value"}
+
+_AGGS, _ANON_AGGS = _aggregate_spellings()
 
 _FUNCS = {exp.Abs: "abs", exp.Round: "round", exp.Floor: "floor", exp.Ceil: "ceil"}
 
@@ -594,29 +595,15 @@ class _Converter:
             return Func("coalesce", tuple(args))
         if isinstance(node, exp.IgnoreNulls):
             inner = self._expr(node.this)
-            if not isinstance(inner, Agg) or inner.func not in ("first_value", "last_value"):
-                raise ctx.error(node, "IGNORE NULLS is supported on FIRST_VALUE/LAST_VALUE only")
+            if not isinstance(inner, Agg) or not AGGREGATES[inner.func].ignore_nulls:
+                names = "/".join(a.name.upper() for a in AGGREGATES.values() if a.ignore_nulls)
+                raise ctx.error(node, f"IGNORE NULLS is supported on {names} only")
             return Agg(inner.func, inner.arg, ignore_nulls=True)
         if isinstance(node, exp.RespectNulls):
             return self._expr(node.this)
-        if isinstance(node, exp.Count):
-            arg = node.this
-            if arg is None or isinstance(arg, exp.Star):
-                return Agg("count_star", None)
-            if isinstance(arg, exp.Distinct):
-                if len(arg.expressions) != 1:
-                    raise ctx.error(node, "COUNT(DISTINCT ...) takes exactly one expression")
-                return Agg("count_distinct", self.expr(arg.expressions[0]), distinct=True)
-            return Agg("count", self.expr(arg))
-        for cls, name in _AGGS.items():
-            if type(node) is cls:
-                arg = node.this
-                if isinstance(arg, exp.Distinct):
-                    raise ctx.error(node, f"unsupported SQL construct: "
-                                          f"{name.upper()}(DISTINCT ...)")
-                if node.args.get("expressions"):
-                    raise ctx.error(node, f"{name.upper()} takes one argument")
-                return Agg(name, self.expr(arg))
+        forms = _AGGS.get(type(node))
+        if forms is not None:
+            return self._agg(node, forms)
         if isinstance(node, exp.Anonymous):
             fname = node.name.lower()
             if fname in _ANON_AGGS and len(node.expressions) == 1:
@@ -632,6 +619,30 @@ class _Converter:
             raise ctx.error(node, f"unsupported function {node.sql_name()}")
         raise ctx.error(node, f"unsupported SQL construct: {node.key.upper()} "
                               f"({node.sql(dialect=DIALECT)})")
+
+    def _agg(self, node: exp.Expression, forms: dict[str, str]) -> Agg:
+        """An aggregate call sqlglot parsed into a typed expression (``forms``: the
+        registry's aggregates of that class, by form)."""
+        ctx = self.ctx
+        arg = node.this
+        form = "*" if arg is None or isinstance(arg, exp.Star) else (
+            "distinct" if isinstance(arg, exp.Distinct) else "")
+        if form == "*" and "*" not in forms:
+            form = ""  # SUM(*): the argument is refused as an expression
+        plain = forms.get("", next(iter(forms.values())))
+        if form not in forms:
+            raise ctx.error(node, f"unsupported SQL construct: {plain.upper()}(DISTINCT ...)")
+        name = forms[form]
+        if form == "*":
+            return Agg(name, None)
+        if form == "distinct":
+            if len(arg.expressions) != 1:
+                raise ctx.error(node, f"{node.sql_name()}(DISTINCT ...) takes exactly one "
+                                      "expression")
+            return Agg(name, self.expr(arg.expressions[0]), distinct=True)
+        if node.args.get("expressions"):
+            raise ctx.error(node, f"{name.upper()} takes one argument")
+        return Agg(name, self.expr(arg))
 
     def _over(self, node: exp.Window) -> Over:
         """A ROWS window function (arrival order is the ORDER BY: a stream is read in
