@@ -221,7 +221,7 @@ def test_integer_values_that_do_not_fit_the_jobs_narrower_type_are_refused(proce
     """The first batch fixed int8 columns; a later int64 batch with 300 is refused (it
     was cast with wrapping: key 300 became a group 44, 1000 was summed as -24), the
     batch counted as rejected, the state untouched; values that fit are still cast."""
-    from velokern.engine import SchemaError
+    from velokern.exec import SchemaError
 
     sql = "SELECT k, SUM(v) AS s FROM t GROUP BY k EMIT FINAL"
     e = vk.StreamExecutionEngine(sql)

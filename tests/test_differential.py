@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 
 import velokern as vk
 from velokern.codegen import PF_MIN_SLOTS
+from velokern.kernels.layout import TABLE
 
 STATELESS = {
     "exprs": (
@@ -310,7 +311,8 @@ def test_large_group_count_grows_state():
            "WHERE x > 2 GROUP BY k, g EMIT FINAL")
     batches = cut(b, [10_000, 25_000, 115_000])
     v1, engine = run_job(sql, batches, "v1")
-    assert engine._state[0].shape[1] >= PF_MIN_SLOTS  # table slots: the prefetching kernel ran
+    # table slots: the prefetching kernel ran
+    assert engine.state.arrays[TABLE].shape[1] >= PF_MIN_SLOTS
     for cfg in ("v2:2", "v2:3"):
         assert_batches_identical(v1, run(sql, batches, cfg), cfg)
     ref = duckdb_rows("SELECT k, g, COUNT(*), COUNT(DISTINCT x), SUM(f) FROM t WHERE x > 2 "
@@ -357,10 +359,10 @@ def test_direct_map_grows_with_dictionaries_and_turns_off_when_too_large():
     engine = vk.StreamExecutionEngine("SELECT a, b, COUNT(*) AS n FROM t GROUP BY a, b")
     proc = vk.SimpleJobProcessor()
     proc.process_batch(batches[0], engine)
-    assert engine._meta()[0, engine._spec.meta_cols["direct"]] == 1
+    assert engine.state.meta[0, engine.state.spec.meta_cols["direct"]] == 1
     for bb in batches[1:]:
         proc.process_batch(bb, engine)
-    assert engine._meta()[0, engine._spec.meta_cols["direct"]] == 0  # fell back to hashing
+    assert engine.state.meta[0, engine.state.spec.meta_cols["direct"]] == 0  # fell back to hashing
 
 
 @pytest.mark.parametrize("processor", ["v1", "v2:2"])

@@ -160,8 +160,8 @@ def test_v1_and_v2_share_one_compiled_kernel(stream_batch):
         p2.process_batch(b, e2)
     p1.flush(e1)
     p2.flush(e2)
-    module = e2._variant()[1]
-    assert e1._variant()[1] is module
+    module = e2.inputs.variant()[1]
+    assert e1.inputs.variant()[1] is module
     assert len(module.batch_part.signatures) == 1
     assert len(module.batch_all.signatures) == 1
     assert not hasattr(module, "emit_all") and not hasattr(module, "close_all")
@@ -176,7 +176,7 @@ def test_parallel_wrapper_calls_the_kernel_by_address(stream_batch):
     p = PartitionedJobCoordinator(2)
     for b in cut(stream_batch, [1000, 2000]):
         p.process_batch(b, e)
-    module = e._variant()[1]
+    module = e.inputs.variant()[1]
     (sig,) = module.batch_all.signatures
     wrapper = njit(sig, parallel=True)(module.batch_all.py_func)
     defined = [ln for ln in wrapper.inspect_llvm(sig).splitlines() if ln.startswith("define")]
@@ -381,7 +381,7 @@ def test_threaded_routing_of_large_batches(monkeypatch):
     back into input order on the numba workers: V2 stays V1 bit for bit, also with two
     V2 jobs at once from two Python threads."""
     from velokern import _shim
-    from velokern.engine import PARALLEL_MIN_ROWS
+    from velokern.config import PARALLEL_MIN_ROWS
 
     cols = make_stream(2 * PARALLEL_MIN_ROWS + 11, seed=23, keys=300)
     b = to_batch(cols)
@@ -427,7 +427,8 @@ def test_merged_group_rows_gathered_on_the_workers(monkeypatch):
     with 32k+ rows both run on the V2 job's numba workers (4 chunks forced here, more
     than this machine's CPUs): V1's output bit for bit. The engine asks for the workers
     only in V2 jobs with enough rows."""
-    from velokern.engine import PARALLEL_MIN_ROWS, StreamExecutionEngine
+    from velokern.config import PARALLEL_MIN_ROWS
+    from velokern.exec.output import OutputStage
 
     cols = make_stream(2 * PARALLEL_MIN_ROWS, seed=29, keys=5_000)
     b = to_batch(cols)
@@ -436,13 +437,13 @@ def test_merged_group_rows_gathered_on_the_workers(monkeypatch):
     batches = [b, b.slice(0, 1_000)]
     expected = run(sql, batches, "v1")
     asked = []
-    real = StreamExecutionEngine._worker_threads
+    real = OutputStage.worker_threads
 
     def four(self, rows):
-        asked.append((self.num_partitions, rows, real(self, rows)))
+        asked.append((self.ctx.num_partitions, rows, real(self, rows)))
         return 4 if real(self, rows) > 1 else 1
 
-    monkeypatch.setattr(StreamExecutionEngine, "_worker_threads", four)
+    monkeypatch.setattr(OutputStage, "worker_threads", four)
     for cfg in ("v2:2", "v2:3"):
         assert_batches_identical(expected, run(sql, batches, cfg), cfg)
     threads = min(2, max(len(available_cpus()), 1))

@@ -11,7 +11,8 @@ from conftest import assert_batches_identical, assert_rows_match, cut, duckdb_ro
 import velokern as vk
 from velokern.batch import RecordBatch, StringDictionary
 from velokern.datagen import SCENARIOS, market_trades
-from velokern.engine import SchemaError
+from velokern.exec import SchemaError
+from velokern.kernels.layout import HASHES
 from velokern.plan import PlanError
 
 SIZE = 5_000
@@ -225,7 +226,7 @@ def test_state_of_closed_windows_is_freed():
     assert peak <= 60
     assert e.metrics["groups"] == 0
     assert emitted == 20_000_000  # each group of S3a holds one record
-    assert e._state[1].shape[1] <= 8192  # the group arrays never grew with the stream
+    assert e.state.arrays[HASHES].shape[1] <= 8192  # the group arrays never grew with the stream
 
 
 def test_datetime_time_column_gives_the_same_windows(stream):

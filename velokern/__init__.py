@@ -3,7 +3,7 @@
 from velokern._version import __version__
 from velokern.api import as_batch, run_sql
 from velokern.batch import RecordBatch, Schema, StringDictionary
-from velokern.engine import StreamExecutionEngine
+from velokern.exec import StreamExecutionEngine
 from velokern.plan import PlanError
 from velokern.processors import (
     ConfigError,

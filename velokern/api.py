@@ -6,7 +6,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from velokern.batch import RecordBatch, Schema
-from velokern.engine import StreamExecutionEngine
+from velokern.exec import StreamExecutionEngine
 from velokern.processors import JobProcessorConfig, JobProcessorFactory
 
 __all__ = ["as_batch", "run_sql"]

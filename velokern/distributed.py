@@ -45,10 +45,10 @@ import numpy as np
 from velokern.aggregates import REGISTRY as AGGREGATES
 from velokern.aggregates import Column, Groups
 from velokern.batch import STRING, RecordBatch
-from velokern.engine import StreamExecutionEngine
+from velokern.exec import StreamExecutionEngine
+from velokern.exec.sessions import column_key_bits
 from velokern.plan import Agg, Col, PlanError, Query, _rebuild, walk
 from velokern.processors import JobProcessorFactory
-from velokern.sessions import _key_bits
 from velokern.sql import parse_sql
 
 __all__ = ["merge_partials", "partial_plan", "run_sql"]
@@ -195,7 +195,7 @@ def _max_time_of(part: Any, column: str, batch_size: int) -> int | None:
 def _run_part(query: Query, part: Any, index: int, watermark: int | None, processor: str,
               batch_size: int) -> tuple[RecordBatch | None, dict]:
     """Run ``query`` over one part; returns (all emitted rows, the engine's metrics)."""
-    engine = StreamExecutionEngine._from_query(query, None)
+    engine = StreamExecutionEngine.from_query(query, None)
     if watermark is not None:
         engine.advance_watermark(watermark)
     proc = JobProcessorFactory.create(processor)
@@ -224,7 +224,7 @@ def _group_ids(batch: RecordBatch, keys: Sequence[str]) -> np.ndarray:
             codes, width = (codes if valid is None else np.where(valid, codes, 0),
                             len(batch.dictionary(k)) + 1)
         else:
-            bits, nulls = _key_bits(batch, k)
+            bits, nulls = column_key_bits(batch, k)
             codes, uniq = pd.factorize(bits)
             width = len(uniq)
             if nulls.any():  # a NULL key (bits 0) is not the value whose bits are 0
@@ -329,7 +329,7 @@ def _final(plan: PartialPlan, merged: RecordBatch | None,
         data[p], masks[p] = spec.final(part, n)
     fed = RecordBatch({c: data[c] for c in data}, {c: masks.get(c) for c in data},
                       {c: d for c, d in dicts.items() if c in data}, num_rows=n)
-    engine = StreamExecutionEngine._from_query(plan.final, None)
+    engine = StreamExecutionEngine.from_query(plan.final, None)
     proc = JobProcessorFactory.create(processor)
     return proc.process_batch(fed, engine)
 
@@ -346,7 +346,7 @@ def _check_schemas(q: Query, parts: list, kind: str) -> RecordBatch:
 
     from velokern.io import ParquetSource
 
-    engine = StreamExecutionEngine._from_query(q, None)
+    engine = StreamExecutionEngine.from_query(q, None)
     if kind == "parquet":
         empty = RecordBatch.from_arrow(ParquetSource(parts).check_schemas().empty_table())
         schemas = [(0, parts[0], empty)]
@@ -516,7 +516,7 @@ def _rows_part(frame, query: Query, processor: str, batch_size: int) -> RecordBa
         return None
     frame = frame.sort_values(SEQ, kind="stable")
     batch = RecordBatch.from_arrow(pa.Table.from_pandas(frame, preserve_index=False))
-    engine = StreamExecutionEngine._from_query(query, None)
+    engine = StreamExecutionEngine.from_query(query, None)
     proc = JobProcessorFactory.create(processor)
     outs = [proc.process_batch(batch.slice(i, batch_size), engine)
             for i in range(0, len(batch), batch_size)]
@@ -533,7 +533,7 @@ def _run_rows(q: Query, parts: list, kind: str, client, processor: str, batch_si
     import dask
     import dask.dataframe as dd
 
-    engine = StreamExecutionEngine._from_query(q, None)
+    engine = StreamExecutionEngine.from_query(q, None)
     keys = engine.group_by_columns
     # each record's stream position rides along (SELECT * passes it through already)
     extra = [] if q.star else [(SEQ, Col(SEQ))]

@@ -28,7 +28,7 @@ import numpy as np
 
 from velokern.batch import Schema
 from velokern.checkpoint import CheckpointError, read_checkpoint, write_checkpoint
-from velokern.engine import StreamExecutionEngine
+from velokern.exec import StreamExecutionEngine
 from velokern.io import Sink, Source, open_sink, open_source
 from velokern.processors import JobProcessorConfig, JobProcessorFactory
 

@@ -17,11 +17,13 @@ V2 give identical output, but V2's partitions do not speed sessions up.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
 from velokern.batch import RecordBatch, Schema, StringDictionary
+from velokern.exec.context import JobContext, Prepared, Routing
 from velokern.kernels.windows import (
     NO_WATERMARK,
     assign_sessions,
@@ -38,16 +40,13 @@ from velokern.plan import (
     is_time,
 )
 
-if TYPE_CHECKING:
-    from velokern.engine import Prepared, StreamExecutionEngine
-
 _POS = "__vk_pos"  # input position of a record within its batch
 _SID = "__vk_sid"  # session of a held record
 _WS = "__vk_ws"  # session start (for the output order)
 _KEY = "__vk_k{}"
 
 
-def _key_bits(batch: RecordBatch, name: str) -> tuple[np.ndarray, np.ndarray]:
+def column_key_bits(batch: RecordBatch, name: str) -> tuple[np.ndarray, np.ndarray]:
     """(int64 grouping bits, null flags) of a key column: -0.0 groups with 0.0 and
     every NaN with every NaN; a NULL key is its own group."""
     a = batch.column(name)
@@ -65,13 +64,18 @@ def _key_bits(batch: RecordBatch, name: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 class SessionWindows:
-    """The session-window half of a :class:`StreamExecutionEngine` (it delegates)."""
+    """The session-window half of a :class:`StreamExecutionEngine` (it delegates).
 
-    def __init__(self, engine: StreamExecutionEngine, schema: Schema | None):
-        from velokern.engine import StreamExecutionEngine
+    ``make_engine(query, schema)`` builds the engines sessions run on: one for WHERE and
+    the keys, one per closing for the aggregates of the closed sessions.
+    """
 
-        q = engine.query
-        self.engine = engine
+    def __init__(self, query: Query, schema: Schema | None, ctx: JobContext,
+                 make_engine: Callable[[Query, Schema | None], Any]):
+        q = query
+        self.query = query
+        self.ctx = ctx
+        self._make_engine = make_engine
         self.window = q.window
         if q.emit == "changes":
             raise PlanError("EMIT CHANGES is not supported for session windows (a session "
@@ -89,7 +93,7 @@ class SessionWindows:
         pre_select = [(c, Col(c)) for c in cols]
         pre_select += [(_KEY.format(j), k) for j, k in enumerate(self.keys)]
         pre_select.append((_POS, Col(_POS)))
-        self.pre = StreamExecutionEngine._from_query(
+        self.pre = make_engine(
             Query(q.source, pre_select, where=q.where, sql=q.sql, positions=q.positions),
             None if schema is None else Schema(list(schema) + [(_POS, "int64")]))
         # the aggregates of a closed session: GROUP BY the keys and the session
@@ -129,7 +133,7 @@ class SessionWindows:
         prep = self.pre.prepare(with_pos)
         schema = self.pre.schema
         if self.time_type is None:
-            self.ticks, self.gap, _ = _bind_window(self.engine.query, self.window,
+            self.ticks, self.gap, _ = _bind_window(self.query, self.window,
                                                    dict(zip(schema.names, schema.types)))
             self.time_type = schema[self.time_col]
         ts = batch.column(self.time_col)
@@ -137,7 +141,7 @@ class SessionWindows:
         valid = batch.validity(self.time_col)
         wm = np.empty(n, np.int64)
         final = watermarks(ts, valid if valid is not None else np.ones(0, np.bool_),
-                           valid is not None, self.engine._watermark, wm)
+                           valid is not None, self.ctx.watermark, wm)
         prep.session = (batch, wm, int(final))
         return prep
 
@@ -164,7 +168,7 @@ class SessionWindows:
         }
 
     def restore(self, snap: dict[str, Any]) -> None:
-        self.pre._load(snap["pre"])
+        self.pre.load(snap["pre"])
         if snap["bound"] is not None:
             self.ticks, self.gap, self.time_type = snap["bound"]
         self._key_ids = {k: i for i, k in enumerate(snap["key_ids"])}
@@ -198,7 +202,7 @@ class SessionWindows:
             return np.zeros(len(rows), np.int64)
         parts = []
         for j in range(len(self.keys)):
-            bits, nulls = _key_bits(rows, _KEY.format(j))
+            bits, nulls = column_key_bits(rows, _KEY.format(j))
             parts += [bits, nulls]
         mat = np.ascontiguousarray(np.stack(parts, axis=1))
         uniq, inverse = np.unique(mat, axis=0, return_inverse=True)
@@ -220,16 +224,14 @@ class SessionWindows:
 
     # ------------------------------------------------------------------ run
     def execute(self, prep: Prepared) -> RecordBatch:
-        from velokern.engine import Routing
-
         batch, wm, final = prep.session
-        eng = self.engine
+        ctx = self.ctx
         self.pre.bind_partitions(1)
         rows = self.pre.execute(prep, Routing.single(prep.n))
         t = rows.column(self.time_col)
         t = t.view(np.int64) if is_time(self.time_type) else t.astype(np.int64)
         tvalid = rows.validity(self.time_col)
-        m = eng._metrics
+        m = ctx.metrics
         if tvalid is not None and not tvalid.all():
             m["records_without_time"] = m.get("records_without_time", 0) + int(
                 (~tvalid).sum())
@@ -240,24 +242,24 @@ class SessionWindows:
         n = len(rows)
         self._ensure(self._nsess + n, len(self._key_ids))
         sid = np.empty(n, np.int64)
-        seqs = eng._seq + pos
+        seqs = ctx.seq + pos
         self._nsess, nlate = assign_sessions(
-            keys, t, wm[pos], seqs, self.gap, int(eng.allowed_lateness_ms * self.ticks),
+            keys, t, wm[pos], seqs, self.gap, int(ctx.allowed_lateness_ms * self.ticks),
             self._start, self._end, self._first, self._alive, self._parent, self._skey,
             self._head,
             self._nxt, self._nsess, sid)
         if nlate:
             late = sid < 0
             m["late_records"] += int(nlate)
-            if eng.late_sink is not None:
-                eng.late_sink(batch.take(pos[late]))
+            if ctx.late_sink is not None:
+                ctx.late_sink(batch.take(pos[late]))
             keep = np.flatnonzero(~late)
             rows, sid = rows.take(keep), sid[keep]
         self._held = rows if self._held is None else RecordBatch.concat([self._held, rows])
         self._held_sid = np.concatenate([self._held_sid, sid])
         if final != NO_WATERMARK:
-            eng._watermark = final
-            limit = final - int(eng.allowed_lateness_ms * self.ticks)
+            ctx.watermark = final
+            limit = final - int(ctx.allowed_lateness_ms * self.ticks)
             return self._close(self._end[:self._nsess] <= limit)
         return self._close(np.zeros(self._nsess, bool))
 
@@ -295,8 +297,6 @@ class SessionWindows:
         return out
 
     def _emit(self, rows: RecordBatch | None, roots: np.ndarray) -> RecordBatch:
-        from velokern.engine import Routing, StreamExecutionEngine
-
         if rows is None:
             return RecordBatch({})
         if len(rows) == 0 and self._empty is not None:
@@ -316,7 +316,7 @@ class SessionWindows:
             masks[c] = None
             names.append(c)
         fed = RecordBatch._trusted(names, data, masks, dict(rows.dictionaries), n)
-        agg = StreamExecutionEngine._from_query(self.agg_query, None)
+        agg = self._make_engine(self.agg_query, None)
         agg.bind_partitions(1)
         agg.execute(agg.prepare(fed), Routing.single(n))
         out = agg.flush()
@@ -332,4 +332,4 @@ def is_session(q: Query) -> bool:
     return q.window is not None and q.window.kind == "session"
 
 
-__all__ = ["SessionWindows", "is_session"]
+__all__ = ["SessionWindows", "column_key_bits", "is_session"]

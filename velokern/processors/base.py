@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Protocol, runtime_checkable
 
 from velokern.batch import RecordBatch
-from velokern.engine import StreamExecutionEngine
+from velokern.exec import StreamExecutionEngine
 
 __all__ = ["JobProcessor"]
 

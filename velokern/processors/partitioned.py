@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import numba
 
 from velokern.batch import RecordBatch
-from velokern.engine import StreamExecutionEngine
+from velokern.exec import StreamExecutionEngine
 from velokern.processors.config import default_num_partitions
 from velokern.processors.strategies import Strategy, StrategyError, make_strategy
 from velokern.processors.threading import (

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from velokern.batch import RecordBatch
-from velokern.engine import Routing, StreamExecutionEngine
+from velokern.exec import Routing, StreamExecutionEngine
 
 __all__ = ["SimpleJobProcessor"]
 

@@ -25,8 +25,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from velokern import _shim
-from velokern.engine import PARALLEL_MIN_ROWS, Prepared, Routing, StreamExecutionEngine
+from velokern import _shim, config
+from velokern.exec import Prepared, Routing, StreamExecutionEngine
 
 __all__ = ["PARTITION_COLUMN", "Strategy", "StrategyError", "make_strategy"]
 
@@ -90,7 +90,7 @@ class HashStrategy(Strategy):
         # the shim hashes, counts and scatters on the worker threads (contiguous chunks
         # of rows) when the batch is large enough to pay for waking them
         _, order, offsets = _shim.bucket_by_keys(
-            engine.key_bits(prep), n, threads if prep.n >= PARALLEL_MIN_ROWS else 1)
+            engine.key_bits(prep), n, threads if prep.n >= config.PARALLEL_MIN_ROWS else 1)
         return _routing(order, offsets)
 
 

@@ -1,0 +1,57 @@
+"""Every tunable of velokern, named and documented in one place.
+
+Values are module attributes read when used, so a program (or a test) may set one
+before it builds its engines: ``velokern.config.PARALLEL_MIN_ROWS = 65_536``. Those a
+user is likely to want to change from outside a program can also be set in the
+environment (``VELOKERN_<NAME>``) before velokern is imported. None of them changes an
+answer: they trade memory against time, or decide where a step runs.
+"""
+
+from __future__ import annotations
+
+import os
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(f"VELOKERN_{name}")
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw.replace("_", ""))
+    except ValueError:
+        raise ValueError(f"VELOKERN_{name} must be an integer, got {raw!r}") from None
+    if value < 0:
+        raise ValueError(f"VELOKERN_{name} must be >= 0, got {value}")
+    return value
+
+
+# ---------------------------------------------------------------- state
+#: groups each partition's state holds at first (it doubles when full)
+INITIAL_GROUPS = 256
+#: a direct map (keys that are all string/bool columns) grows to at most this many slots
+#: per partition; past it the job turns the map off and uses the hash table alone
+DIRECT_MAP_LIMIT = 1 << 20
+
+# ---------------------------------------------------------------- V2
+#: V2 routes a batch on its worker threads (the shim), and merges, gathers and scatters
+#: its output rows back into order on them, for batches and outputs of this many rows
+#: and more (fewer: one thread; the parallel call costs more than it saves)
+PARALLEL_MIN_ROWS = _env_int("PARALLEL_MIN_ROWS", 32_768)
+
+# ---------------------------------------------------------------- output memory
+#: output blocks no output refers to any more are kept for reuse up to this many bytes
+#: (velokern.pool.BlockPool)
+POOL_MAX_FREE_BYTES = _env_int("POOL_MAX_FREE_BYTES", 64 << 20)
+#: output packs smaller than this are plain arrays, not carved from a pooled block (the
+#: C allocator keeps small sizes mapped anyway)
+POOL_MIN_BYTES = 256 << 10
+#: a validity mask of up to this many entries is checked with a count, longer ones with
+#: a reduction (the count costs ~0.4 us a call, numpy's reduction ~1.4 us, but the
+#: reduction is faster on long arrays)
+MASK_COUNT_MAX = 8192
+
+# ---------------------------------------------------------------- caches
+#: one-partition routings kept by batch size (sizes a job sees are few)
+ROUTING_CACHE_SIZE = 64
+#: output pack layouts kept per kernel variant, by (rows, pool threshold)
+PACK_LAYOUT_CACHE_SIZE = 64

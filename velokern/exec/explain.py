@@ -1,0 +1,101 @@
+"""``explain``: a job's plan as text (printed by ``velokern explain``)."""
+
+from __future__ import annotations
+
+from velokern.plan import (
+    Agg,
+    AggRef,
+    Binary,
+    BoundQuery,
+    Case,
+    Cast,
+    Col,
+    Func,
+    InList,
+    IsNull,
+    KeyRef,
+    Lit,
+    Query,
+    Unary,
+)
+
+__all__ = ["explain"]
+
+
+def explain(query: Query, bound: BoundQuery | None, sessions: bool, allowed_lateness_ms: int,
+            num_partitions: int | None) -> str:
+    """The plan as text (also printed by ``velokern explain``)."""
+    q = query
+    lines = [f"StreamExecutionEngine: FROM {q.source}"]
+    if sessions:
+        lines.append(f"  window: {q.window.describe()}, allowed lateness "
+                     f"{allowed_lateness_ms} ms (a session closes when the "
+                     "watermark passes its end + lateness)")
+        lines.append("  kernels: WHERE and keys fused; sessions assigned record by "
+                     "record; a closed session's records aggregated by the query's "
+                     "GROUP BY kernel (serial: V2 partitions do not split sessions)")
+        lines.append("  output: " + ", ".join(n for n, _ in q.select))
+        return "\n".join(lines)
+    if bound is not None:
+        b = bound
+        lines.append(f"  input columns: {', '.join(f'{c} {b.schema[c]}' for c in b.columns)}")
+        if b.where is not None:
+            lines.append(f"  filter: {_fmt(b.where)}")
+        if b.window is not None:
+            lines.append(f"  window: {b.window.describe()}, allowed lateness "
+                         f"{allowed_lateness_ms} ms (closes when the watermark "
+                         "passes end + lateness)")
+        if b.is_aggregate:
+            lines.append(f"  group by: {', '.join(_fmt(k) for k in b.keys) or '(all rows)'}")
+            lines.append("  aggregates: " + ", ".join(
+                f"a{i}={_fmt(a)}" for i, a in enumerate(b.aggs)))
+            if b.having is not None:
+                lines.append(f"  having: {_fmt(b.having)}")
+            lines.append(f"  emit: {b.emit.upper()}")
+        lines.append("  output: " + ", ".join(
+            f"{n} {t} = {_fmt(e)}" for (n, e), t in zip(b.outputs, b.output_types)))
+        kind = "stateful (hash table per partition)" if b.is_aggregate else "stateless"
+        lines.append(f"  kernels: fused, {kind}")
+    else:
+        lines.append("  (schema not bound yet: it is taken from the first batch)")
+        if q.where is not None:
+            lines.append(f"  filter: {_fmt(q.where)}")
+        if q.group_by:
+            lines.append(f"  group by: {', '.join(_fmt(k) for k in q.group_by)}")
+        star = " *" if q.star else ""
+        lines.append("  output: " + ", ".join(n for n, _ in q.select) + star)
+    if num_partitions is not None:
+        lines.append(f"  partitions: {num_partitions}")
+    return "\n".join(lines)
+
+
+def _fmt(e) -> str:
+    if isinstance(e, Col):
+        return e.name
+    if isinstance(e, Lit):
+        return "NULL" if e.value is None else repr(e.value)
+    if isinstance(e, KeyRef):
+        return f"key{e.i}"
+    if isinstance(e, AggRef):
+        return f"a{e.i}"
+    if isinstance(e, Unary):
+        return f"(NOT {_fmt(e.x)})" if e.op == "not" else f"(-{_fmt(e.x)})"
+    if isinstance(e, Binary):
+        return f"({_fmt(e.l)} {e.op.upper() if e.op in ('and', 'or') else e.op} {_fmt(e.r)})"
+    if isinstance(e, IsNull):
+        return f"({_fmt(e.x)} IS {'NOT ' if e.negated else ''}NULL)"
+    if isinstance(e, InList):
+        vals = ", ".join(_fmt(v) for v in e.values)
+        return f"({_fmt(e.x)} {'NOT ' if e.negated else ''}IN ({vals}))"
+    if isinstance(e, Case):
+        parts = " ".join(f"WHEN {_fmt(c)} THEN {_fmt(v)}" for c, v in e.whens)
+        d = f" ELSE {_fmt(e.default)}" if e.default is not None else ""
+        return f"CASE {parts}{d} END"
+    if isinstance(e, Cast):
+        return f"CAST({_fmt(e.x)} AS {e.to})"
+    if isinstance(e, Func):
+        return f"{e.name.upper()}({', '.join(_fmt(a) for a in e.args)})"
+    if isinstance(e, Agg):
+        inner = "*" if e.arg is None else _fmt(e.arg)
+        return f"{e.func.upper()}({inner})"
+    return str(e)

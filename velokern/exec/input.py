@@ -1,0 +1,275 @@
+"""Input: a batch checked against the job's schema and converted to kernel inputs.
+
+:class:`InputStage` owns what a batch is read with: the bound plan (taken from the
+first batch when the job was given no schema), the job's string dictionaries (a
+batch's codes are re-mapped into them), which columns are nullable (which decides the
+kernel variant: none, or all once any used column has had a null) and the compiled
+variants. :meth:`InputStage.prepare` changes nothing until every check has passed.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from velokern.batch import STRING, RecordBatch, Schema, StringDictionary, _safe_cast
+from velokern.codegen import KernelSpec, generate
+from velokern.exec.context import JobContext, Prepared, SchemaError
+from velokern.kernels.compiler import load_module
+from velokern.kernels.windows import NO_WATERMARK, watermarks
+from velokern.plan import (
+    PROCESSING_TIME,
+    WINDOW_COLUMNS,
+    BoundQuery,
+    PlanError,
+    Query,
+    bind,
+    columns_of,
+    is_float,
+    is_int,
+    is_time,
+)
+
+__all__ = ["InputStage"]
+
+_EMPTY_I64 = np.empty(0, dtype=np.int64)
+_NO_MASKS = np.ones((1, 0), dtype=np.bool_)
+# engines of the same query over the same schema share generated kernels
+_GENERATED: dict[tuple, tuple[KernelSpec, Any]] = {}
+_GENERATED_LOCK = threading.Lock()
+
+
+class InputStage:
+    """Schema, dictionaries, nullability and kernel variants of one job."""
+
+    def __init__(self, query: Query, ctx: JobContext):
+        self.query = query
+        self.ctx = ctx
+        self.bound: BoundQuery | None = None
+        self.dicts: dict[str, StringDictionary] = {}
+        self.nullable: set[str] = set()
+        self._variants: dict[bool, tuple[KernelSpec, Any]] = {}
+        self._wants: list[tuple[str, np.dtype | None]] = []
+        self._literal_codes: dict[int, np.ndarray] = {}
+        self._remaps: dict[str, tuple[StringDictionary, np.ndarray]] = {}
+
+    # ---------------------------------------------------------------- plan
+    def bind_schema(self, schema: Schema) -> None:
+        self.bound = bind(self.query, schema)
+        self._wants = _wanted_types(self.bound)
+        for c in self.bound.columns:
+            if schema[c] == STRING and c not in self.dicts:
+                self.dicts[c] = StringDictionary()
+
+    def variant(self) -> tuple[KernelSpec, Any]:
+        """(spec, module) of the kernels for the current nullability."""
+        key = bool(self.nullable)
+        v = self._variants.get(key)
+        if v is None:
+            gkey = (self.ctx.sql, self.bound.schema, key)
+            with _GENERATED_LOCK:
+                v = _GENERATED.get(gkey)
+                if v is None:
+                    spec = generate(self.bound, set(self.nullable))
+                    v = (spec, load_module(spec.source))
+                    _GENERATED[gkey] = v
+            self._variants[key] = v
+        return v
+
+    def runtime_constants(self, spec: KernelSpec) -> tuple:
+        """R: string literal codes (interned once) and current string ranks."""
+        lit = self._literal_codes.get(id(spec))
+        if lit is None:
+            lit = np.array([self.dicts[o].code_of(v) for o, v in spec.literals] or [0],
+                           dtype=np.int64)
+            self._literal_codes[id(spec)] = lit
+        if not spec.rank_columns:
+            return (lit,)
+        return (lit, *[self.dicts[c].ranks() for c in spec.rank_columns])
+
+    def window_runtime(self, marks: np.ndarray, n: int, watermark: int) -> tuple:
+        """(WIN, WM, LATEBUF): [lateness in ticks, watermark after the batch], the
+        per-record watermarks, slots for late row numbers (sized by the driver)."""
+        lateness = round(self.ctx.allowed_lateness_ms * self.bound.ticks_per_ms)
+        return (np.array([lateness, watermark], np.int64), marks[:n], _EMPTY_I64)
+
+    def end_runtime(self, spec: KernelSpec) -> tuple:
+        """R for end-of-input kernels: no batch, the job's watermark."""
+        R = self.runtime_constants(spec)
+        if spec.windowed:
+            R = R + self.window_runtime(self.ctx.scratch.get("wm", 1), 0,
+                                        self.ctx.watermark)
+        return R
+
+    # ---------------------------------------------------------------- batches
+    def prepare(self, batch: RecordBatch, on_nullable: Callable[[], None]) -> Prepared:
+        """Validate ``batch`` and convert it to kernel inputs. ``on_nullable()`` is
+        called when this batch moves the job to the nullable variant (after every check
+        has passed)."""
+        if not isinstance(batch, RecordBatch):
+            raise TypeError(f"expected a RecordBatch, got {type(batch).__name__}")
+        w = self.query.window
+        if w is not None and w.time_col is None and PROCESSING_TIME not in batch:
+            batch = stamp_processing_time(batch)
+        bound = self.bound if self.bound is not None else self._bind_first(batch)
+        wants = self._wants if self.bound is not None else _wanted_types(bound)
+        data, masks, bdicts = _read_columns(batch, bound, wants)
+        # -- from here on nothing can fail on the data; adopt schema and dictionaries
+        if self.bound is None:
+            self.bound = bound
+            self._wants = wants
+        cols = bound.columns
+        for c in cols:
+            if bdicts[c] is not None:
+                data[c] = self._encode_strings(c, bdicts[c], data[c], masks[c])
+        # Kernel variants: either no column is nullable, or (once any used column has had
+        # a null) all are, so a query compiles at most two variants.
+        if not self.nullable and any(masks[c] is not None for c in cols):
+            self.nullable = set(cols)
+            on_nullable()
+        spec, module = self.variant()
+        return self._kernel_inputs(batch, spec, module, data, masks)
+
+    def _bind_first(self, batch: RecordBatch) -> BoundQuery:
+        """The plan bound to the first batch's schema (adopted once the batch passes)."""
+        missing = [c for c in self.needed_columns() if c not in batch]
+        if self.query.window is None and any(c in WINDOW_COLUMNS for c in missing):
+            name = next(c for c in missing if c in WINDOW_COLUMNS)
+            raise PlanError(f"{name} is defined only in a time-windowed query (add "
+                            f"WINDOW TUMBLING(...) or GROUP BY TUMBLE(...))")
+        if missing:
+            raise SchemaError(f"batch lacks column(s) {missing} used by the query "
+                              f"(batch columns: {batch.column_names})")
+        return bind(self.query, batch.schema)  # raises PlanError before any change
+
+    def _kernel_inputs(self, batch: RecordBatch, spec: KernelSpec, module, data,
+                       masks) -> Prepared:
+        n = len(batch)
+        C = []
+        for c, kind in spec.inputs:
+            arr = data[c]
+            if not arr.flags.c_contiguous:
+                arr = np.ascontiguousarray(arr)
+            if kind == "bits" or arr.dtype.kind == "M":
+                arr = arr.view(np.int64) if arr.dtype.itemsize == 8 else arr.view(np.int32)
+            C.append(arr)
+        # validity masks travel as one [columns, rows] array: a short argument tuple keeps
+        # numba's parallel compilation fast
+        if spec.nullable:
+            M = np.ones((len(spec.nullable), n), dtype=np.bool_)
+            for k, c in enumerate(spec.nullable):
+                if masks[c] is not None:
+                    M[k] = masks[c]
+        else:
+            M = _NO_MASKS
+        R = self.runtime_constants(spec)
+        wm = NO_WATERMARK
+        if spec.windowed:
+            tcol = self.bound.window.time_column
+            k = spec.inputs.index((tcol, "data"))
+            tmask = masks[tcol]
+            marks = self.ctx.scratch.get("wm", n)
+            wm = watermarks(C[k], tmask if tmask is not None else _NO_MASKS[0],
+                            tmask is not None, self.ctx.watermark, marks)
+            R = R + self.window_runtime(marks, n, wm)
+        return Prepared(batch, n, spec, module, tuple(C), M, R, wm)
+
+    def needed_columns(self) -> list[str]:
+        """Input columns the query names (known before a schema is bound)."""
+        q = self.query
+        cols: list[str] = []
+        exprs = [e for _, e in q.select] + q.group_by
+        exprs += [x for x in (q.where, q.having) if x is not None]
+        for e in exprs:
+            for c in columns_of(e):
+                if c not in cols and not (q.window is not None and c in WINDOW_COLUMNS):
+                    cols.append(c)
+        if q.window is not None and q.window.time_column not in cols:
+            cols.append(q.window.time_column)
+        return cols
+
+    def _encode_strings(self, c: str, bd: StringDictionary, codes: np.ndarray,
+                        mask) -> np.ndarray:
+        """Codes of a batch's string column in the job's dictionary for that column."""
+        d = self.dicts.get(c)
+        if d is None:
+            self.dicts[c] = bd
+            return codes
+        if bd is d:
+            return codes
+        # the batch's dictionary is append-only: extend a cached mapping, never redo it
+        cached = self._remaps.get(c)
+        if cached is not None and cached[0] is bd:
+            mapping = cached[1]
+            if len(mapping) < len(bd):
+                mapping = np.concatenate([mapping, d.encode_unique(bd.values[len(mapping):])])
+        else:
+            mapping = d.mapping_from(bd)
+        self._remaps[c] = (bd, mapping)
+        if len(mapping) == 0:
+            return np.full(len(codes), -1, np.int32)
+        safe = codes if mask is None else np.where(mask, codes, 0)
+        out = mapping[safe]
+        if mask is not None:
+            out = np.where(mask, out, -1).astype(np.int32)
+        return out
+
+
+def _read_columns(batch: RecordBatch, bound: BoundQuery, wants) -> tuple[dict, dict, dict]:
+    """(data, masks, batch dictionaries) of the columns the kernels read, each checked
+    against the job's schema; a narrower integer type is widened when every value fits."""
+    schema = bound.schema
+    data, masks, bdicts = {}, {}, {}
+    for c, want in wants:
+        parts = batch._parts(c)
+        if parts is None:
+            raise SchemaError(f"batch lacks column {c!r} used by the query "
+                              f"(batch columns: {batch.column_names})")
+        arr, m, d = parts
+        if (want is None) != (d is not None) or (d is None and arr.dtype != want):
+            got, want_name = batch.type_of(c), schema[c]
+            if _kind(want_name) != _kind(got) or is_time(want_name):
+                raise SchemaError(f"column {c!r} has type {got} in this batch but the "
+                                  f"job's schema has {want_name}")
+            try:  # a narrower integer type: every valid value must fit (no wrapping)
+                arr = _safe_cast(c, arr, m, np.dtype(want))
+            except ValueError as ex:
+                raise SchemaError(f"{ex} (type {got} in this batch, {want_name} in the "
+                                  "job's schema)") from None
+        data[c] = arr
+        masks[c] = m
+        bdicts[c] = d
+    return data, masks, bdicts
+
+
+def _kind(t: str) -> str:
+    if t == STRING:
+        return "string"
+    if is_int(t):
+        return "integer"
+    if is_float(t):
+        return "float"
+    if is_time(t):
+        return "timestamp"
+    return t
+
+
+def _wanted_types(bound: BoundQuery) -> list[tuple[str, np.dtype | None]]:
+    """(column, storage dtype, None for strings) of every column the kernels read."""
+    return [(c, None if bound.schema[c] == STRING else np.dtype(bound.schema[c]))
+            for c in bound.columns]
+
+
+def stamp_processing_time(batch: RecordBatch) -> RecordBatch:
+    """``batch`` with a ``_timestamp`` column: the ingestion time in epoch milliseconds."""
+    now = np.full(len(batch), int(time.time() * 1000), dtype=np.int64)
+    names = batch.column_names + [PROCESSING_TIME]
+    data = {n: batch._parts(n)[0] for n in batch.column_names}
+    data[PROCESSING_TIME] = now
+    masks = {n: batch._parts(n)[1] for n in batch.column_names}
+    masks[PROCESSING_TIME] = None
+    return RecordBatch._trusted(names, data, masks, batch.dictionaries, len(batch))
