@@ -18,9 +18,9 @@ from velokern.codegen.keys import (
     bits_code,
     direct_prologue,
     group_lookup,
-    key_bits,
     key_bits_src,
     probe_lines,
+    row_keys,
     uses_direct_map,
     value_is_bits,
 )
@@ -178,14 +178,7 @@ class AggregateGen:
         g = self.gen()
         g.emit_where(self.bq.where, counted=True)
         tv = self._windows(g)
-        for e, t in zip(self.bq.keys, self.bq.key_types):
-            if isinstance(e, WinRef):
-                self.key_vals.append(("ws", "False"))
-                self.kbs.append(("ws", "False"))
-                continue
-            kb, v, n = key_bits(g, e, t)
-            self.key_vals.append((v, n))
-            self.kbs.append((kb, n))
+        self.key_vals, self.kbs = row_keys(g, zip(self.bq.keys, self.bq.key_types))
         pre = []
         if not self.direct:  # the probe and all after it run once per window
             pre, g.lines = g.lines, []

@@ -18,7 +18,7 @@ from velokern.batch import STRING
 from velokern.codegen.common import GROUP, indent, prologue_inputs
 from velokern.codegen.expressions import ExprGen
 from velokern.codegen.spec import KernelSpec
-from velokern.plan import BOOL, BoundQuery, Col, Expr, is_float, is_int, is_time
+from velokern.plan import BOOL, BoundQuery, Col, Expr, WinRef, is_float, is_int, is_time
 
 
 def value_is_bits(t: str) -> bool:
@@ -44,6 +44,22 @@ def key_bits(g: ExprGen, e: Expr, t: str) -> tuple[str, str, str]:
     kb = g.tmp()
     g.emit(f"{kb} = {bits_code(g, e, t, v)} if not {n} else np.int64(0)")
     return kb, v, n
+
+
+def row_keys(g: ExprGen, keys) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """Emit the grouping bits of the row's ``keys`` (expression, type) into ``g``; returns
+    each key's (value, null) and (bits, null) codes. A window start key is the window
+    ``ws`` the loop is on."""
+    vals, kbs = [], []
+    for e, t in keys:
+        if isinstance(e, WinRef):
+            vals.append(("ws", "False"))
+            kbs.append(("ws", "False"))
+            continue
+        kb, v, n = key_bits(g, e, t)
+        vals.append((v, n))
+        kbs.append((kb, n))
+    return vals, kbs
 
 
 def hash_lines(kbs: list[str]) -> list[str]:
@@ -127,5 +143,5 @@ def key_bits_src(bq: BoundQuery, spec: KernelSpec, types, keys) -> list[str]:
 
 
 __all__ = ["bits_code", "direct_lookup", "direct_prologue", "group_lookup", "hash_lines",
-           "key_bits", "key_bits_src", "probe_lines", "unique_hash", "uses_direct_map",
+           "key_bits", "key_bits_src", "probe_lines", "row_keys", "unique_hash", "uses_direct_map",
            "value_is_bits"]

@@ -15,8 +15,8 @@ from velokern.codegen.expressions import ExprGen
 from velokern.codegen.keys import (
     direct_prologue,
     group_lookup,
-    key_bits,
     key_bits_src,
+    row_keys,
     uses_direct_map,
 )
 from velokern.codegen.outputs import row_body
@@ -180,11 +180,7 @@ def _row_loop_body(bq: BoundQuery, spec: KernelSpec, types, rings: list[_Ring]) 
     """One input row: WHERE, its group, each window function, the output row."""
     g = ExprGen(bq, spec, types)
     g.emit_where(bq.where, counted=True)
-    kvals, kbs = [], []
-    for e, t in zip(bq.keys, bq.key_types):
-        kb, v, n = key_bits(g, e, t)
-        kvals.append((v, n))
-        kbs.append((kb, n))
+    kvals, kbs = row_keys(g, zip(bq.keys, bq.key_types))
     group_lookup(g, kbs, spec.direct)
     g.emit("if g == ng:")
     g.emit_block(_new_group(bq, kvals), 4)
