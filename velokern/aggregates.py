@@ -129,6 +129,9 @@ class Partial:
 
 @dataclass(frozen=True)
 class Aggregate:
+    """One aggregate, all of it (the fields: the module docstring). ``name`` is what
+    :class:`velokern.plan.Agg` carries."""
+
     name: str
     sql: tuple[str, ...]  # lower-case SQL names (matched when sqlglot leaves exp.Anonymous)
     sqlglot: tuple[str, ...]  # sqlglot expression classes that parse to it

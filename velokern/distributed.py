@@ -8,11 +8,12 @@ their order: part *i* comes after part *i - 1*, as if one local job read them in
 - **Stateless queries**: every part runs through the engine where it lives; outputs are
   concatenated in part order (the local run's order).
 - **GROUP BY and time windows**: every part builds *partial aggregates* with its own
-  processor (a derived query computes, per group and window, the counts, sums, minima,
-  maxima, Welford triples, first/last values with their record sequence, and the
-  distinct values of each COUNT(DISTINCT)), partials are merged in a tree reduction on
-  the workers, and a last stateless query over the merged groups computes the SELECT
-  expressions and HAVING. Rows come in the local EMIT FINAL order (window start, then
+  processor (a derived query computes, per group and window, the partial columns each
+  aggregate's entry in the registry ``velokern.aggregates`` names: counts, sums, minima,
+  maxima, Welford triples, first/last values, or the distinct values of a
+  COUNT(DISTINCT)), partials are merged in a tree reduction on the workers by the
+  registry's merges, and a last stateless query over the merged groups computes the
+  SELECT expressions and HAVING. Rows come in the local EMIT FINAL order (window start, then
   first record). Lateness is decided as locally: each part's engine starts from the
   watermark of the parts before it (a first pass reads each part's largest event time).
   Integer, string, COUNT, MIN/MAX and FIRST/LAST results equal the local run exactly;
