@@ -42,12 +42,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from velokern.batch import STRING, StringDictionary
-from velokern.plan import BOOL, FLOAT, INT, NULL, Agg, compute_type, is_float, is_int, is_time
+from velokern.types import BOOL, FLOAT, INT, NULL, compute_type, is_float, is_int, is_time
+
+if TYPE_CHECKING:
+    from velokern.plan import Agg
 
 __all__ = ["REGISTRY", "AggTypeError", "Aggregate", "Column", "Groups", "Kernel", "Partial",
            "kind_for", "reference"]
@@ -345,8 +349,14 @@ def _merge_bool(every: bool):
     return merge
 
 
+def _over_arg(a: Agg, func: str) -> Agg:
+    """Aggregate ``func`` over ``a``'s argument (a plain call: no DISTINCT, no IGNORE
+    NULLS)."""
+    return replace(a, func=func, distinct=False, ignore_nulls=False)
+
+
 def _avg_columns(a: Agg):
-    return [("s", Agg("sum", a.arg)), ("c", Agg("count", a.arg))]
+    return [("s", _over_arg(a, "sum")), ("c", _over_arg(a, "count"))]
 
 
 def _merge_avg(cols, g, a):
@@ -359,7 +369,8 @@ def _final_avg(merged, n):
 
 
 def _welford_columns(a: Agg):
-    return [("c", Agg("count", a.arg)), ("m", Agg("avg", a.arg)), ("v", Agg("var_pop", a.arg))]
+    return [("c", _over_arg(a, "count")), ("m", _over_arg(a, "avg")),
+            ("v", _over_arg(a, "var_pop"))]
 
 
 def _merge_welford(cols, g, a):

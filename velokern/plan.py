@@ -12,7 +12,19 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from velokern.aggregates import REGISTRY, AggTypeError
 from velokern.batch import STRING, Schema
+from velokern.types import (
+    BOOL,
+    FLOAT,
+    INT,
+    NULL,
+    compute_type,
+    is_float,
+    is_int,
+    is_numeric,
+    is_time,
+)
 
 __all__ = [
     "WINDOW_COLUMNS",
@@ -42,38 +54,6 @@ __all__ = [
 
 class PlanError(ValueError):
     """A query that velokern cannot run as written (the message names the construct)."""
-
-
-# --------------------------------------------------------------------------- types
-INT = "int64"
-FLOAT = "float64"
-BOOL = "bool"
-NULL = "null"  # the type of a bare NULL literal
-
-
-def is_int(t: str) -> bool:
-    return t.startswith(("int", "uint"))
-
-
-def is_float(t: str) -> bool:
-    return t.startswith("float")
-
-
-def is_numeric(t: str) -> bool:
-    return is_int(t) or is_float(t)
-
-
-def is_time(t: str) -> bool:
-    return t.startswith("datetime64")
-
-
-def compute_type(t: str) -> str:
-    """The type a value of column type ``t`` has inside an expression."""
-    if is_int(t):
-        return INT
-    if is_float(t):
-        return FLOAT
-    return t
 
 
 # --------------------------------------------------------------------------- expressions
@@ -482,8 +462,6 @@ def agg_result_type(q: Query, a: Agg, at: str | None) -> str:
     """The result type of aggregate call ``a`` over an argument of type ``at``: the
     registry entry's rule (:mod:`velokern.aggregates`); a refused argument type is a
     PlanError pointing at the call."""
-    from velokern.aggregates import REGISTRY, AggTypeError
-
     try:
         return REGISTRY[a.func].result_type(at, isinstance(a.arg, Col))
     except AggTypeError as exc:
