@@ -125,44 +125,42 @@ class ExprGen:
         return code
 
     def gen(self, e: Expr) -> tuple[str, str]:
-        if isinstance(e, Col):
-            return self.col(e.name)
-        if isinstance(e, (KeyRef, AggRef)):
-            return self.refs[f"{type(e).__name__}{e.i}"]
+        """(value code, null code) of expression ``e``; statements go to ``lines``."""
+        handler = _HANDLERS.get(type(e))
+        if handler is None:
+            raise PlanError(f"unsupported expression {e}")
+        return handler(self, e)
+
+    def ref(self, e: KeyRef | AggRef | WinRef | OverRef) -> tuple[str, str]:
+        """A key, aggregate, window bound or window function computed earlier."""
         if isinstance(e, WinRef):
             return self.refs["WinEnd" if e.end else "WinStart"]
-        if isinstance(e, OverRef):
-            return self.refs[f"OverRef{e.i}"]
-        if isinstance(e, Lit):
-            if e.type == NULL:
-                return "0", "True"
-            if e.type == STRING:
-                raise PlanError(f"string literal {e.value!r} must be compared with a string "
-                                "column")
-            if e.type == FLOAT:
-                return f"np.float64({e.value!r})", "False"
-            if e.type == INT:
-                return f"np.int64({e.value!r})", "False"
-            return repr(bool(e.value)), "False"
-        if isinstance(e, Unary):
-            xv, xn = self.gen(e.x)
-            v = self.tmp()
-            self.emit(f"{v} = not {xv}" if e.op == "not" else f"{v} = -{xv}")
-            return v, xn
-        if isinstance(e, IsNull):
-            _, xn = self.gen(e.x)
-            return (f"(not {xn})" if e.negated else f"({xn})"), "False"
-        if isinstance(e, Binary):
-            return self.binary(e)
-        if isinstance(e, InList):
-            return self.in_list(e)
-        if isinstance(e, Case):
-            return self.case(e)
-        if isinstance(e, Cast):
-            return self.cast(e)
-        if isinstance(e, Func):
-            return self.func(e)
-        raise PlanError(f"unsupported expression {e}")
+        return self.refs[f"{type(e).__name__}{e.i}"]
+
+    def lit(self, e: Lit) -> tuple[str, str]:
+        """A literal (a string literal only in a comparison with a string column)."""
+        if e.type == NULL:
+            return "0", "True"
+        if e.type == STRING:
+            raise PlanError(f"string literal {e.value!r} must be compared with a string "
+                            "column")
+        if e.type == FLOAT:
+            return f"np.float64({e.value!r})", "False"
+        if e.type == INT:
+            return f"np.int64({e.value!r})", "False"
+        return repr(bool(e.value)), "False"
+
+    def unary(self, e: Unary) -> tuple[str, str]:
+        """NOT x, -x."""
+        xv, xn = self.gen(e.x)
+        v = self.tmp()
+        self.emit(f"{v} = not {xv}" if e.op == "not" else f"{v} = -{xv}")
+        return v, xn
+
+    def is_null(self, e: IsNull) -> tuple[str, str]:
+        """x IS [NOT] NULL (never null itself)."""
+        _, xn = self.gen(e.x)
+        return (f"(not {xn})" if e.negated else f"({xn})"), "False"
 
     def nor(self, *ns: str) -> str:
         real = [n for n in ns if n != "False"]
@@ -374,3 +372,21 @@ class ExprGen:
 
 
 __all__ = ["ExprGen"]
+
+
+#: the generator of each kind of expression node
+_HANDLERS = {
+    Col: lambda g, e: g.col(e.name),
+    KeyRef: ExprGen.ref,
+    AggRef: ExprGen.ref,
+    WinRef: ExprGen.ref,
+    OverRef: ExprGen.ref,
+    Lit: ExprGen.lit,
+    Unary: ExprGen.unary,
+    IsNull: ExprGen.is_null,
+    Binary: ExprGen.binary,
+    InList: ExprGen.in_list,
+    Case: ExprGen.case,
+    Cast: ExprGen.cast,
+    Func: ExprGen.func,
+}

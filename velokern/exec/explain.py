@@ -70,32 +70,34 @@ def explain(query: Query, bound: BoundQuery | None, sessions: bool, allowed_late
 
 
 def _fmt(e) -> str:
-    if isinstance(e, Col):
-        return e.name
-    if isinstance(e, Lit):
-        return "NULL" if e.value is None else repr(e.value)
-    if isinstance(e, KeyRef):
-        return f"key{e.i}"
-    if isinstance(e, AggRef):
-        return f"a{e.i}"
-    if isinstance(e, Unary):
-        return f"(NOT {_fmt(e.x)})" if e.op == "not" else f"(-{_fmt(e.x)})"
-    if isinstance(e, Binary):
-        return f"({_fmt(e.l)} {e.op.upper() if e.op in ('and', 'or') else e.op} {_fmt(e.r)})"
-    if isinstance(e, IsNull):
-        return f"({_fmt(e.x)} IS {'NOT ' if e.negated else ''}NULL)"
-    if isinstance(e, InList):
-        vals = ", ".join(_fmt(v) for v in e.values)
-        return f"({_fmt(e.x)} {'NOT ' if e.negated else ''}IN ({vals}))"
-    if isinstance(e, Case):
-        parts = " ".join(f"WHEN {_fmt(c)} THEN {_fmt(v)}" for c, v in e.whens)
-        d = f" ELSE {_fmt(e.default)}" if e.default is not None else ""
-        return f"CASE {parts}{d} END"
-    if isinstance(e, Cast):
-        return f"CAST({_fmt(e.x)} AS {e.to})"
-    if isinstance(e, Func):
-        return f"{e.name.upper()}({', '.join(_fmt(a) for a in e.args)})"
-    if isinstance(e, Agg):
-        inner = "*" if e.arg is None else _fmt(e.arg)
-        return f"{e.func.upper()}({inner})"
-    return str(e)
+    """An expression as SQL-like text."""
+    f = _FORMATS.get(type(e))
+    return str(e) if f is None else f(e)
+
+
+def _case(e: Case) -> str:
+    parts = " ".join(f"WHEN {_fmt(c)} THEN {_fmt(v)}" for c, v in e.whens)
+    d = f" ELSE {_fmt(e.default)}" if e.default is not None else ""
+    return f"CASE {parts}{d} END"
+
+
+def _not(negated: bool) -> str:
+    return "NOT " if negated else ""
+
+
+_FORMATS = {
+    Col: lambda e: e.name,
+    Lit: lambda e: "NULL" if e.value is None else repr(e.value),
+    KeyRef: lambda e: f"key{e.i}",
+    AggRef: lambda e: f"a{e.i}",
+    Unary: lambda e: f"(NOT {_fmt(e.x)})" if e.op == "not" else f"(-{_fmt(e.x)})",
+    Binary: lambda e: (f"({_fmt(e.l)} {e.op.upper() if e.op in ('and', 'or') else e.op} "
+                       f"{_fmt(e.r)})"),
+    IsNull: lambda e: f"({_fmt(e.x)} IS {_not(e.negated)}NULL)",
+    InList: lambda e: (f"({_fmt(e.x)} {_not(e.negated)}IN "
+                       f"({', '.join(_fmt(v) for v in e.values)}))"),
+    Case: _case,
+    Cast: lambda e: f"CAST({_fmt(e.x)} AS {e.to})",
+    Func: lambda e: f"{e.name.upper()}({', '.join(_fmt(a) for a in e.args)})",
+    Agg: lambda e: f"{e.func.upper()}({'*' if e.arg is None else _fmt(e.arg)})",
+}
