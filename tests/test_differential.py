@@ -25,7 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import velokern as vk
-from velokern.codegen import PF_MIN_SLOTS
+from velokern.config import PREFETCH_MIN_SLOTS as PF_MIN_SLOTS
 from velokern.kernels.layout import TABLE
 
 STATELESS = {

@@ -32,6 +32,17 @@ INITIAL_GROUPS = 256
 #: per partition; past it the job turns the map off and uses the hash table alone
 DIRECT_MAP_LIMIT = 1 << 20
 
+# ---------------------------------------------------------------- generated kernels
+# (baked into the generated source: a change compiles new kernels, under new cache keys)
+#: GROUP BY over a hash table of at least this many slots (no longer in cache) prefetches
+#: each row's table slot PREFETCH_AHEAD rows ahead (see velokern.codegen.prefetch)
+PREFETCH_MIN_SLOTS = 65536
+PREFETCH_AHEAD = 32
+#: a windowed kernel frees closed windows in the middle of a batch once this many groups
+#: are live (and then at twice the groups left): closing earlier or later never changes
+#: a result, it only bounds the state
+WINDOW_CLOSE_GROUPS = 4096
+
 # ---------------------------------------------------------------- V2
 #: V2 routes a batch on its worker threads (the shim), and merges, gathers and scatters
 #: its output rows back into order on them, for batches and outputs of this many rows
@@ -49,6 +60,12 @@ POOL_MIN_BYTES = 256 << 10
 #: a reduction (the count costs ~0.4 us a call, numpy's reduction ~1.4 us, but the
 #: reduction is faster on long arrays)
 MASK_COUNT_MAX = 8192
+
+# ---------------------------------------------------------------- sources
+#: records per batch a file or scenario source cuts its input into, unless told
+DEFAULT_BATCH_SIZE = 100_000
+#: rows a Parquet source reads from a row group at a time
+PARQUET_READ_ROWS = 65_536
 
 # ---------------------------------------------------------------- caches
 #: one-partition routings kept by batch size (sizes a job sees are few)

@@ -24,15 +24,18 @@ import threading
 
 import numpy as np
 
+from velokern import config
+
 __all__ = ["BlockPool"]
 
 
 class BlockPool:
     """Byte blocks handed out for output packs and taken back once unused."""
 
-    def __init__(self, max_free_bytes: int = 64 << 20, min_bytes: int = 256 << 10):
-        self.max_free_bytes = max_free_bytes
-        self.min_bytes = min_bytes
+    def __init__(self, max_free_bytes: int | None = None, min_bytes: int | None = None):
+        self.max_free_bytes = (config.POOL_MAX_FREE_BYTES if max_free_bytes is None
+                               else max_free_bytes)
+        self.min_bytes = config.POOL_MIN_BYTES if min_bytes is None else min_bytes
         self._blocks: list[np.ndarray] = []  # oldest first
         self._lock = threading.Lock()
 

@@ -44,7 +44,7 @@ prange wrappers), :mod:`~velokern.codegen.common` (header, prologue, row loop).
 from __future__ import annotations
 
 from velokern.codegen.aggregate import gen_aggregate
-from velokern.codegen.common import PF_AHEAD, PF_MIN_SLOTS, header
+from velokern.codegen.common import header
 from velokern.codegen.keys import value_is_bits
 from velokern.codegen.rows import gen_rows
 from velokern.codegen.spec import KernelSpec, OutCol, StateArray
@@ -93,4 +93,4 @@ def generate(bq: BoundQuery, nullable: set[str]) -> KernelSpec:
     return spec
 
 
-__all__ = ["PF_AHEAD", "PF_MIN_SLOTS", "KernelSpec", "OutCol", "StateArray", "generate"]
+__all__ = ["KernelSpec", "OutCol", "StateArray", "generate"]

@@ -3,12 +3,8 @@ the input prologue, the row loop and the indentation helper."""
 
 from __future__ import annotations
 
+from velokern import config
 from velokern.codegen.spec import KernelSpec
-
-#: GROUP BY over a hash table of at least PF_MIN_SLOTS slots (no longer in cache) prefetches
-#: each row's table slot PF_AHEAD rows ahead (see velokern.codegen.prefetch)
-PF_AHEAD = 32
-PF_MIN_SLOTS = 65536
 
 # The first line still names velokern.kernels.codegen, where the generator used to live:
 # the header is part of every generated module, whose source (pinned by
@@ -28,7 +24,7 @@ from velokern.kernels.windows import (
 )
 
 JIT = dict(cache=True, nogil=True, error_model="numpy")
-CLOSE_AT = 4096  # windowed: free closed windows mid-batch once this many groups are live
+CLOSE_AT = {CLOSE_AT}  # windowed: free closed windows mid-batch once this many groups are live
 PF_AHEAD = {PF_AHEAD}  # large hash tables: prefetch slots this many rows ahead
 PF_MIN_SLOTS = {PF_MIN_SLOTS}  # prefetching starts at this many table slots
 PJIT = dict(cache=True, nogil=True, error_model="numpy", parallel=True)
@@ -42,7 +38,8 @@ GROUP = "g = nonneg(g)"
 
 def header() -> str:
     """The start of every generated module: imports and compile options."""
-    return HEADER.format(PF_AHEAD=PF_AHEAD, PF_MIN_SLOTS=PF_MIN_SLOTS)
+    return HEADER.format(PF_AHEAD=config.PREFETCH_AHEAD, PF_MIN_SLOTS=config.PREFETCH_MIN_SLOTS,
+                         CLOSE_AT=config.WINDOW_CLOSE_GROUPS)
 
 
 def indent(lines: list[str], n: int) -> list[str]:
@@ -80,5 +77,5 @@ def row_loop(room: str, stop: list[str], body: list[str]) -> list[str]:
             "    j0 = cend"]
 
 
-__all__ = ["GROUP", "HEADER", "PF_AHEAD", "PF_MIN_SLOTS", "ROW", "header", "indent",
+__all__ = ["GROUP", "HEADER", "ROW", "header", "indent",
            "prologue_inputs", "row_loop", "runtime_prologue"]

@@ -24,6 +24,7 @@ from itertools import islice
 from typing import Any
 from urllib.parse import parse_qsl
 
+from velokern import config
 from velokern.api import as_batch
 from velokern.batch import RecordBatch, Schema, StringDictionary, _optional_import
 from velokern.datagen import SCENARIOS, stream_for
@@ -41,9 +42,8 @@ __all__ = [
 ]
 
 #: Records per batch of the file and scenario sources unless told otherwise.
-DEFAULT_BATCH_SIZE = 100_000
+DEFAULT_BATCH_SIZE = config.DEFAULT_BATCH_SIZE
 #: Rows pyarrow reads at a time from a Parquet row group (batches are re-cut anyway).
-_READ_ROWS = 65_536
 
 PARQUET_EXTENSIONS = (".parquet", ".pq")
 IPC_FILE_EXTENSIONS = (".arrow", ".ipc", ".feather")
@@ -444,7 +444,7 @@ class ParquetSource(Source):
                     if skip >= rows:
                         skip -= rows
                         continue
-                    read = pf.iter_batches(batch_size=_READ_ROWS, row_groups=[rg])
+                    read = pf.iter_batches(batch_size=config.PARQUET_READ_ROWS, row_groups=[rg])
                     where = f"{path}: row group {rg} (of {meta.num_row_groups}) cannot be read"
                     yield from _drop_rows(_guarded(read, where), skip)
                     skip = 0
