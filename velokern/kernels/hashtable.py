@@ -21,6 +21,7 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from velokern.kernels.layout import NGROUPS
 from velokern.kernels.scalar import JIT, mix64, nonneg
 
 _SHIFT = np.uint64(20)
@@ -166,7 +167,7 @@ def rebuild_direct(dmap, kbits, knull, meta, ddims):
     for p in range(dmap.shape[0]):
         m = dmap[p]
         m[:] = -1
-        for g in range(meta[p, 0]):
+        for g in range(meta[p, NGROUPS]):
             idx = 0
             for j in range(nk):
                 c = 0 if knull[p, g, j] != 0 else kbits[p, g, j] + 1

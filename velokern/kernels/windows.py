@@ -12,6 +12,21 @@ import numpy as np
 from numba import njit
 
 from velokern.kernels.hashtable import distinct_hash, refill, slot_of
+from velokern.kernels.layout import (
+    DGID,
+    DTAB,
+    DVAL,
+    HASHES,
+    KBITS,
+    KNULL,
+    META,
+    NGROUPS,
+    NTOUCHED,
+    TABLE,
+    B,
+    F,
+    I,
+)
 from velokern.kernels.scalar import JIT
 
 NO_WATERMARK = np.iinfo(np.int64).min
@@ -99,10 +114,10 @@ def drop_closed(S, p, w, limit, nd_cols, tlist_row):
     are at or before ``limit``: the live groups move down (keeping their order), the
     hash table, the touched list and the distinct sets follow. Returns the number of
     groups freed."""
-    table, hashes, kbits, knull = S[0][p], S[1][p], S[2][p], S[3][p]
-    I_, F_, B_, meta = S[4][p], S[5][p], S[6][p], S[7][p]
-    ng = meta[0]
-    tsave = I_[tlist_row, :meta[1]].copy()  # a list in a group-sized row: not per group
+    table, hashes, kbits, knull = S[TABLE][p], S[HASHES][p], S[KBITS][p], S[KNULL][p]
+    I_, F_, B_, meta = S[I][p], S[F][p], S[B][p], S[META][p]
+    ng = meta[NGROUPS]
+    tsave = I_[tlist_row, :meta[NTOUCHED]].copy()  # a list in a group-sized row: not per group
     newid = np.empty(ng, np.int64)
     j = 0
     for g in range(ng):
@@ -121,7 +136,7 @@ def drop_closed(S, p, w, limit, nd_cols, tlist_row):
     freed = ng - j
     if freed == 0:
         return 0
-    meta[0] = j
+    meta[NGROUPS] = j
     tl = I_[tlist_row]
     nt = 0
     for t in range(len(tsave)):
@@ -129,11 +144,11 @@ def drop_closed(S, p, w, limit, nd_cols, tlist_row):
         if ng2 >= 0:
             tl[nt] = ng2
             nt += 1
-    meta[1] = nt
+    meta[NTOUCHED] = nt
     refill(table, hashes, j)
     for d in range(len(nd_cols)):
         col = nd_cols[d]
-        dtab, dgid, dval = S[8][p, d], S[9][p, d], S[10][p, d]
+        dtab, dgid, dval = S[DTAB][p, d], S[DGID][p, d], S[DVAL][p, d]
         ne = 0
         for e in range(meta[col]):
             ng2 = newid[dgid[e]]

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from velokern.kernels.layout import NGROUPS
 from velokern.kernels.slow.scalar import MASK64, mix64
 
 
@@ -121,7 +122,7 @@ def rebuild_direct(kbits, knull, meta, ddims) -> list[np.ndarray]:
         assert [int(s) for s in ddims[p, 1]] == [int(np.prod(dims[j + 1:]))
                                                  for j in range(len(dims))]
         m = np.full(int(np.prod(dims)), -1, np.int64)
-        for g in range(int(meta[p, 0])):
+        for g in range(int(meta[p, NGROUPS])):
             codes = [0 if knull[p][g][j] else int(kbits[p][g][j]) + 1
                      for j in range(len(dims))]
             m[np.ravel_multi_index(codes, dims)] = g
