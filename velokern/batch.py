@@ -481,6 +481,71 @@ def _strings_via_arrow(
     return _arrow_column(pa, name, arr, dictionary)
 
 
+def _unmasked(name: str, values: np.ma.MaskedArray) -> tuple[np.ndarray, np.ndarray | None]:
+    """A masked array's data and validity (None when nothing is masked)."""
+    if values.ndim != 1:
+        raise ValueError(f"column {name!r} must be 1-D, got shape {values.shape}")
+    m = np.ma.getmaskarray(values)
+    return np.ma.getdata(values), (~m if m.any() else None)
+
+
+def _input_mask(name: str, mask: Any, n: int) -> np.ndarray:
+    """A validity mask given next to a column, as bool, checked against its length."""
+    m = np.asarray(mask, dtype=bool)
+    if m.shape != (n,):
+        raise ValueError(f"column {name!r}: validity mask has shape {m.shape}, column has ({n},)")
+    return m
+
+
+def _pending_named(
+    name: str, values: Any, valid: np.ndarray | None, dictionary: StringDictionary | None
+) -> _PendingStrings:
+    """:func:`_pending`, its TypeError (e.g. a str that is not valid Unicode) naming the column."""
+    try:
+        return _pending(values, valid, dictionary)
+    except TypeError as exc:
+        raise TypeError(f"column {name!r}: {exc}") from exc
+
+
+def _object_column(
+    name: str, values: Any, valid: np.ndarray | None, dictionary: StringDictionary | None
+) -> tuple[np.ndarray | None, np.ndarray | None, _PendingStrings | None]:
+    """:func:`_as_column` for a list or object array: Python values (None = null) of one kind."""
+    fast = _strings_via_arrow(name, values, valid, dictionary)
+    if fast is not None:
+        return fast
+    # positions already null are not read
+    lst = values if isinstance(values, list) else values.tolist()
+    if valid is not None:
+        lst = list(lst)
+        for i in np.flatnonzero(~valid).tolist():
+            lst[i] = None
+    data, v, kind = _infer_list(name, lst)
+    valid = _and_valid(valid, v)
+    if kind == "str":
+        return None, valid, _pending_named(name, data, valid, dictionary)
+    return _native_column(name, data, valid)
+
+
+def _native_column(
+    name: str, data: np.ndarray, valid: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray | None, None]:
+    """:func:`_as_column` for a numeric/bool/datetime array: native byte order, datetime
+    units normalised (NaT = null), the dtype checked, an all-valid mask dropped."""
+    if not data.dtype.isnative:
+        data = data.astype(data.dtype.newbyteorder("="))
+    if data.dtype.kind == "M":
+        data = _normalise_datetime(name, data)
+        nat = np.isnat(data)
+        if nat.any():
+            valid = _and_valid(valid, ~nat)
+    elif data.dtype not in _SUPPORTED_NUMERIC:
+        raise TypeError(f"column {name!r}: unsupported dtype {data.dtype}")
+    if valid is not None and valid.all():
+        valid = None
+    return data, valid, None
+
+
 def _as_column(
     name: str,
     values: Any,
@@ -495,11 +560,7 @@ def _as_column(
     """
     valid = None
     if isinstance(values, np.ma.MaskedArray):
-        if values.ndim != 1:
-            raise ValueError(f"column {name!r} must be 1-D, got shape {values.shape}")
-        m = np.ma.getmaskarray(values)
-        valid = ~m if m.any() else None
-        values = np.ma.getdata(values)
+        values, valid = _unmasked(name, values)
     if isinstance(values, np.ndarray):
         if values.ndim != 1:
             raise ValueError(f"column {name!r} must be 1-D, got shape {values.shape}")
@@ -511,50 +572,33 @@ def _as_column(
         raise TypeError(
             f"column {name!r}: expected a numpy array or a list, got {type(values).__name__}"
         )
-    n = len(values)
     if mask is not None:
-        m = np.asarray(mask, dtype=bool)
-        if m.shape != (n,):
-            raise ValueError(
-                f"column {name!r}: validity mask has shape {m.shape}, column has ({n},)"
-            )
-        valid = _and_valid(valid, m)
+        valid = _and_valid(valid, _input_mask(name, mask, len(values)))
     if isinstance(values, list) or values.dtype == object:
-        fast = _strings_via_arrow(name, values, valid, dictionary)
-        if fast is not None:
-            return fast
-        # Python values (None = null), of one kind; positions already null are not read
-        lst = values if isinstance(values, list) else values.tolist()
-        if valid is not None:
-            lst = list(lst)
-            for i in np.flatnonzero(~valid).tolist():
-                lst[i] = None
-        data, v, kind = _infer_list(name, lst)
-        valid = _and_valid(valid, v)
-        if kind == "str":
-            try:
-                return None, valid, _pending(data, valid, dictionary)
-            except TypeError as exc:  # e.g. a str that is not valid Unicode
-                raise TypeError(f"column {name!r}: {exc}") from exc
-    elif values.dtype.kind in "US":
-        try:
-            return None, valid, _pending(values, valid, dictionary)
-        except TypeError as exc:
-            raise TypeError(f"column {name!r}: {exc}") from exc
-    else:
-        data = values
-    if not data.dtype.isnative:
-        data = data.astype(data.dtype.newbyteorder("="))
-    if data.dtype.kind == "M":
-        data = _normalise_datetime(name, data)
-        nat = np.isnat(data)
-        if nat.any():
-            valid = _and_valid(valid, ~nat)
-    elif data.dtype not in _SUPPORTED_NUMERIC:
-        raise TypeError(f"column {name!r}: unsupported dtype {data.dtype}")
-    if valid is not None and valid.all():
-        valid = None
-    return data, valid, None
+        return _object_column(name, values, valid, dictionary)
+    if values.dtype.kind in "US":
+        return None, valid, _pending_named(name, values, valid, dictionary)
+    return _native_column(name, values, valid)
+
+
+def _shape_error(n: str, a: Any, num_rows: int, lengths: dict) -> Exception:
+    """The error for a column given to RecordBatch() that is no 1-D array of num_rows."""
+    if not isinstance(a, np.ndarray):
+        return TypeError(f"column {n!r}: expected a numpy array, got {type(a).__name__}")
+    if a.ndim != 1:
+        return ValueError(f"column {n!r} must be 1-D, got shape {a.shape}")
+    return ValueError(
+        f"column {n!r} has {len(a)} rows but the batch has {num_rows} (lengths: {lengths})"
+    )
+
+
+def _codes_error(n: str, a: np.ndarray, d: Any) -> TypeError:
+    """The error for a string column given to RecordBatch() with a bad dictionary or codes."""
+    if not isinstance(d, StringDictionary):
+        return TypeError(
+            f"string column {n!r}: expected a StringDictionary, got {type(d).__name__}"
+        )
+    return TypeError(f"string column {n!r}: codes must be int32, got {a.dtype}")
 
 
 # --------------------------------------------------------------------------- batch
@@ -592,23 +636,12 @@ class RecordBatch:
         data: dict[str, np.ndarray] = {}
         for n in names:
             a = columns[n]
-            if not isinstance(a, np.ndarray):
-                raise TypeError(f"column {n!r}: expected a numpy array, got {type(a).__name__}")
-            if a.ndim != 1:
-                raise ValueError(f"column {n!r} must be 1-D, got shape {a.shape}")
-            if len(a) != num_rows:
-                raise ValueError(
-                    f"column {n!r} has {len(a)} rows but the batch has {num_rows} "
-                    f"(lengths: {lengths})"
-                )
+            if not isinstance(a, np.ndarray) or a.ndim != 1 or len(a) != num_rows:
+                raise _shape_error(n, a, num_rows, lengths)
             if n in dictionaries:
-                if not isinstance(dictionaries[n], StringDictionary):
-                    raise TypeError(
-                        f"string column {n!r}: expected a StringDictionary, "
-                        f"got {type(dictionaries[n]).__name__}"
-                    )
-                if a.dtype != np.int32:
-                    raise TypeError(f"string column {n!r}: codes must be int32, got {a.dtype}")
+                d = dictionaries[n]
+                if not isinstance(d, StringDictionary) or a.dtype != np.int32:
+                    raise _codes_error(n, a, d)
             elif not _supported_dtype(a.dtype):
                 raise TypeError(
                     f"column {n!r}: unsupported dtype {a.dtype}{_datetime_hint(a.dtype)}"
@@ -968,39 +1001,13 @@ class RecordBatch:
         if not batches:
             raise ValueError("concat needs at least one batch")
         first = batches[0]
-        for i, b in enumerate(batches[1:], 1):
-            if b.column_names != first.column_names:
-                raise ValueError(
-                    f"concat: batch {i} has columns {b.column_names}, "
-                    f"batch 0 has {first.column_names}"
-                )
-            for n in first.column_names:
-                if b.type_of(n) != first.type_of(n):
-                    raise TypeError(
-                        f"concat: column {n!r} is {b.type_of(n)} in batch {i} "
-                        f"but {first.type_of(n)} in batch 0"
-                    )
+        _check_concat(batches)
         data, masks, dicts = {}, {}, {}
         total = sum(len(b) for b in batches)
         for n in first.column_names:
             d0 = first._dicts.get(n)
             if d0 is not None:
-                if all(b._dicts[n] is d0 for b in batches):
-                    d = d0
-                    parts = [b._data[n] for b in batches]
-                else:
-                    d = d0.copy()
-                    parts = []
-                    for b in batches:
-                        mapping = d.mapping_from(b._dicts[n])
-                        codes = b._data[n]
-                        m = b._masks[n]
-                        out = np.full(len(codes), -1, dtype=np.int32)
-                        ok = codes >= 0 if m is None else m
-                        out[ok] = mapping[codes[ok]]
-                        parts.append(out)
-                dicts[n] = d
-                data[n] = np.concatenate(parts) if parts else np.empty(0, np.int32)
+                dicts[n], data[n] = _concat_strings(batches, n, d0)
             else:
                 data[n] = np.concatenate([b._data[n] for b in batches])
             if any(b._masks[n] is not None for b in batches):
@@ -1073,26 +1080,13 @@ class RecordBatch:
             m1, m2 = self._masks[n], other._masks[n]
             if (m1 is None) != (m2 is None):
                 return False
-            if m1 is not None and not np.array_equal(m1, m2):
-                return False
             a, b = self._data[n], other._data[n]
             if m1 is not None:
+                if not np.array_equal(m1, m2):
+                    return False
                 a, b = a[m1], b[m1]
-            d1 = self._dicts.get(n)
-            if d1 is not None:
-                d2 = other._dicts[n]
-                if d1 is not d2:
-                    a, b = d1.as_array()[a], d2.as_array()[b]
-                if not np.array_equal(a, b):
-                    return False
-            elif a.dtype.kind == "f":
-                if bitwise:
-                    width = {2: np.int16, 4: np.int32, 8: np.int64}[a.dtype.itemsize]
-                    if not np.array_equal(a.view(width), b.view(width)):
-                        return False
-                elif not np.array_equal(a, b, equal_nan=True):
-                    return False
-            elif not np.array_equal(a, b):
+            # equal types: both columns are strings (with dictionaries) or neither is
+            if not _values_equal(a, b, self._dicts.get(n), other._dicts.get(n), bitwise):
                 return False
         return True
 
@@ -1184,6 +1178,65 @@ class RecordBatch:
         return pl.from_arrow(self.to_arrow())
 
 
+def _values_equal(
+    a: np.ndarray,
+    b: np.ndarray,
+    d1: StringDictionary | None,
+    d2: StringDictionary | None,
+    bitwise: bool,
+) -> bool:
+    """RecordBatch.equals for the valid values of one column: strings compared as
+    strings, floats bit for bit or with NaN equal to NaN."""
+    if d1 is not None:
+        if d1 is not d2:
+            a, b = d1.as_array()[a], d2.as_array()[b]
+        return np.array_equal(a, b)
+    if a.dtype.kind == "f":
+        if bitwise:
+            width = {2: np.int16, 4: np.int32, 8: np.int64}[a.dtype.itemsize]
+            return np.array_equal(a.view(width), b.view(width))
+        return np.array_equal(a, b, equal_nan=True)
+    return np.array_equal(a, b)
+
+
+def _check_concat(batches: list[RecordBatch]) -> None:
+    """RecordBatch.concat's check: every batch has batch 0's column names and types."""
+    first = batches[0]
+    for i, b in enumerate(batches[1:], 1):
+        if b.column_names != first.column_names:
+            raise ValueError(
+                f"concat: batch {i} has columns {b.column_names}, batch 0 has {first.column_names}"
+            )
+        for n in first.column_names:
+            if b.type_of(n) != first.type_of(n):
+                raise TypeError(
+                    f"concat: column {n!r} is {b.type_of(n)} in batch {i} "
+                    f"but {first.type_of(n)} in batch 0"
+                )
+
+
+def _concat_strings(
+    batches: list[RecordBatch], n: str, d0: StringDictionary
+) -> tuple[StringDictionary, np.ndarray]:
+    """The dictionary and codes of string column ``n`` of the batches one after another:
+    their shared dictionary, or the codes re-encoded into a copy of batch 0's."""
+    if all(b._dicts[n] is d0 for b in batches):
+        d = d0
+        parts = [b._data[n] for b in batches]
+    else:
+        d = d0.copy()
+        parts = []
+        for b in batches:
+            mapping = d.mapping_from(b._dicts[n])
+            codes = b._data[n]
+            m = b._masks[n]
+            out = np.full(len(codes), -1, dtype=np.int32)
+            ok = codes >= 0 if m is None else m
+            out[ok] = mapping[codes[ok]]
+            parts.append(out)
+    return d, (np.concatenate(parts) if parts else np.empty(0, np.int32))
+
+
 def _safe_cast(name: str, src: np.ndarray, valid: np.ndarray | None, to: np.dtype) -> np.ndarray:
     """``src.astype(to)``; to an integer type, every valid value must survive exactly."""
     with np.errstate(invalid="ignore", over="ignore"):
@@ -1242,11 +1295,11 @@ def _arrow_column(
         valid = arr.is_valid().to_numpy(zero_copy_only=False)
     if pa.types.is_dictionary(t):
         vt = t.value_type
-        if not (pa.types.is_string(vt) or pa.types.is_large_string(vt)):
-            # a dictionary of non-strings is just a compressed column of its values
-            return _arrow_column(pa, name, arr.dictionary_decode(), dictionary)
-        if arr.dictionary.null_count:
-            # null dictionary entries: decode and re-encode so validity is in the indices
+        # a dictionary of non-strings is just a compressed column of its values; null
+        # dictionary entries: decode and re-encode so validity is in the indices
+        if not (pa.types.is_string(vt) or pa.types.is_large_string(vt)) or (
+            arr.dictionary.null_count
+        ):
             return _arrow_column(pa, name, arr.dictionary_decode(), dictionary)
         idx = arr.indices.fill_null(0).to_numpy(zero_copy_only=False).astype(np.intp)
         inverse = idx if valid is None else idx[valid]
@@ -1274,6 +1327,13 @@ def _arrow_column(
         else:
             data = arr.fill_null(0).to_numpy(zero_copy_only=False)
         return data, valid, None
+    return _arrow_temporal_column(pa, name, arr, valid)
+
+
+def _arrow_temporal_column(pa, name: str, arr, valid: np.ndarray | None):
+    """The rest of :func:`_arrow_column`: timestamps and dates as datetime64, any other
+    Arrow type refused."""
+    t = arr.type
     if pa.types.is_timestamp(t):
         if t.tz is not None:
             # the instants stay the same: epoch values are UTC with or without a zone
