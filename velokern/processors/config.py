@@ -47,6 +47,45 @@ def default_num_partitions() -> int:
     return n if n > 0 else FALLBACK_PARTITIONS
 
 
+def _v2_options(where: str, opts: list[str]) -> tuple[int | None, bool, str | None]:
+    """The partition count, affinity flag and strategy of v2's options (in that order);
+    errors start with ``where`` (the config string, quoted)."""
+    n = None
+    affinity = False
+    strategy = None
+    for opt in opts:
+        if opt.lstrip("+-").isdigit():
+            n = _partition_count(where, opt, n, affinity or strategy is not None)
+        elif opt == "affinity":
+            if affinity:
+                raise ConfigError(f"{where!r}: 'affinity' given twice")
+            if strategy is not None:
+                raise ConfigError(f"{where!r}: 'affinity' must come before the strategy")
+            affinity = True
+        elif opt in STRATEGIES:
+            if strategy is not None:
+                raise ConfigError(f"{where!r}: strategy given twice ({strategy} and {opt})")
+            strategy = opt
+        else:
+            raise ConfigError(
+                f"{where!r}: unknown option {opt!r}; expected a partition count, "
+                f"'affinity' or a strategy ({', '.join(STRATEGIES)})"
+            )
+    return n, affinity, strategy
+
+
+def _partition_count(where: str, opt: str, n: int | None, after_others: bool) -> int:
+    """v2's partition count option ``opt``: given once, right after v2, at least 1."""
+    if n is not None:
+        raise ConfigError(f"{where!r}: partition count given twice ({n} and {opt})")
+    if after_others:
+        raise ConfigError(f"{where!r}: the partition count must come right after v2")
+    val = int(opt)
+    if val < 1:
+        raise ConfigError(f"{where!r}: number of partitions must be >= 1, got {val}")
+    return val
+
+
 @dataclass(frozen=True)
 class PartitionedJobConfig:
     """The resolved settings of a V2 job."""
@@ -127,39 +166,7 @@ class JobProcessorConfig:
             return cls.V1()
         if head != "v2":
             raise ConfigError(f"{text.strip()!r}: unknown processor {head!r}, expected v1 or v2")
-        n = None
-        affinity = False
-        strategy = None
-        for opt in opts:
-            if opt.lstrip("+-").isdigit():
-                if n is not None:
-                    raise ConfigError(f"{text.strip()!r}: partition count given twice "
-                                      f"({n} and {opt})")
-                if strategy is not None or affinity:
-                    raise ConfigError(f"{text.strip()!r}: the partition count must come right "
-                                      "after v2")
-                val = int(opt)
-                if val < 1:
-                    raise ConfigError(f"{text.strip()!r}: number of partitions must be >= 1, "
-                                      f"got {val}")
-                n = val
-            elif opt == "affinity":
-                if affinity:
-                    raise ConfigError(f"{text.strip()!r}: 'affinity' given twice")
-                if strategy is not None:
-                    raise ConfigError(f"{text.strip()!r}: 'affinity' must come before the "
-                                      "strategy")
-                affinity = True
-            elif opt in STRATEGIES:
-                if strategy is not None:
-                    raise ConfigError(f"{text.strip()!r}: strategy given twice ({strategy} "
-                                      f"and {opt})")
-                strategy = opt
-            else:
-                raise ConfigError(
-                    f"{text.strip()!r}: unknown option {opt!r}; expected a partition count, "
-                    f"'affinity' or a strategy ({', '.join(STRATEGIES)})"
-                )
+        n, affinity, strategy = _v2_options(text.strip(), opts)
         return cls.V2(n, affinity, strategy)
 
     @classmethod
