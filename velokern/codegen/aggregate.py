@@ -38,6 +38,10 @@ from velokern.kernels.layout import (
     NOTIME,
     NOUT,
     NTOUCHED,
+    R_LATE,
+    R_MARKS,
+    R_WINDOW,
+    WIN_LATENESS,
     I,
     aggregate_meta,
     distinct_column,
@@ -285,7 +289,8 @@ class AggregateGen:
             pro += direct_prologue(self.spec)
         pro += [f"a{ai}_nd = meta[{self.nd_col(ai)}]" for ai in self.distinct]
         if self.win is not None:
-            pro += ["LATENESS = R[-3][0]", "WM = R[-2]", "LATEBUF = R[-1]",
+            pro += [f"LATENESS = R[{R_WINDOW}][{WIN_LATENESS}]", f"WM = R[{R_MARKS}]",
+                    f"LATEBUF = R[{R_LATE}]",
                     f"nlate = meta[{NLATE}]", "notime = 0", f"nout = meta[{NOUT}]",
                     "minws = min_window(kv0, ng)", "close_at = CLOSE_AT"]
         return pro

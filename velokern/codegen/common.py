@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from velokern import config
 from velokern.codegen.spec import KernelSpec
+from velokern.kernels.layout import R_LITERALS, R_RANKS
 
 # The first line still names velokern.kernels.codegen, where the generator used to live:
 # the header is part of every generated module, whose source (pinned by
@@ -49,7 +50,8 @@ def indent(lines: list[str], n: int) -> list[str]:
 
 def runtime_prologue(spec: KernelSpec) -> list[str]:
     """Locals for the runtime constants: string literal codes and string ranks."""
-    return ["LIT = R[0]"] + [f"RANK{k} = R[{k + 1}]" for k in range(len(spec.rank_columns))]
+    return [f"LIT = R[{R_LITERALS}]"] + [f"RANK{k} = R[{k + R_RANKS}]"
+                                         for k in range(len(spec.rank_columns))]
 
 
 def prologue_inputs(spec: KernelSpec) -> list[str]:

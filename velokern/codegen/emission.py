@@ -11,7 +11,17 @@ from velokern.aggregates import kind_for
 from velokern.codegen.common import indent, runtime_prologue
 from velokern.codegen.outputs import out_lines
 from velokern.codegen.parallel import BATCH_PART, part_signature, prange_wrapper
-from velokern.kernels.layout import META, NGROUPS, NOUT, NTOUCHED, B, I
+from velokern.kernels.layout import (
+    META,
+    NGROUPS,
+    NOUT,
+    NTOUCHED,
+    R_WINDOW,
+    WIN_LATENESS,
+    WIN_WATERMARK,
+    B,
+    I,
+)
 from velokern.plan import compute_type
 
 if TYPE_CHECKING:
@@ -98,10 +108,10 @@ def _batch_windowed(ag: AggregateGen) -> list[str]:
            f"meta = S[{META}][p]",
            f"k = meta[{NOUT}]",
            f"meta[{NOUT}] = 0",
-           "W = R[-3][1]",
+           f"W = R[{R_WINDOW}][{WIN_WATERMARK}]",
            "if W != NO_WM:",
-           f"    k += close_groups(S, p, R, W - R[-3][0] - {ag.bq.size}, OI, OF, OB, OC, OM, "
-           "oseq, obase + k)"]
+           f"    k += close_groups(S, p, R, W - R[{R_WINDOW}][{WIN_LATENESS}] - {ag.bq.size}, "
+           "OI, OF, OB, OC, OM, oseq, obase + k)"]
     if ag.track:
         gids = f"window_order({_touched_list(ag)}, {ag.wstart()})"
         src += [f"nt = meta[{NTOUCHED}]",

@@ -18,6 +18,7 @@ from velokern.batch import STRING
 from velokern.codegen.common import GROUP, indent, prologue_inputs
 from velokern.codegen.expressions import ExprGen
 from velokern.codegen.spec import KernelSpec
+from velokern.kernels.layout import DIM_SIZE, DIM_STRIDE
 from velokern.plan import BOOL, BoundQuery, Col, Expr, WinRef, is_float, is_int, is_time
 
 
@@ -124,7 +125,7 @@ def direct_prologue(spec: KernelSpec) -> list[str]:
     row, since stores to state arrays may alias it: S2 ~10% slower)."""
     lines = [f"direct_on = meta[{spec.meta_cols['direct']}] != 0"]
     for j in range(spec.num_keys):
-        lines += [f"dsize{j} = ddims[0, {j}]", f"dstride{j} = ddims[1, {j}]"]
+        lines += [f"dsize{j} = ddims[{DIM_SIZE}, {j}]", f"dstride{j} = ddims[{DIM_STRIDE}, {j}]"]
     return lines
 
 

@@ -166,7 +166,7 @@ class Driver:
                 obases = np.zeros(P, np.int64)
                 np.cumsum(sizes[:-1], out=obases[1:])
                 cap = int(sizes.sum())
-            R = R[:-1] + (self.ctx.scratch.get("late", cap),)
+            R = R[:L.R_LATE] + (self.ctx.scratch.get("late", cap),)
         else:
             obases = r.starts if P == 1 else r.starts.astype(np.int64, copy=False)
             cap = prep.n
@@ -179,7 +179,7 @@ class Driver:
             counts = self._stateful_many(prep, r, R, obases, out)
         packs = out[:5]
         if spec.windowed:
-            take_late(self.ctx, self.state, prep, R[-1], obases)
+            take_late(self.ctx, self.state, prep, R[L.R_LATE], obases)
             self.ctx.watermark = max(self.ctx.watermark, prep.watermark)
         elif self.emit_mode != "changes":
             return self.empty(spec)

@@ -92,8 +92,9 @@ class InputStage:
         return (lit, *[self.dicts[c].ranks() for c in spec.rank_columns])
 
     def window_runtime(self, marks: np.ndarray, n: int, watermark: int) -> tuple:
-        """(WIN, WM, LATEBUF): [lateness in ticks, watermark after the batch], the
-        per-record watermarks, slots for late row numbers (sized by the driver)."""
+        """R's windowed tail, in layout order (R_WINDOW, R_MARKS, R_LATE): [lateness in
+        ticks, watermark after the batch], the per-record watermarks, slots for late row
+        numbers (sized by the driver)."""
         lateness = round(self.ctx.allowed_lateness_ms * self.bound.ticks_per_ms)
         return (np.array([lateness, watermark], np.int64), marks[:n], _EMPTY_I64)
 

@@ -129,17 +129,19 @@ class KeyedState:
         ddims = self.arrays[L.DDIMS]
         need = [3 if t != STRING else len(dicts[k.name]) + 1
                 for k, t in zip(bound.keys, bound.key_types)]
-        if all(n <= d for n, d in zip(need, ddims[0, 0])):
+        have = ddims[0, L.DIM_SIZE]
+        if all(n <= d for n, d in zip(need, have)):
             return
         dims = [max(int(d), 1 << max(3, (n - 1).bit_length())) if n > d else int(d)
-                for n, d in zip(need, ddims[0, 0])]
+                for n, d in zip(need, have)]
         total = int(np.prod(dims, dtype=np.float64))
         if total > config.DIRECT_MAP_LIMIT:
             meta[:, col] = 0
             self.arrays[L.DMAP] = np.full((meta.shape[0], 1), -1, dtype=np.int64)
             return
-        ddims[:, 0] = dims
-        ddims[:, 1] = [int(np.prod(dims[j + 1:], dtype=np.int64)) for j in range(len(dims))]
+        ddims[:, L.DIM_SIZE] = dims
+        ddims[:, L.DIM_STRIDE] = [int(np.prod(dims[j + 1:], dtype=np.int64))
+                                  for j in range(len(dims))]
         self._direct_fits = [(dicts[k.name], dims[j]) for j, (k, t) in
                              enumerate(zip(bound.keys, bound.key_types)) if t == STRING]
         if meta[:, L.NGROUPS].any():

@@ -49,6 +49,21 @@ NOUT = 5  # rows the batch in flight has emitted so far (windows closed mid-batc
 ROWS_NOUT = 1  # output rows the batch in flight has written so far
 
 
+# ---------------------------------------------------------------- direct map dims
+DIM_SIZE = 0  # ddims[p, DIM_SIZE, j]: codes key j's axis of the map holds
+DIM_STRIDE = 1  # ddims[p, DIM_STRIDE, j]: slots between neighbouring codes of key j
+
+# ---------------------------------------------------------------- runtime constants R
+R_LITERALS = 0  # int64 codes of the query's string literals
+R_RANKS = 1  # R[R_RANKS + k]: the dictionary ranks of rank column k (string order)
+# a windowed query's R ends with three more
+R_WINDOW = -3  # [lateness in ticks, watermark after the batch]
+R_MARKS = -2  # each record's watermark (the largest event time before it)
+R_LATE = -1  # slots for the row numbers of the batch's late records
+WIN_LATENESS = 0  # R[R_WINDOW][WIN_LATENESS]
+WIN_WATERMARK = 1  # R[R_WINDOW][WIN_WATERMARK]
+
+
 def aggregate_meta(windowed: bool) -> dict[str, int]:
     """The fixed meta columns of a GROUP BY query's state (a query appends a column per
     COUNT(DISTINCT) set, ``a{i}_nd``, and ``direct`` when it uses the direct map)."""
@@ -72,6 +87,8 @@ def distinct_column(prefix: str) -> str:
 __all__ = [
     "DDIMS",
     "DGID",
+    "DIM_SIZE",
+    "DIM_STRIDE",
     "DMAP",
     "DTAB",
     "DVAL",
@@ -88,8 +105,15 @@ __all__ = [
     "PACKS",
     "PACK_SLOTS",
     "ROWS_NOUT",
+    "R_LATE",
+    "R_LITERALS",
+    "R_MARKS",
+    "R_RANKS",
+    "R_WINDOW",
     "STATE_SLOTS",
     "TABLE",
+    "WIN_LATENESS",
+    "WIN_WATERMARK",
     "B",
     "F",
     "I",
