@@ -1,12 +1,7 @@
-"""StreamExecutionEngine: a compiled query and its streaming state, as one object.
-
-A thin facade over the stages of :mod:`velokern.exec`: input (:class:`InputStage`:
-schema, conversion, dictionaries, kernel variants), state (:class:`KeyedState`), the
-per-batch driver (:class:`Driver`), output (:class:`OutputStage`), windows and
-sessions, and the checkpoint payload. Job processors (:mod:`velokern.processors`)
-decide how rows are routed to partitions and whether the partitions run serially or
-in parallel; they call :meth:`StreamExecutionEngine.prepare` (which validates a batch
-and changes no state) and then :meth:`StreamExecutionEngine.execute`.
+"""StreamExecutionEngine: a facade over the stages of :mod:`velokern.exec` (input,
+state, driver, output, windows, sessions, checkpoint payload). Job processors route a
+batch's rows to partitions and call :meth:`~StreamExecutionEngine.prepare` (validates,
+changes no state), then :meth:`~StreamExecutionEngine.execute`.
 """
 
 from __future__ import annotations
@@ -21,13 +16,18 @@ from velokern.exec import payload
 from velokern.exec.context import JobContext, Prepared, Routing
 from velokern.exec.driver import Driver
 from velokern.exec.explain import explain
-from velokern.exec.input import InputStage, stamp_processing_time
+from velokern.exec.input import (
+    InputStage,
+    checked_lateness,
+    partition_key_bits,
+    stamp_processing_time,
+)
 from velokern.exec.output import OutputStage
 from velokern.exec.sessions import SessionWindows, is_session
 from velokern.exec.state import KeyedState
 from velokern.kernels import layout as L
 from velokern.kernels.windows import NO_WATERMARK
-from velokern.plan import PROCESSING_TIME, BoundQuery, Over, PlanError, Query, columns_of, walk
+from velokern.plan import PROCESSING_TIME, BoundQuery, Over, Query, columns_of, walk
 from velokern.sql import parse_sql
 
 __all__ = ["StreamExecutionEngine"]
@@ -66,7 +66,7 @@ class StreamExecutionEngine:
             self._emit_mode = "rows"
         else:
             self._emit_mode = query.emit or ("final" if query.window is not None else "changes")
-        lateness = _lateness(query, allowed_lateness_ms)
+        lateness = checked_lateness(query, allowed_lateness_ms)
         if late_sink is not None and not callable(late_sink):
             raise TypeError(f"late_sink must be callable, got {type(late_sink).__name__}")
         self.ctx = JobContext(sql, lateness, late_sink)
@@ -241,19 +241,8 @@ class StreamExecutionEngine:
             )
 
     def key_bits(self, prep: Prepared) -> list[np.ndarray]:
-        """The grouping bits of every GROUP BY key of every row (for partitioning): the
-        key columns themselves when their values are their bits (integers, times, string
-        codes; the shim widens them to int64) and none is null in this batch, else int64
-        bits computed by the kernel module (a null key's bits are 0)."""
-        spec = prep.spec
-        if spec.raw_keys is not None and (not spec.nullable or all(
-                c not in spec.nullable
-                or np.count_nonzero(prep.M[spec.nullable.index(c)]) == prep.n
-                for _, c in spec.raw_keys)):
-            return [prep.C[k] for k, _ in spec.raw_keys]
-        out = np.empty((spec.num_part_keys, prep.n), dtype=np.int64)
-        prep.module.key_bits(prep.C, prep.M, prep.R, prep.n, out)
-        return list(out)
+        """The grouping bits of every GROUP BY key of every row (for partitioning)."""
+        return partition_key_bits(prep)
 
     # ---------------------------------------------------------------- execution
     def execute(self, prep: Prepared, routing: Routing) -> RecordBatch:
@@ -305,17 +294,3 @@ class StreamExecutionEngine:
                 out = self.driver.flush()
             self.ctx.metrics["records_emitted"] += len(out)
             return out
-
-
-def _lateness(query: Query, allowed_lateness_ms) -> int:
-    """The job's allowed lateness in ms, checked."""
-    if allowed_lateness_ms is None:
-        allowed_lateness_ms = query.allowed_lateness_ms or 0
-    if (not isinstance(allowed_lateness_ms, (int, np.integer))
-            or isinstance(allowed_lateness_ms, bool) or allowed_lateness_ms < 0):
-        raise ValueError("allowed_lateness_ms must be a non-negative integer, got "
-                         f"{allowed_lateness_ms!r}")
-    if allowed_lateness_ms and query.window is None:
-        raise PlanError("allowed_lateness_ms applies to time windows; this query has no "
-                        "WINDOW")
-    return int(allowed_lateness_ms)

@@ -34,7 +34,7 @@ from velokern.plan import (
     is_time,
 )
 
-__all__ = ["InputStage"]
+__all__ = ["InputStage", "checked_lateness", "partition_key_bits", "stamp_processing_time"]
 
 _EMPTY_I64 = np.empty(0, dtype=np.int64)
 _NO_MASKS = np.ones((1, 0), dtype=np.bool_)
@@ -274,3 +274,33 @@ def stamp_processing_time(batch: RecordBatch) -> RecordBatch:
     masks = {n: batch._parts(n)[1] for n in batch.column_names}
     masks[PROCESSING_TIME] = None
     return RecordBatch._trusted(names, data, masks, batch.dictionaries, len(batch))
+
+
+def partition_key_bits(prep: Prepared) -> list[np.ndarray]:
+    """The grouping bits of every GROUP BY key of every row (for partitioning): the
+    key columns themselves when their values are their bits (integers, times, string
+    codes; the shim widens them to int64) and none is null in this batch, else int64
+    bits computed by the kernel module (a null key's bits are 0)."""
+    spec = prep.spec
+    if spec.raw_keys is not None and (not spec.nullable or all(
+            c not in spec.nullable
+            or np.count_nonzero(prep.M[spec.nullable.index(c)]) == prep.n
+            for _, c in spec.raw_keys)):
+        return [prep.C[k] for k, _ in spec.raw_keys]
+    out = np.empty((spec.num_part_keys, prep.n), dtype=np.int64)
+    prep.module.key_bits(prep.C, prep.M, prep.R, prep.n, out)
+    return list(out)
+
+
+def checked_lateness(query: Query, allowed_lateness_ms) -> int:
+    """The job's allowed lateness in ms, checked."""
+    if allowed_lateness_ms is None:
+        allowed_lateness_ms = query.allowed_lateness_ms or 0
+    if (not isinstance(allowed_lateness_ms, (int, np.integer))
+            or isinstance(allowed_lateness_ms, bool) or allowed_lateness_ms < 0):
+        raise ValueError("allowed_lateness_ms must be a non-negative integer, got "
+                         f"{allowed_lateness_ms!r}")
+    if allowed_lateness_ms and query.window is None:
+        raise PlanError("allowed_lateness_ms applies to time windows; this query has no "
+                        "WINDOW")
+    return int(allowed_lateness_ms)
