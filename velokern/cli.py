@@ -94,11 +94,8 @@ def _metrics_table(m: dict) -> str:
     return "\n".join(f"{k:<{width}}  {_fmt(v)}" for k, v in rows)
 
 
-def _run(args: argparse.Namespace) -> int:
-    import signal
-
-    from velokern.server import JobFailed, StreamJob
-
+def _job_spec(args: argparse.Namespace) -> dict:
+    """The job's settings: the job file's, then the options given; needs sql and source."""
     spec: dict = {}
     if args.job_file:
         spec = _load_job_file(args.job_file)
@@ -109,6 +106,27 @@ def _run(args: argparse.Namespace) -> int:
     for k in ("sql", "source"):
         if not spec.get(k):
             raise UsageError(f"velokern run needs --{k} (or '{k} = ...' in a job file)")
+    return spec
+
+
+def _print_rows(job, show: int) -> None:
+    """A memory sink's rows after the metrics: the first ``show`` as a table."""
+    if job.sink.name != "memory":
+        return
+    out = job.sink.result()
+    if out.num_columns:
+        print()
+        print(_table(out.slice(0, show).to_records(), out.column_names))
+        if len(out) > show:
+            print(f"... {len(out) - show:,} more rows ({len(out):,} in all)")
+
+
+def _run(args: argparse.Namespace) -> int:
+    import signal
+
+    from velokern.server import JobFailed, StreamJob
+
+    spec = _job_spec(args)
     job = StreamJob(spec.pop("sql"), spec.pop("source"), spec.pop("sink", "memory"),
                     spec.pop("processor", None), **spec)
     progress = _Progress(sys.stderr.isatty() if args.progress is None else args.progress)
@@ -137,13 +155,7 @@ def _run(args: argparse.Namespace) -> int:
             raise failed
         print(f"velokern: error: {failed}", file=sys.stderr)
         return 1
-    if job.sink.name == "memory":
-        out = job.sink.result()
-        if out.num_columns:
-            print()
-            print(_table(out.slice(0, args.show).to_records(), out.column_names))
-            if len(out) > args.show:
-                print(f"... {len(out) - args.show:,} more rows ({len(out):,} in all)")
+    _print_rows(job, args.show)
     if interrupted:
         print("velokern: interrupted: stopped after the batch in flight"
               + (f"; resume with the same command (checkpoint in {job.checkpoint_dir})"

@@ -198,16 +198,28 @@ class StreamJob:
     def _run(self) -> None:
         token, late_token, finished = self._recover()
         if finished:
-            # an earlier run ended (its final checkpoint was written): complete its files
-            self.sink.complete(token)
-            if self.late_sink is not None:
-                self.late_sink.complete(late_token)
-            self.status = "finished"
+            self._complete(token, late_token)
             return
         self.sink.open(token)
         if self.late_sink is not None:
             self.late_sink.open(late_token)
         proc, engine = self.processor, self.engine
+        self._process_source(proc, engine)
+        if self._stop.is_set() and not self._flush_on_stop:
+            self._suspend()
+            return
+        self._finish(proc, engine)
+
+    def _complete(self, token: dict | None, late_token: dict | None) -> None:
+        """An earlier run ended (its final checkpoint was written): complete its files."""
+        self.sink.complete(token)
+        if self.late_sink is not None:
+            self.late_sink.complete(late_token)
+        self.status = "finished"
+
+    def _process_source(self, proc: Any, engine: StreamExecutionEngine) -> None:
+        """The source's batches (from the current position) through the processor until
+        its end or a stop, with a checkpoint when one is due and progress after each."""
         last_cp = time.perf_counter()
         since_cp = 0
         batches = self.source.batches(self._position)
@@ -216,40 +228,56 @@ class StreamJob:
             batch = next(batches, None)
             if batch is None:
                 break
-            t0 = time.perf_counter()
-            try:
-                out = proc.process_batch(batch, engine)
-            except (ValueError, TypeError) as exc:
-                if self.on_error == "fail":
-                    raise ValueError(f"{self.source.name}: batch {self._position}: {exc}") \
-                        from exc
-                out = None  # the engine counted it as rejected and changed no state
-            if out is not None and len(out):
-                self.sink.write(out)
-            t1 = time.perf_counter()
-            with self._lock:
-                self._latencies.append(t1 - t0)
-                self._busy += t1 - t_read
-                self._records_out += 0 if out is None else len(out)
-                self._batches += 1
-                self._position += 1
+            t1 = self._process_batch(proc, engine, batch, t_read)
             since_cp += 1
-            if self.checkpoint_dir is not None and (
-                    since_cp >= self.checkpoint_every or (
-                        self.checkpoint_seconds is not None
-                        and t1 - last_cp >= self.checkpoint_seconds)):
+            if self._checkpoint_due(since_cp, t1 - last_cp):
                 self._checkpoint()
                 since_cp, last_cp = 0, time.perf_counter()
             if self.on_progress is not None:
                 self.on_progress(self.progress())
-        if self._stop.is_set() and not self._flush_on_stop:
-            # suspended: everything is resumable from the checkpoint
-            if self.checkpoint_dir is not None:
-                self._checkpoint()
-            for s in self._sinks():
-                s.close(final=False)
-            self.status = "stopped"
-            return
+
+    def _process_batch(self, proc: Any, engine: StreamExecutionEngine, batch: Any,
+                       t_read: float) -> float:
+        """One batch: processed, its rows written, the counts updated; returns the time
+        it was done."""
+        t0 = time.perf_counter()
+        try:
+            out = proc.process_batch(batch, engine)
+        except (ValueError, TypeError) as exc:
+            if self.on_error == "fail":
+                raise ValueError(f"{self.source.name}: batch {self._position}: {exc}") \
+                    from exc
+            out = None  # the engine counted it as rejected and changed no state
+        if out is not None and len(out):
+            self.sink.write(out)
+        t1 = time.perf_counter()
+        with self._lock:
+            self._latencies.append(t1 - t0)
+            self._busy += t1 - t_read
+            self._records_out += 0 if out is None else len(out)
+            self._batches += 1
+            self._position += 1
+        return t1
+
+    def _checkpoint_due(self, since_cp: int, seconds_since_cp: float) -> bool:
+        """Whether to write a checkpoint: every checkpoint_every batches or
+        checkpoint_seconds, when the job has a checkpoint directory."""
+        return self.checkpoint_dir is not None and (
+            since_cp >= self.checkpoint_every or (
+                self.checkpoint_seconds is not None
+                and seconds_since_cp >= self.checkpoint_seconds))
+
+    def _suspend(self) -> None:
+        """Stopped without a flush: everything is resumable from the checkpoint."""
+        if self.checkpoint_dir is not None:
+            self._checkpoint()
+        for s in self._sinks():
+            s.close(final=False)
+        self.status = "stopped"
+
+    def _finish(self, proc: Any, engine: StreamExecutionEngine) -> None:
+        """End of input (or a stop with a flush): the flushed rows written, the final
+        checkpoint, the sinks closed."""
         out = proc.flush(engine)
         if len(out):
             self.sink.write(out)
