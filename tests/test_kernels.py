@@ -127,62 +127,6 @@ def test_closing_gids(starts, limit):
     assert got == slow.closing_gids(w, len(w), limit)
 
 
-@given(st.lists(st.tuples(st.integers(0, 6), st.integers(-1, 5)), min_size=1, max_size=40,
-                unique=True), st.integers(0, 6), st.data())
-def test_drop_closed(groups, limit, data):
-    """Closing windows frees the groups whose window starts at or before ``limit``: the
-    kept groups move down in order with their hashes, key bits, null flags and packed
-    states, the touched list and a distinct set are renumbered (the slow twin), and the
-    refilled hash table finds every kept group again and nothing else."""
-    from velokern.kernels import hashtable
-
-    ng, cap = len(groups), 64
-    S = [hashtable.new_table(1, 2 * cap), np.zeros((1, cap), np.uint64),
-         np.zeros((1, cap, 2), np.int64), np.zeros((1, cap, 2), np.uint8),
-         np.zeros((1, 3, cap + 8), np.int64), np.zeros((1, 1, cap + 8), np.float64),
-         np.zeros((1, 1, cap + 64), np.uint8), np.zeros((1, 4), np.int64),
-         np.full((1, 1, 2 * cap), -1, np.int64), np.zeros((1, 1, cap), np.int64),
-         np.zeros((1, 1, cap), np.int64), np.full((1, 1), -1, np.int64),
-         np.zeros((1, 2, 2), np.int64)]
-    for g, (w, k) in enumerate(groups):
-        # (w, k) are distinct keys; k = -1 stands for a null key 1 (its bits 0)
-        S[1][0, g] = np.uint64(slow.group_hash([w, max(k, 0)]))
-        S[2][0, g] = (w, max(k, 0))
-        S[3][0, g, 1] = k < 0
-        S[4][0, :, g] = (1000 + g, w, -g)  # rows: a value, the window start, the tlist
-        S[5][0, 0, g] = g / 2
-        S[6][0, 0, g] = g % 7
-    touched = data.draw(st.lists(st.integers(0, ng - 1), unique=True, max_size=ng))
-    entries = data.draw(st.lists(st.tuples(st.integers(0, ng - 1), st.integers(0, 9)),
-                                 unique=True, max_size=2 * ng))
-    S[4][0, 2, :len(touched)] = touched
-    for e, (g, v) in enumerate(entries):
-        S[9][0, 0, e], S[10][0, 0, e] = g, v
-    S[7][0] = (ng, len(touched), len(entries), 0)
-    hashtable.refill(S[0][0], S[1][0], ng)
-    before = [a.copy() for a in S]
-    freed = windows.drop_closed(tuple(S), 0, S[2][0][:, 0], limit, np.array([2], np.int64), 2)
-    kept, tl, ent = slow.drop_closed([w for w, _ in groups], ng, limit, touched, entries)
-    assert freed == ng - len(kept)
-    assert S[7][0, 0] == len(kept)
-    j = np.array(kept, np.int64)
-    n = len(kept)
-    assert (S[1][0, :n] == before[1][0, j]).all()
-    assert (S[2][0, :n] == before[2][0, j]).all()
-    assert (S[3][0, :n] == before[3][0, j]).all()
-    assert (S[4][0, :2, :n] == before[4][0, :2, j].T).all()
-    assert (S[5][0, :, :n] == before[5][0, :, j].T).all()
-    assert (S[6][0, :, :n] == before[6][0, :, j].T).all()
-    assert S[4][0, 2, :S[7][0, 1]].tolist() == tl
-    assert list(zip(S[9][0, 0, :S[7][0, 2]].tolist(), S[10][0, 0, :S[7][0, 2]].tolist())) == ent
-    assert sorted(int(g) for g in S[0][0][:, 0] if g >= 0) == list(range(n))
-    for g in range(n):
-        kv = (np.int64(S[2][0, g, 0]), np.int64(S[2][0, g, 1]))
-        kn = (np.uint8(0), np.uint8(S[3][0, g, 1]))
-        assert hashtable.probe(S[0][0], S[1][0], S[2][0], S[3][0], kv, kn, S[1][0, g],
-                               n, False, True) == g
-
-
 @given(st.lists(st.tuples(st.lists(st.tuples(st.integers(0, 5), st.integers(0, 30)),
                                    max_size=12), st.integers(0, 3)),
                 min_size=1, max_size=9))

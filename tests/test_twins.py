@@ -30,6 +30,7 @@ from numba.np.ufunc.ufunc_base import UfuncBase
 
 import velokern.kernels
 from velokern.kernels import hashtable, slow
+from velokern.kernels import layout as L
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 MASK64 = (1 << 64) - 1
@@ -403,34 +404,39 @@ def _check_drop_closed(kernel, twin, case):
          np.zeros((1, 2, 2), np.int64)]
     for g, (w, k) in enumerate(groups):
         # (w, k) are distinct keys; k = -1 stands for a null key 1 (its bits 0)
-        S[1][0, g] = np.uint64(slow.group_hash([w, max(k, 0)]))
-        S[2][0, g] = (w, max(k, 0))
-        S[3][0, g, 1] = k < 0
-        S[4][0, :, g] = (1000 + g, w, -g)  # rows: a value, the window start, the tlist
-        S[5][0, 0, g] = g / 2
-        S[6][0, 0, g] = g % 7
-    S[4][0, 2, :len(touched)] = touched
+        S[L.HASHES][0, g] = np.uint64(slow.group_hash([w, max(k, 0)]))
+        S[L.KBITS][0, g] = (w, max(k, 0))
+        S[L.KNULL][0, g, 1] = k < 0
+        S[L.I][0, :, g] = (1000 + g, w, -g)  # rows: a value, the window start, the tlist
+        S[L.F][0, 0, g] = g / 2
+        S[L.B][0, 0, g] = g % 7
+    S[L.I][0, 2, :len(touched)] = touched
     for e, (g, v) in enumerate(entries):
-        S[9][0, 0, e], S[10][0, 0, e] = g, v
-    S[7][0] = (ng, len(touched), len(entries), 0)
-    hashtable.refill(S[0][0], S[1][0], ng)
-    hashtable.rebuild_distinct(S[8][:, 0], S[9][:, 0], S[10][:, 0], S[7], 2)
+        S[L.DGID][0, 0, e], S[L.DVAL][0, 0, e] = g, v
+    S[L.META][0] = (ng, len(touched), len(entries), 0)
+    hashtable.refill(S[L.TABLE][0], S[L.HASHES][0], ng)
+    hashtable.rebuild_distinct(S[L.DTAB][:, 0], S[L.DGID][:, 0], S[L.DVAL][:, 0], S[L.META], 2)
     before = [a.copy() for a in S]
-    freed = kernel(tuple(S), 0, S[2][0][:, 0], limit, np.array([2], np.int64), 2)
+    freed = kernel(tuple(S), 0, S[L.KBITS][0][:, 0], limit, np.array([2], np.int64), 2)
     kept, tl, ent = twin([w for w, _ in groups], ng, limit, touched, entries)
     n = len(kept)
-    assert freed == ng - n and S[7][0, 0] == n
+    assert freed == ng - n and S[L.META][0, 0] == n
     j = np.array(kept, np.int64)
-    for a in (1, 2, 3):
+    for a in (L.HASHES, L.KBITS, L.KNULL):
         assert (S[a][0, :n] == before[a][0, j]).all()
-    assert (S[4][0, :2, :n] == before[4][0, :2, j].T).all()
-    for a in (5, 6):
+    assert (S[L.I][0, :2, :n] == before[L.I][0, :2, j].T).all()
+    for a in (L.F, L.B):
         assert (S[a][0, :, :n] == before[a][0, :, j].T).all()
-    assert S[4][0, 2, :S[7][0, 1]].tolist() == tl
-    nd = S[7][0, 2]
-    assert list(zip(S[9][0, 0, :nd].tolist(), S[10][0, 0, :nd].tolist())) == ent
-    _group_table_holds(S[0][0], slow.refill(S[1][0], n))
-    _table_holds(S[8][0, 0], {e: slow.distinct_hash(g, v) for e, (g, v) in enumerate(ent)})
+    assert S[L.I][0, 2, :S[L.META][0, 1]].tolist() == tl
+    nd = S[L.META][0, 2]
+    assert list(zip(S[L.DGID][0, 0, :nd].tolist(), S[L.DVAL][0, 0, :nd].tolist())) == ent
+    _group_table_holds(S[L.TABLE][0], slow.refill(S[L.HASHES][0], n))
+    _table_holds(S[L.DTAB][0, 0], {e: slow.distinct_hash(g, v) for e, (g, v) in enumerate(ent)})
+    for g in range(n):  # the refilled table finds every kept group, by its key
+        kv = (np.int64(S[L.KBITS][0, g, 0]), np.int64(S[L.KBITS][0, g, 1]))
+        kn = (np.uint8(0), np.uint8(S[L.KNULL][0, g, 1]))
+        assert hashtable.probe(S[L.TABLE][0], S[L.HASHES][0], S[L.KBITS][0], S[L.KNULL][0],
+                               kv, kn, S[L.HASHES][0, g], n, False, True) == g
 
 
 session_rows = st.tuples(st.lists(st.tuples(st.integers(0, 2), st.integers(0, 60)),

@@ -435,39 +435,35 @@ _AVG_KERNEL = Kernel(
     "{a}n = {nn_zero}\n{a}v = (np.float64({a}_s[{g}]) / {nn}[{g}]) if not {a}n else 0.0",
 )
 
-# Numeric MIN/MAX start from the identity of their order (NaN sorts above every number,
-# so MIN starts at NaN and MAX at -inf; integers at their extremes): no "seen" flag to
-# test per row. Whether any value was seen comes from the argument's non-null count.
-_MIN_KERNEL = Kernel(
-    lambda t: [("v", t)],
-    "{a}_v[{g}] = {top}",
-    "if not {xn}:\n    if {x_lt_v}:\n        {a}_v[{g}] = {x}",
-    "{a}v = {a}_v[{g}]\n{a}n = {nn_zero}",
-)
+def _extreme_kernel(start: str, better: str) -> Kernel:
+    """Numeric MIN (``start`` {top}, ``better`` {x_lt_v}) or MAX ({bottom}, {v_lt_x}).
+    They start from the identity of their order (NaN sorts above every number, so MIN
+    starts at NaN and MAX at -inf; integers at their extremes): no "seen" flag to test
+    per row. Whether any value was seen comes from the argument's non-null count."""
+    return Kernel(
+        lambda t: [("v", t)],
+        f"{{a}}_v[{{g}}] = {start}",
+        f"if not {{xn}}:\n    if {better}:\n        {{a}}_v[{{g}}] = {{x}}",
+        "{a}v = {a}_v[{g}]\n{a}n = {nn_zero}",
+    )
 
-_MAX_KERNEL = Kernel(
-    lambda t: [("v", t)],
-    "{a}_v[{g}] = {bottom}",
-    "if not {xn}:\n    if {v_lt_x}:\n        {a}_v[{g}] = {x}",
-    "{a}v = {a}_v[{g}]\n{a}n = {nn_zero}",
-)
 
-# String MIN/MAX compare dictionary ranks, which have no identity value: keep a flag.
-_MIN_FLAGGED = Kernel(
-    lambda t: [("v", t), ("h", "uint8")],
-    "{a}_h[{g}] = 0",
-    "if not {xn}:\n    if {a}_h[{g}] == 0 or {x_lt_v}:\n"
-    "        {a}_v[{g}] = {x}\n        {a}_h[{g}] = 1",
-    "{a}v = {a}_v[{g}]\n{a}n = {a}_h[{g}] == 0",
-)
+def _flagged_kernel(better: str) -> Kernel:
+    """String MIN/MAX: they compare dictionary ranks, which have no identity value, so
+    they keep a flag of whether a value was seen."""
+    return Kernel(
+        lambda t: [("v", t), ("h", "uint8")],
+        "{a}_h[{g}] = 0",
+        f"if not {{xn}}:\n    if {{a}}_h[{{g}}] == 0 or {better}:\n"
+        "        {a}_v[{g}] = {x}\n        {a}_h[{g}] = 1",
+        "{a}v = {a}_v[{g}]\n{a}n = {a}_h[{g}] == 0",
+    )
 
-_MAX_FLAGGED = Kernel(
-    lambda t: [("v", t), ("h", "uint8")],
-    "{a}_h[{g}] = 0",
-    "if not {xn}:\n    if {a}_h[{g}] == 0 or {v_lt_x}:\n"
-    "        {a}_v[{g}] = {x}\n        {a}_h[{g}] = 1",
-    "{a}v = {a}_v[{g}]\n{a}n = {a}_h[{g}] == 0",
-)
+
+_MIN_KERNEL = _extreme_kernel("{top}", "{x_lt_v}")
+_MAX_KERNEL = _extreme_kernel("{bottom}", "{v_lt_x}")
+_MIN_FLAGGED = _flagged_kernel("{x_lt_v}")
+_MAX_FLAGGED = _flagged_kernel("{v_lt_x}")
 
 _WELFORD_STATE = lambda t: [("c", "int64"), ("mu", "float64"), ("m2", "float64")]  # noqa: E731
 _WELFORD_INIT = "{a}_c[{g}] = 0\n{a}_mu[{g}] = 0.0\n{a}_m2[{g}] = 0.0"
