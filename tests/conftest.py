@@ -87,6 +87,20 @@ def to_batch(cols: dict, dictionaries: dict[str, StringDictionary] | None = None
                        dicts, num_rows=len(next(iter(data.values()))))
 
 
+def dealt_rows_of(pid, gaps, n):
+    """Rows 0..n-1 dealt to partitions by ``pid`` (-1: filtered out), each partition's
+    rows in arrival order after ``gaps[p]`` unused slots (-5): (orow, starts, counts,
+    runs) as the kernels leave them."""
+    orow, starts, counts, runs = [], [], [], []
+    for p in range(len(gaps)):
+        orow += [-5] * gaps[p]
+        starts.append(len(orow))
+        orow += [i for i in range(n) if pid[i] == p]
+        counts.append(len(orow) - starts[-1])
+        runs.append((starts[-1], len(orow)))
+    return orow, starts, counts, runs
+
+
 def cut(batch: RecordBatch, sizes: list[int]) -> list[RecordBatch]:
     """Cut a batch into consecutive batches of the given sizes (the last takes the rest)."""
     out, pos = [], 0

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from conftest import dealt_rows_of
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from numba import njit
@@ -157,20 +158,6 @@ def test_merge_runs(runs):
         assert out[:k].tolist() == want, chunks
 
 
-def _dealt(pid, gaps, n):
-    """Rows 0..n-1 dealt to partitions by ``pid`` (-1: filtered out), each partition's
-    rows in arrival order after ``gaps[p]`` unused slots (-5): (orow, starts, counts,
-    runs) as the kernels leave them."""
-    orow, starts, counts, runs = [], [], [], []
-    for p in range(len(gaps)):
-        orow += [-5] * gaps[p]
-        starts.append(len(orow))
-        orow += [i for i in range(n) if pid[i] == p]
-        counts.append(len(orow) - starts[-1])
-        runs.append((starts[-1], len(orow)))
-    return orow, starts, counts, runs
-
-
 @settings(max_examples=200)
 @given(st.data(), st.integers(0, 60), st.integers(1, 5))
 def test_input_order(data, n, parts):
@@ -178,7 +165,7 @@ def test_input_order(data, n, parts):
     out), written at gaps: back in input order, with their input rows."""
     pid = data.draw(st.lists(st.integers(-1, parts - 1), min_size=n, max_size=n))
     gaps = data.draw(st.lists(st.integers(0, 3), min_size=parts, max_size=parts))
-    orow, starts, counts, runs = _dealt(pid, gaps, n)
+    orow, starts, counts, runs = dealt_rows_of(pid, gaps, n)
     pos = np.full(len(orow), -7, np.int64)
     sel = np.full(len(orow), -7, np.int64)
     m = order.input_order(np.array(orow, np.int64), np.array(starts, np.int64),
@@ -215,7 +202,7 @@ def test_scatter_rows(data, n, parts, nrows):
     gaps: each pack row's values land at their input rows, for every dtype of a pack."""
     pid = data.draw(st.lists(st.integers(0, parts - 1), min_size=n, max_size=n))
     gaps = data.draw(st.lists(st.integers(0, 3), min_size=parts, max_size=parts))
-    orow, starts, counts, runs = _dealt(pid, gaps, n)
+    orow, starts, counts, runs = dealt_rows_of(pid, gaps, n)
     rng = np.random.default_rng(n)
     for dtype in (np.int64, np.float64, np.bool_):
         src = rng.integers(0, 2 if dtype is np.bool_ else 1000, (nrows, len(orow))).astype(dtype)

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from conftest import dealt_rows_of
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from numba import njit
@@ -481,20 +482,6 @@ def _check_session_lists(kernel, twin, skey):
 
 
 # ------------------------------------------------------------------------------ order
-def _dealt(pid, gaps, n):
-    """Rows 0..n-1 dealt to partitions by ``pid`` (-1: filtered out), each partition's
-    rows in arrival order after ``gaps[p]`` unused slots (-5): (orow, starts, counts,
-    runs) as the kernels leave them."""
-    orow, starts, counts, runs = [], [], [], []
-    for p in range(len(gaps)):
-        orow += [-5] * gaps[p]
-        starts.append(len(orow))
-        orow += [i for i in range(n) if pid[i] == p]
-        counts.append(len(orow) - starts[-1])
-        runs.append((starts[-1], len(orow)))
-    return orow, starts, counts, runs
-
-
 @st.composite
 def dealt_rows(draw, filtered: bool):
     n = draw(st.integers(0, 60))
@@ -502,7 +489,7 @@ def dealt_rows(draw, filtered: bool):
     pid = draw(st.lists(st.integers(-1 if filtered else 0, parts - 1), min_size=n,
                         max_size=n))
     gaps = draw(st.lists(st.integers(0, 3), min_size=parts, max_size=parts))
-    return n, *_dealt(pid, gaps, n), draw(st.integers(1, 3)), draw(st.sampled_from([1, 2, 7]))
+    return n, *dealt_rows_of(pid, gaps, n), draw(st.integers(1, 3)), draw(st.sampled_from([1, 2, 7]))
 
 
 def _check_input_order(kernel, twin, case):
