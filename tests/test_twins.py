@@ -489,7 +489,8 @@ def dealt_rows(draw, filtered: bool):
     pid = draw(st.lists(st.integers(-1 if filtered else 0, parts - 1), min_size=n,
                         max_size=n))
     gaps = draw(st.lists(st.integers(0, 3), min_size=parts, max_size=parts))
-    return n, *dealt_rows_of(pid, gaps, n), draw(st.integers(1, 3)), draw(st.sampled_from([1, 2, 7]))
+    return (n, *dealt_rows_of(pid, gaps, n), draw(st.integers(1, 3)),
+            draw(st.sampled_from([1, 2, 7])))
 
 
 def _check_input_order(kernel, twin, case):
