@@ -86,11 +86,7 @@ def partial_plan(sql: str) -> PartialPlan:
     if q.window is not None and q.window.kind == "session":
         raise PlanError("session windows cannot run distributed yet (sessions merge "
                         "across parts); run the job locally")
-    aggs: list[Agg] = []
-    for e in [e for _, e in q.select] + ([q.having] if q.having is not None else []):
-        for n in walk(e):
-            if isinstance(n, Agg) and n not in aggs:
-                aggs.append(n)
+    aggs = _aggregates_of(q)
     keys = [f"__vk_k{j}" for j in range(len(q.group_by))]
     select = [(k, e) for k, e in zip(keys, q.group_by)]
     if q.window is not None:
@@ -109,7 +105,22 @@ def partial_plan(sql: str) -> PartialPlan:
             select += [(f"__vk_a{i}{suffix}", pa) for suffix, pa in spec.columns(a)]
     partial = replace(q, select=select, having=None, emit="final",
                       sql=_tag(q, "partial"))
+    return PartialPlan(q, partial, distinct, keys + ([_WS] if q.window else []),
+                       aggs, _final_query(q, keys, aggs))
 
+
+def _aggregates_of(q: Query) -> list[Agg]:
+    """The distinct aggregate calls of the SELECT list and HAVING, in order of appearance."""
+    aggs: list[Agg] = []
+    for e in [e for _, e in q.select] + ([q.having] if q.having is not None else []):
+        for n in walk(e):
+            if isinstance(n, Agg) and n not in aggs:
+                aggs.append(n)
+    return aggs
+
+
+def _final_query(q: Query, keys: list[str], aggs: list[Agg]) -> Query:
+    """The last, stateless step: q's SELECT and HAVING over the merged groups' columns."""
     key_of = {e: Col(k) for k, e in zip(keys, q.group_by)}
     agg_of = {a: Col(f"__vk_a{i}") for i, a in enumerate(aggs)}
 
@@ -124,11 +135,9 @@ def partial_plan(sql: str) -> PartialPlan:
             return Col(_WE)
         return _rebuild(e, swap)
 
-    final = Query(q.source, [(n, swap(e)) for n, e in q.select],
-                  where=None if q.having is None else swap(q.having),
-                  sql=_tag(q, "final"), positions=q.positions)
-    return PartialPlan(q, partial, distinct, keys + ([_WS] if q.window else []),
-                       aggs, final)
+    return Query(q.source, [(n, swap(e)) for n, e in q.select],
+                 where=None if q.having is None else swap(q.having),
+                 sql=_tag(q, "final"), positions=q.positions)
 
 
 # --------------------------------------------------------------------------- parts
@@ -406,9 +415,54 @@ def _sum_metrics(ms: list[dict], into: dict | None) -> None:
         into[k] = int(sum(m.get(k, 0) for m in ms))
 
 
+class _Tasks:
+    """One run's tasks on the cluster: named, counted for ``progress``, waited for in order."""
+
+    def __init__(self, client: Any, run_id: str,
+                 progress: Callable[[int, int], object] | None):
+        self.client = client
+        self.run_id = run_id
+        self.progress = progress
+        self.total = 0
+        self.done = 0
+        self.lock = threading.Lock()
+
+    def finished(self, _future) -> None:
+        """A task ended: report the progress."""
+        with self.lock:
+            self.done += 1
+            done, total = self.done, self.total
+        if self.progress is not None:
+            self.progress(done, total)
+
+    def tick(self, futs):
+        """Count the futures in the total and report when each ends; returns them."""
+        with self.lock:
+            self.total += len(futs)
+        for f in futs:
+            f.add_done_callback(self.finished)
+        return futs
+
+    def wait(self, futs):
+        """The futures' results, in their order."""
+        from distributed import as_completed
+
+        out = [None] * len(futs)
+        pos = {f.key: i for i, f in enumerate(futs)}
+        for f in as_completed(futs):
+            out[pos[f.key]] = f.result()  # re-raises a worker's error (names the file)
+        return out
+
+    def submit(self, step: str, fn, *args, i: int = 0):
+        """``fn(*args)`` as task ``velokern-<step>-<i>-<run id>``."""
+        # no retries: Dask re-runs a task whose worker died by itself; an error in the
+        # data would only repeat
+        return self.client.submit(fn, *args, key=f"velokern-{step}-{i}-{self.run_id}")
+
+
 def _run(sql: str, data: Any, client: Any, processor: str, batch_size: int,
          progress: Callable[[int, int], object] | None, metrics: dict | None) -> RecordBatch:
-    from distributed import as_completed, default_client
+    from distributed import default_client
 
     client = client or default_client()
     q = parse_sql(sql)
@@ -417,86 +471,76 @@ def _run(sql: str, data: Any, client: Any, processor: str, batch_size: int,
     empty = _check_schemas(q, parts, kind)
     if kind == "dask" and not q.has_over:
         parts = client.compute(parts)  # materialised where they are computed
-    count = {"total": 0, "done": 0}
-    lock = threading.Lock()
-
-    def finished(_future):
-        with lock:
-            count["done"] += 1
-            done, total = count["done"], count["total"]
-        if progress is not None:
-            progress(done, total)
-
-    def tick(futs):
-        with lock:
-            count["total"] += len(futs)
-        for f in futs:
-            f.add_done_callback(finished)
-        return futs
-
-    def wait(futs):
-        out = [None] * len(futs)
-        pos = {f.key: i for i, f in enumerate(futs)}
-        for f in as_completed(futs):
-            out[pos[f.key]] = f.result()  # re-raises a worker's error (names the file)
-        return out
-
-    def submit(step, fn, *args, i=0):
-        # no retries: Dask re-runs a task whose worker died by itself; an error in the
-        # data would only repeat
-        return client.submit(fn, *args, key=f"velokern-{step}-{i}-{run_id}")
-
+    tasks = _Tasks(client, run_id, progress)
     if q.has_over:
-        return _run_rows(q, parts, kind, client, processor, batch_size, run_id, tick, wait,
-                         empty)
+        return _run_rows(q, parts, kind, client, processor, batch_size, run_id, tasks.tick,
+                         tasks.wait, empty)
     if not q.is_aggregate:
-        futs = tick([submit("part", _run_part, q, part, i, None, processor, batch_size, i=i)
-                     for i, part in enumerate(parts)])
-        pairs = wait(futs)
-        _sum_metrics([m for _, m in pairs], metrics)
-        outs = [o for o, _ in pairs if o is not None]
-        return RecordBatch.concat(outs).select([n for n in outs[0].column_names
-                                                if n != SEQ]) if outs else empty
+        return _run_stateless(q, parts, tasks, processor, batch_size, metrics, empty)
     plan = partial_plan(sql)
+    marks = _start_watermarks(q, parts, tasks, batch_size)
+    queries = [("partial", plan.partial)] + [(f"distinct{i}", dq) for i, dq in plan.distinct]
+    futs = []
+    for step, query in queries:
+        futs.append([tasks.submit(step, _run_part, query, part, i, marks[i], processor,
+                                  batch_size, i=i) for i, part in enumerate(parts)])
+    tasks.tick([f for fs in futs for f in fs])
+    merged = [_merge_tree(tasks, plan, step, fs) for (step, _), fs in zip(queries, futs)]
+    results = tasks.wait(merged)
+    if metrics is not None:
+        _sum_metrics(tasks.wait([client.submit(_second, f, key=f"velokern-metrics-{i}-{run_id}")
+                                 for i, f in enumerate(futs[0])]), metrics)
+    distinct = {i: r for (i, _), r in zip(plan.distinct, results[1:])}
+    return _final(plan, results[0], distinct, processor, empty)
+
+
+def _run_stateless(q: Query, parts: list, tasks: _Tasks, processor: str, batch_size: int,
+                   metrics: dict | None, empty: RecordBatch) -> RecordBatch:
+    """A query without aggregates: every part run where it lives, outputs in part order."""
+    futs = tasks.tick([tasks.submit("part", _run_part, q, part, i, None, processor,
+                                    batch_size, i=i)
+                       for i, part in enumerate(parts)])
+    pairs = tasks.wait(futs)
+    _sum_metrics([m for _, m in pairs], metrics)
+    outs = [o for o, _ in pairs if o is not None]
+    return RecordBatch.concat(outs).select([n for n in outs[0].column_names
+                                            if n != SEQ]) if outs else empty
+
+
+def _start_watermarks(q: Query, parts: list, tasks: _Tasks, batch_size: int
+                      ) -> list[int | None]:
+    """Each part's starting watermark: the largest event time of the parts before it."""
     marks: list[int | None] = [None] * len(parts)
     if q.window is not None:
         tcol = q.window.time_column
-        maxes = wait(tick([submit("max-time", _max_time, part, tcol, batch_size, i, i=i)
-                           for i, part in enumerate(parts)]))
+        maxes = tasks.wait(tasks.tick([
+            tasks.submit("max-time", _max_time, part, tcol, batch_size, i, i=i)
+            for i, part in enumerate(parts)]))
         wm = None
         for i, m in enumerate(maxes):
             marks[i] = wm
             if m is not None:
                 wm = m if wm is None else max(wm, m)
-    queries = [("partial", plan.partial)] + [(f"distinct{i}", dq) for i, dq in plan.distinct]
-    futs = []
-    for step, query in queries:
-        futs.append([submit(step, _run_part, query, part, i, marks[i], processor,
-                            batch_size, i=i) for i, part in enumerate(parts)])
-    tick([f for fs in futs for f in fs])
-    # tree reduction on the workers: merge four partial tables per task
-    merged = []
-    for (step, _), fs in zip(queries, futs):
-        level = 0
-        rows = [client.submit(_first, f, key=f"velokern-{step}-rows-{i}-{run_id}")
-                for i, f in enumerate(fs)]
-        while len(rows) > 1 or level == 0:  # merged at least once
-            nxt = []
-            for j in range(0, len(rows), 4):
-                group = rows[j:j + 4]
-                fn = merge_partials if step == "partial" else _merge_distinct_step
-                arg = plan if step == "partial" else plan.keys
-                nxt.append(client.submit(fn, arg, group,
-                                         key=f"velokern-merge-{step}-{level}-{j}-{run_id}"))
-            tick(nxt)
-            rows, level = nxt, level + 1
-        merged.append(rows[0])
-    results = wait(merged)
-    if metrics is not None:
-        _sum_metrics(wait([client.submit(_second, f, key=f"velokern-metrics-{i}-{run_id}")
-                           for i, f in enumerate(futs[0])]), metrics)
-    distinct = {i: r for (i, _), r in zip(plan.distinct, results[1:])}
-    return _final(plan, results[0], distinct, processor, empty)
+    return marks
+
+
+def _merge_tree(tasks: _Tasks, plan: PartialPlan, step: str, fs: list):
+    """One step's part results merged on the workers, four per task; the merged future."""
+    client, run_id = tasks.client, tasks.run_id
+    level = 0
+    rows = [client.submit(_first, f, key=f"velokern-{step}-rows-{i}-{run_id}")
+            for i, f in enumerate(fs)]
+    while len(rows) > 1 or level == 0:  # merged at least once
+        nxt = []
+        for j in range(0, len(rows), 4):
+            group = rows[j:j + 4]
+            fn = merge_partials if step == "partial" else _merge_distinct_step
+            arg = plan if step == "partial" else plan.keys
+            nxt.append(client.submit(fn, arg, group,
+                                     key=f"velokern-merge-{step}-{level}-{j}-{run_id}"))
+        tasks.tick(nxt)
+        rows, level = nxt, level + 1
+    return rows[0]
 
 
 # --------------------------------------------------------------------------- ROWS windows
