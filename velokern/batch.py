@@ -530,8 +530,7 @@ def _object_column(
 def _native_column(
     name: str, data: np.ndarray, valid: np.ndarray | None
 ) -> tuple[np.ndarray, np.ndarray | None, None]:
-    """:func:`_as_column` for a numeric/bool/datetime array: native byte order, datetime
-    units normalised (NaT = null), the dtype checked, an all-valid mask dropped."""
+    """:func:`_as_column` for a numeric/bool/datetime array: native order, checked, NaT = null."""
     if not data.dtype.isnative:
         data = data.astype(data.dtype.newbyteorder("="))
     if data.dtype.kind == "M":
@@ -1185,8 +1184,7 @@ def _values_equal(
     d2: StringDictionary | None,
     bitwise: bool,
 ) -> bool:
-    """RecordBatch.equals for the valid values of one column: strings compared as
-    strings, floats bit for bit or with NaN equal to NaN."""
+    """RecordBatch.equals for one column's valid values (strings as strings, floats' NaN)."""
     if d1 is not None:
         if d1 is not d2:
             a, b = d1.as_array()[a], d2.as_array()[b]
@@ -1218,8 +1216,7 @@ def _check_concat(batches: list[RecordBatch]) -> None:
 def _concat_strings(
     batches: list[RecordBatch], n: str, d0: StringDictionary
 ) -> tuple[StringDictionary, np.ndarray]:
-    """The dictionary and codes of string column ``n`` of the batches one after another:
-    their shared dictionary, or the codes re-encoded into a copy of batch 0's."""
+    """Dictionary and codes of string column ``n`` concatenated (re-encoded unless shared)."""
     if all(b._dicts[n] is d0 for b in batches):
         d = d0
         parts = [b._data[n] for b in batches]
@@ -1331,8 +1328,7 @@ def _arrow_column(
 
 
 def _arrow_temporal_column(pa, name: str, arr, valid: np.ndarray | None):
-    """The rest of :func:`_arrow_column`: timestamps and dates as datetime64, any other
-    Arrow type refused."""
+    """The rest of :func:`_arrow_column`: timestamps and dates as datetime64, others refused."""
     t = arr.type
     if pa.types.is_timestamp(t):
         if t.tz is not None:

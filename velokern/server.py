@@ -218,8 +218,7 @@ class StreamJob:
         self.status = "finished"
 
     def _process_source(self, proc: Any, engine: StreamExecutionEngine) -> None:
-        """The source's batches (from the current position) through the processor until
-        its end or a stop, with a checkpoint when one is due and progress after each."""
+        """The source's batches through the processor until its end or a stop, checkpointed."""
         last_cp = time.perf_counter()
         since_cp = 0
         batches = self.source.batches(self._position)
@@ -238,8 +237,7 @@ class StreamJob:
 
     def _process_batch(self, proc: Any, engine: StreamExecutionEngine, batch: Any,
                        t_read: float) -> float:
-        """One batch: processed, its rows written, the counts updated; returns the time
-        it was done."""
+        """One batch processed, its rows written and counted; returns when it was done."""
         t0 = time.perf_counter()
         try:
             out = proc.process_batch(batch, engine)
@@ -260,8 +258,7 @@ class StreamJob:
         return t1
 
     def _checkpoint_due(self, since_cp: int, seconds_since_cp: float) -> bool:
-        """Whether to write a checkpoint: every checkpoint_every batches or
-        checkpoint_seconds, when the job has a checkpoint directory."""
+        """Whether a checkpoint is due (checkpoint_every batches or checkpoint_seconds)."""
         return self.checkpoint_dir is not None and (
             since_cp >= self.checkpoint_every or (
                 self.checkpoint_seconds is not None
@@ -276,8 +273,7 @@ class StreamJob:
         self.status = "stopped"
 
     def _finish(self, proc: Any, engine: StreamExecutionEngine) -> None:
-        """End of input (or a stop with a flush): the flushed rows written, the final
-        checkpoint, the sinks closed."""
+        """End of input (or a stop with flush): flushed rows, final checkpoint, sinks closed."""
         out = proc.flush(engine)
         if len(out):
             self.sink.write(out)

@@ -48,8 +48,7 @@ def default_num_partitions() -> int:
 
 
 def _v2_options(where: str, opts: list[str]) -> tuple[int | None, bool, str | None]:
-    """The partition count, affinity flag and strategy of v2's options (in that order);
-    errors start with ``where`` (the config string, quoted)."""
+    """The partition count, affinity flag and strategy of v2's options; errors name ``where``."""
     n = None
     affinity = False
     strategy = None
