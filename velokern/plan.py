@@ -326,104 +326,214 @@ def _err(q: Query, e: Expr, msg: str) -> PlanError:
     return PlanError(msg + where)
 
 
+@dataclass(frozen=True)
+class _Typing:
+    """What typing one expression tree needs: the column types, the query (its window
+    and the SQL positions for error messages) and the types of KeyRef/AggRef/OverRef."""
+
+    types: dict[str, str]
+    q: Query
+    env: dict | None
+
+    def of(self, e: Expr) -> str:
+        """The type of sub-expression ``e``."""
+        return type_of(e, self.types, self.q, self.env)
+
+    def err(self, e: Expr, msg: str) -> PlanError:
+        """A PlanError about ``e``, with its position in the SQL."""
+        return _err(self.q, e, msg)
+
+
 def type_of(e: Expr, types: dict[str, str], q: Query, env: dict | None = None) -> str:
     """Infer (and check) the type of ``e``; ``types`` maps column names to types and
     ``env`` gives the types of KeyRef/AggRef ({'key': [...], 'agg': [...]})."""
-    t = lambda x: type_of(x, types, q, env)  # noqa: E731
-    if isinstance(e, Col):
-        if e.name not in types:
-            raise _err(q, e, f"unknown column {e.name!r} (columns: {sorted(types)})")
-        return types[e.name]
-    if isinstance(e, Lit):
-        return e.type
-    if isinstance(e, WinRef):
-        if q.window is None:
-            raise _err(q, e, "window_start / window_end need a time window (WINDOW ...)")
-        return types[q.window.time_column]
-    if isinstance(e, KeyRef):
-        return env["key"][e.i]
-    if isinstance(e, OverRef):
-        return env["over"][e.i]
-    if isinstance(e, Over):
-        raise _err(q, e, "a window function OVER (...) cannot be nested here")
-    if isinstance(e, AggRef):
-        return env["agg"][e.i]
-    if isinstance(e, Unary):
-        xt = t(e.x)
-        if e.op == "not":
-            if xt not in (BOOL, NULL):
-                raise _err(q, e, f"NOT needs a boolean operand, got {xt}")
-            return BOOL
-        if not is_numeric(xt) and xt != NULL:
-            raise _err(q, e, f"unary minus needs a number, got {xt}")
-        return compute_type(xt) if xt != NULL else NULL
-    if isinstance(e, Binary):
-        lt, rt = t(e.l), t(e.r)
-        op = e.op
-        if op in ("and", "or"):
-            for side, st in (("left", lt), ("right", rt)):
-                if st not in (BOOL, NULL):
-                    raise _err(q, e, f"{op.upper()} needs boolean operands; {side} side is {st}")
-            return BOOL
-        if op in ("=", "<>", "<", "<=", ">", ">="):
-            _check_comparable(q, e, lt, rt, op)
-            return BOOL
-        # arithmetic
-        for side, st in (("left", lt), ("right", rt)):
-            if not (is_numeric(st) or st == NULL):
-                raise _err(q, e, f"operator {op} needs numbers; {side} side is {st}")
-        if op == "/":
-            return FLOAT
-        if NULL in (lt, rt):
-            return compute_type(rt if lt == NULL else lt) if (lt, rt) != (NULL, NULL) else NULL
-        if is_float(lt) or is_float(rt):
-            return FLOAT
-        return INT
-    if isinstance(e, IsNull):
-        t(e.x)
+    rule = _rule_for(_TYPE_RULES, e)
+    if rule is None:
+        raise _err(q, e, f"unsupported expression {type(e).__name__}")
+    return rule(e, _Typing(types, q, env))
+
+
+def _rule_for(rules: dict, e: Expr):
+    """The rule for ``e``'s class (or the nearest base class that has one), else None."""
+    for cls in type(e).__mro__:
+        if cls in rules:
+            return rules[cls]
+    return None
+
+
+def _type_col(e: Col, tp: _Typing) -> str:
+    """An input column: its schema type."""
+    if e.name not in tp.types:
+        raise tp.err(e, f"unknown column {e.name!r} (columns: {sorted(tp.types)})")
+    return tp.types[e.name]
+
+
+def _type_lit(e: Lit, tp: _Typing) -> str:
+    """A literal: the type the parser gave it."""
+    return e.type
+
+
+def _type_win_ref(e: WinRef, tp: _Typing) -> str:
+    """window_start / window_end: the type of the window's time column."""
+    if tp.q.window is None:
+        raise tp.err(e, "window_start / window_end need a time window (WINDOW ...)")
+    return tp.types[tp.q.window.time_column]
+
+
+def _type_key_ref(e: KeyRef, tp: _Typing) -> str:
+    """A reference to GROUP BY key ``e.i``: its type from ``env``."""
+    return tp.env["key"][e.i]
+
+
+def _type_agg_ref(e: AggRef, tp: _Typing) -> str:
+    """A reference to aggregate ``e.i``: its type from ``env``."""
+    return tp.env["agg"][e.i]
+
+
+def _type_over_ref(e: OverRef, tp: _Typing) -> str:
+    """A reference to window function ``e.i``: its type from ``env``."""
+    return tp.env["over"][e.i]
+
+
+def _type_nested_over(e: Over, tp: _Typing) -> str:
+    """A window function where none may be (bind takes the allowed ones out first)."""
+    raise tp.err(e, "a window function OVER (...) cannot be nested here")
+
+
+def _type_nested_agg(e: Agg, tp: _Typing) -> str:
+    """An aggregate where none may be (bind takes the allowed ones out first)."""
+    raise tp.err(e, "an aggregate cannot be nested here")
+
+
+def _type_unary(e: Unary, tp: _Typing) -> str:
+    """NOT (a boolean) and unary minus (a number)."""
+    xt = tp.of(e.x)
+    if e.op == "not":
+        if xt not in (BOOL, NULL):
+            raise tp.err(e, f"NOT needs a boolean operand, got {xt}")
         return BOOL
-    if isinstance(e, InList):
-        xt = t(e.x)
-        for v in e.values:
-            _check_comparable(q, e, xt, v.type, "IN")
+    if not is_numeric(xt) and xt != NULL:
+        raise tp.err(e, f"unary minus needs a number, got {xt}")
+    return compute_type(xt) if xt != NULL else NULL
+
+
+_COMPARISONS = ("=", "<>", "<", "<=", ">", ">=")
+
+
+def _type_binary(e: Binary, tp: _Typing) -> str:
+    """AND / OR, comparisons and arithmetic (both sides typed first, left then right)."""
+    lt, rt = tp.of(e.l), tp.of(e.r)
+    if e.op in ("and", "or"):
+        return _type_logical(e, tp, lt, rt)
+    if e.op in _COMPARISONS:
+        _check_comparable(tp.q, e, lt, rt, e.op)
         return BOOL
-    if isinstance(e, Case):
-        rtypes = []
-        for cond, val in e.whens:
-            ct = t(cond)
-            if ct not in (BOOL, NULL):
-                raise _err(q, e, f"CASE WHEN condition must be boolean, got {ct}")
-            rtypes.append(t(val))
-        if e.default is not None:
-            rtypes.append(t(e.default))
-        return unify(q, e, rtypes, "CASE")
-    if isinstance(e, Cast):
-        xt = t(e.x)
-        if xt == STRING or is_time(xt):
-            raise _err(q, e, f"CAST from {xt} to {e.to} is not supported")
-        return e.to
-    if isinstance(e, Func):
-        ats = [t(a) for a in e.args]
-        if e.name == "coalesce":
-            return unify(q, e, ats, "COALESCE")
-        name = e.name.upper()
-        if e.name == "round":
-            if len(ats) not in (1, 2):
-                raise _err(q, e, f"ROUND takes 1 or 2 arguments, got {len(ats)}")
-            if len(ats) == 2 and not (is_int(ats[1]) and isinstance(e.args[1], Lit)):
-                raise _err(q, e, "ROUND's second argument must be an integer literal")
-        elif len(ats) != 1:
-            raise _err(q, e, f"{name} takes 1 argument, got {len(ats)}")
-        if not (is_numeric(ats[0]) or ats[0] == NULL):
-            raise _err(q, e, f"{name} needs a number, got {ats[0]}")
-        if ats[0] == NULL:
-            return NULL
-        if e.name in ("floor", "ceil"):
-            return FLOAT
-        return compute_type(ats[0])
-    if isinstance(e, Agg):
-        raise _err(q, e, "an aggregate cannot be nested here")
-    raise _err(q, e, f"unsupported expression {type(e).__name__}")
+    return _type_arithmetic(e, tp, lt, rt)
+
+
+def _type_logical(e: Binary, tp: _Typing, lt: str, rt: str) -> str:
+    """AND / OR: both sides boolean (or NULL)."""
+    for side, st in (("left", lt), ("right", rt)):
+        if st not in (BOOL, NULL):
+            raise tp.err(e, f"{e.op.upper()} needs boolean operands; {side} side is {st}")
+    return BOOL
+
+
+def _type_arithmetic(e: Binary, tp: _Typing, lt: str, rt: str) -> str:
+    """+ - * / // %: both sides numbers (or NULL); / always gives a float."""
+    for side, st in (("left", lt), ("right", rt)):
+        if not (is_numeric(st) or st == NULL):
+            raise tp.err(e, f"operator {e.op} needs numbers; {side} side is {st}")
+    if e.op == "/":
+        return FLOAT
+    if NULL in (lt, rt):
+        return compute_type(rt if lt == NULL else lt) if (lt, rt) != (NULL, NULL) else NULL
+    if is_float(lt) or is_float(rt):
+        return FLOAT
+    return INT
+
+
+def _type_is_null(e: IsNull, tp: _Typing) -> str:
+    """IS [NOT] NULL: any operand, a boolean result."""
+    tp.of(e.x)
+    return BOOL
+
+
+def _type_in_list(e: InList, tp: _Typing) -> str:
+    """x [NOT] IN (literals): each literal comparable with x."""
+    xt = tp.of(e.x)
+    for v in e.values:
+        _check_comparable(tp.q, e, xt, v.type, "IN")
+    return BOOL
+
+
+def _type_case(e: Case, tp: _Typing) -> str:
+    """CASE: boolean conditions; the branches' values unified into one type."""
+    rtypes = []
+    for cond, val in e.whens:
+        ct = tp.of(cond)
+        if ct not in (BOOL, NULL):
+            raise tp.err(e, f"CASE WHEN condition must be boolean, got {ct}")
+        rtypes.append(tp.of(val))
+    if e.default is not None:
+        rtypes.append(tp.of(e.default))
+    return unify(tp.q, e, rtypes, "CASE")
+
+
+def _type_cast(e: Cast, tp: _Typing) -> str:
+    """CAST to INT / FLOAT / BOOL (not from strings or timestamps)."""
+    xt = tp.of(e.x)
+    if xt == STRING or is_time(xt):
+        raise tp.err(e, f"CAST from {xt} to {e.to} is not supported")
+    return e.to
+
+
+def _type_func(e: Func, tp: _Typing) -> str:
+    """COALESCE (its arguments unified) and the numeric functions ABS, ROUND, FLOOR,
+    CEIL (FLOOR and CEIL give floats; NULL in, NULL out)."""
+    ats = [tp.of(a) for a in e.args]
+    if e.name == "coalesce":
+        return unify(tp.q, e, ats, "COALESCE")
+    name = e.name.upper()
+    _check_func_arity(e, tp, ats)
+    if not (is_numeric(ats[0]) or ats[0] == NULL):
+        raise tp.err(e, f"{name} needs a number, got {ats[0]}")
+    if ats[0] == NULL:
+        return NULL
+    if e.name in ("floor", "ceil"):
+        return FLOAT
+    return compute_type(ats[0])
+
+
+def _check_func_arity(e: Func, tp: _Typing, ats: list[str]) -> None:
+    """ROUND takes 1 or 2 arguments (the second an integer literal); the others take 1."""
+    if e.name == "round":
+        if len(ats) not in (1, 2):
+            raise tp.err(e, f"ROUND takes 1 or 2 arguments, got {len(ats)}")
+        if len(ats) == 2 and not (is_int(ats[1]) and isinstance(e.args[1], Lit)):
+            raise tp.err(e, "ROUND's second argument must be an integer literal")
+    elif len(ats) != 1:
+        raise tp.err(e, f"{e.name.upper()} takes 1 argument, got {len(ats)}")
+
+
+#: expression class -> the function that types (and checks) it
+_TYPE_RULES = {
+    Col: _type_col,
+    Lit: _type_lit,
+    WinRef: _type_win_ref,
+    KeyRef: _type_key_ref,
+    OverRef: _type_over_ref,
+    AggRef: _type_agg_ref,
+    Over: _type_nested_over,
+    Unary: _type_unary,
+    Binary: _type_binary,
+    IsNull: _type_is_null,
+    InList: _type_in_list,
+    Case: _type_case,
+    Cast: _type_cast,
+    Func: _type_func,
+    Agg: _type_nested_agg,
+}
 
 
 def _check_comparable(q: Query, e: Expr, lt: str, rt: str, op: str) -> None:
@@ -472,6 +582,19 @@ def agg_result_type(q: Query, a: Agg, at: str | None) -> str:
 def bind(q: Query, schema: Schema) -> BoundQuery:
     """Validate ``q`` against ``schema`` and return the typed plan."""
     types = {n: t for n, t in schema}
+    select = _select_list(q, schema)
+    where = q.where
+    if where is not None:
+        _check_where(q, where, types)
+    if q.has_over:
+        return _bind_over(q, schema, types, select, where)
+    if not q.is_aggregate:
+        return _bind_rows(q, schema, types, select, where)
+    return _bind_aggregate(q, schema, types, select, where)
+
+
+def _select_list(q: Query, schema: Schema) -> list[tuple[str, Expr]]:
+    """The SELECT list with ``*`` spelled out; output names must be unique."""
     if q.star:
         if q.is_aggregate:
             raise PlanError("SELECT * cannot be combined with GROUP BY or aggregates")
@@ -482,91 +605,50 @@ def bind(q: Query, schema: Schema) -> BoundQuery:
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
         raise PlanError(f"duplicate output column names {dup}: give each one its own alias")
-    where = q.where
-    if where is not None:
-        if any(isinstance(n, Agg) for n in walk(where)):
-            raise _err(q, where, "aggregates are not allowed in WHERE (use HAVING)")
-        wt = type_of(where, types, q)
-        if wt not in (BOOL, NULL):
-            raise _err(q, where, f"WHERE must be a boolean condition, got {wt}")
+    return select
 
-    if q.has_over:
-        return _bind_over(q, schema, types, select, where)
-    if not q.is_aggregate:
-        out_types = []
-        for name, e in select:
-            et = type_of(e, types, q)
-            out_types.append(_output_type(e, et, types))
-            if et == STRING and not isinstance(e, Col):
-                raise _err(q, e, f"output {name!r}: string expressions other than a column "
-                                 "are not supported")
-        cols = _collect_columns([e for _, e in select] + ([where] if where else []))
-        return BoundQuery(q, schema, cols, where, list(select), out_types, [], [], [], [], [],
-                          None, "rows")
 
+def _check_where(q: Query, where: Expr, types: dict[str, str]) -> None:
+    """WHERE: a boolean condition without aggregates."""
+    if any(isinstance(n, Agg) for n in walk(where)):
+        raise _err(q, where, "aggregates are not allowed in WHERE (use HAVING)")
+    wt = type_of(where, types, q)
+    if wt not in (BOOL, NULL):
+        raise _err(q, where, f"WHERE must be a boolean condition, got {wt}")
+
+
+def _bind_rows(q: Query, schema: Schema, types: dict[str, str], select, where) -> BoundQuery:
+    """A stateless query: one output row per input row that passes WHERE."""
+    out_types = []
+    for name, e in select:
+        et = type_of(e, types, q)
+        out_types.append(_output_type(e, et, types))
+        if et == STRING and not isinstance(e, Col):
+            raise _err(q, e, f"output {name!r}: string expressions other than a column "
+                             "are not supported")
+    cols = _collect_columns([e for _, e in select] + ([where] if where else []))
+    return BoundQuery(q, schema, cols, where, list(select), out_types, [], [], [], [], [],
+                      None, "rows")
+
+
+def _bind_aggregate(q: Query, schema: Schema, types: dict[str, str], select,
+                    where) -> BoundQuery:
+    """A GROUP BY / aggregate / time-window query: outputs over keys and aggregates."""
     window = q.window
     size = slide = 0
     ticks = 1.0
+    having_expr = q.having
     if window is not None:
         ticks, size, slide = _bind_window(q, window, types)
         select = [(n, _window_refs(e, types)) for n, e in select]
-    having_expr = None if q.having is None else (
-        _window_refs(q.having, types) if window is not None else q.having)
-    keys = list(q.group_by)
-    key_types = []
-    for k in keys:
-        if any(isinstance(n, Agg) for n in walk(k)):
-            raise _err(q, k, "aggregates are not allowed in GROUP BY")
-        kt = type_of(k, types, q)
-        if kt == NULL:
-            raise _err(q, k, "GROUP BY a NULL literal is not supported")
-        if is_float(kt) and not isinstance(k, Col):
-            raise _err(q, k, "GROUP BY a computed floating-point expression is not supported; "
-                             "group by a column or CAST the expression to BIGINT")
-        key_types.append(_output_type(k, kt, types))
-    if window is not None:
-        keys.insert(0, WinRef(False))
-        key_types.insert(0, types[window.time_column])
-
+        having_expr = None if q.having is None else _window_refs(q.having, types)
+    keys, key_types = _bind_group_keys(q, types)
     aggs: list[Agg] = []
-
-    def rewrite(e: Expr, ctx: str) -> Expr:
-        for i, k in enumerate(keys):
-            if e == k:
-                return KeyRef(i)
-        if isinstance(e, Agg):
-            if e.arg is not None and any(isinstance(n, Agg) for n in walk(e.arg)):
-                raise _err(q, e, "aggregates cannot be nested")
-            if e not in aggs:
-                aggs.append(e)
-            return AggRef(aggs.index(e))
-        if isinstance(e, Col):
-            raise _err(q, e, f"column {e.name!r} in {ctx} must appear in GROUP BY or be used "
-                             "in an aggregate function")
-        return _rebuild(e, lambda c: rewrite(c, ctx))
-
-    outputs = [(n, rewrite(e, "SELECT")) for n, e in select]
-    having = rewrite(having_expr, "HAVING") if having_expr is not None else None
-
-    agg_arg_types: list[str | None] = []
-    agg_types = []
-    for a in aggs:
-        at = None if a.arg is None else type_of(a.arg, types, q)
-        agg_arg_types.append(at)
-        agg_types.append(agg_result_type(q, a, at))
+    outputs = [(n, _group_refs(q, e, keys, aggs, "SELECT")) for n, e in select]
+    having = None if having_expr is None else _group_refs(q, having_expr, keys, aggs, "HAVING")
+    agg_arg_types, agg_types = _type_aggs(q, aggs, types)
     env = {"key": [compute_type(t) for t in key_types], "agg": [compute_type(t) for t in agg_types]}
-    out_types = []
-    for name, e in outputs:
-        et = type_of(e, types, q, env)
-        if isinstance(e, KeyRef):
-            out_types.append(key_types[e.i])
-        elif isinstance(e, AggRef):
-            out_types.append(agg_types[e.i])
-        else:
-            if et == STRING:
-                raise _err(q, e, f"output {name!r}: string expressions other than a key or an "
-                                 "aggregate are not supported")
-            out_types.append(et if et != NULL else FLOAT)
+    out_types = _aggregate_output_types(q, outputs, types, env, key_types, agg_types)
     if having is not None:
         ht = type_of(having, types, q, env)
         if ht not in (BOOL, NULL):
@@ -580,6 +662,75 @@ def bind(q: Query, schema: Schema) -> BoundQuery:
                       agg_types, agg_arg_types, having, emit, window, size, slide, ticks)
 
 
+def _bind_group_keys(q: Query, types: dict[str, str]) -> tuple[list[Expr], list[str]]:
+    """The GROUP BY keys and their types; a windowed query's key 0 is the window start."""
+    keys = list(q.group_by)
+    key_types = []
+    for k in keys:
+        if any(isinstance(n, Agg) for n in walk(k)):
+            raise _err(q, k, "aggregates are not allowed in GROUP BY")
+        kt = type_of(k, types, q)
+        if kt == NULL:
+            raise _err(q, k, "GROUP BY a NULL literal is not supported")
+        if is_float(kt) and not isinstance(k, Col):
+            raise _err(q, k, "GROUP BY a computed floating-point expression is not supported; "
+                             "group by a column or CAST the expression to BIGINT")
+        key_types.append(_output_type(k, kt, types))
+    if q.window is not None:
+        keys.insert(0, WinRef(False))
+        key_types.insert(0, types[q.window.time_column])
+    return keys, key_types
+
+
+def _group_refs(q: Query, e: Expr, keys: list[Expr], aggs: list[Agg], ctx: str) -> Expr:
+    """``e`` over the groups: keys -> KeyRef, aggregates -> AggRef (each new one appended
+    to ``aggs``); any other column is an error (``ctx``: SELECT or HAVING)."""
+    for i, k in enumerate(keys):
+        if e == k:
+            return KeyRef(i)
+    if isinstance(e, Agg):
+        if e.arg is not None and any(isinstance(n, Agg) for n in walk(e.arg)):
+            raise _err(q, e, "aggregates cannot be nested")
+        if e not in aggs:
+            aggs.append(e)
+        return AggRef(aggs.index(e))
+    if isinstance(e, Col):
+        raise _err(q, e, f"column {e.name!r} in {ctx} must appear in GROUP BY or be used "
+                         "in an aggregate function")
+    return _rebuild(e, lambda c: _group_refs(q, c, keys, aggs, ctx))
+
+
+def _type_aggs(q: Query, aggs: list[Agg],
+               types: dict[str, str]) -> tuple[list[str | None], list[str]]:
+    """The argument type and result type of each aggregate."""
+    agg_arg_types: list[str | None] = []
+    agg_types = []
+    for a in aggs:
+        at = None if a.arg is None else type_of(a.arg, types, q)
+        agg_arg_types.append(at)
+        agg_types.append(agg_result_type(q, a, at))
+    return agg_arg_types, agg_types
+
+
+def _aggregate_output_types(q: Query, outputs, types: dict[str, str], env: dict,
+                            key_types: list[str], agg_types: list[str]) -> list[str]:
+    """The type of each output of an aggregate query (a key or an aggregate keeps its own
+    type; a computed NULL is a float; computed strings are refused)."""
+    out_types = []
+    for name, e in outputs:
+        et = type_of(e, types, q, env)
+        if isinstance(e, KeyRef):
+            out_types.append(key_types[e.i])
+        elif isinstance(e, AggRef):
+            out_types.append(agg_types[e.i])
+        else:
+            if et == STRING:
+                raise _err(q, e, f"output {name!r}: string expressions other than a key or an "
+                                 "aggregate are not supported")
+            out_types.append(et if et != NULL else FLOAT)
+    return out_types
+
+
 def _bind_over(q: Query, schema: Schema, types: dict[str, str], select, where) -> BoundQuery:
     """A ROWS-window query: one output row per input row that passes WHERE."""
     if q.is_aggregate:
@@ -587,15 +738,34 @@ def _bind_over(q: Query, schema: Schema, types: dict[str, str], select, where) -
         raise _err(q, node, "window functions OVER (...) cannot be combined with GROUP BY, "
                             "aggregates or time windows in one query")
     overs: list[Over] = []
+    outputs = [(n, _over_refs(e, overs)) for n, e in select]
+    keys, key_types = _bind_partition(q, overs, types)
+    over_arg_types, over_types = [], []
+    for o in overs:
+        at, ot = _type_over(q, o, types)
+        over_arg_types.append(at)
+        over_types.append(ot)
+    env = {"over": [compute_type(t) for t in over_types], "key": [], "agg": []}
+    out_types = _over_output_types(q, outputs, types, env, over_types)
+    cols = _collect_columns([e for _, e in select] + ([where] if where else []))
+    return BoundQuery(q, schema, cols, where, outputs, out_types, keys, key_types, [], [], [],
+                      None, "rows", overs=overs, over_types=over_types,
+                      over_arg_types=over_arg_types)
 
-    def rewrite(e: Expr) -> Expr:
-        if isinstance(e, Over):
-            if e not in overs:
-                overs.append(e)
-            return OverRef(overs.index(e))
-        return _rebuild(e, rewrite)
 
-    outputs = [(n, rewrite(e)) for n, e in select]
+def _over_refs(e: Expr, overs: list[Over]) -> Expr:
+    """``e`` with each window function replaced by an OverRef (each new one appended to
+    ``overs``)."""
+    if isinstance(e, Over):
+        if e not in overs:
+            overs.append(e)
+        return OverRef(overs.index(e))
+    return _rebuild(e, lambda c: _over_refs(c, overs))
+
+
+def _bind_partition(q: Query, overs: list[Over],
+                    types: dict[str, str]) -> tuple[list[Expr], list[str]]:
+    """The PARTITION BY keys (the same for every window function) and their types."""
     parts = {o.partition for o in overs}
     if len(parts) > 1:
         raise _err(q, overs[1], "every window function of a query must use the same "
@@ -607,28 +777,39 @@ def _bind_over(q: Query, schema: Schema, types: dict[str, str], select, where) -
         if kt == NULL or (is_float(kt) and not isinstance(k, Col)):
             raise _err(q, k, "PARTITION BY needs a column or an integer/string expression")
         key_types.append(_output_type(k, kt, types))
-    over_arg_types, over_types = [], []
-    for o in overs:
-        at = None if o.arg is None else type_of(o.arg, types, q)
-        if o.arg is not None and any(isinstance(n, (Over, Agg)) for n in walk(o.arg)):
-            raise _err(q, o, "window functions and aggregates cannot be nested")
-        if o.func in ("avg", "sum") and not (at is not None and is_numeric(at)):
-            raise _err(q, o, f"{o.func.upper()} needs a number, got {at}")
-        if o.func in ("min", "max", "lag") and at in (STRING, BOOL, NULL):
-            raise _err(q, o, f"{o.func.upper()} OVER (...) of a {at} is not supported")
-        over_arg_types.append(at)
-        if o.func in ("count", "count_star", "row_number"):
-            over_types.append(INT)
-        elif o.func == "avg":
-            over_types.append(FLOAT)
-        elif o.func == "sum":
-            over_types.append(INT if is_int(at) else FLOAT)
-        else:
-            over_types.append(at if isinstance(o.arg, Col) else compute_type(at))
-        if o.func == "lag" and o.default is not None and o.default.type not in (NULL,) and \
-                not (is_numeric(o.default.type) and (is_numeric(at) or is_time(at))):
-            raise _err(q, o, f"LAG's default must be a number, got {o.default.type}")
-    env = {"over": [compute_type(t) for t in over_types], "key": [], "agg": []}
+    return keys, key_types
+
+
+def _type_over(q: Query, o: Over, types: dict[str, str]) -> tuple[str | None, str]:
+    """The argument type and result type of window function ``o`` (checked)."""
+    at = None if o.arg is None else type_of(o.arg, types, q)
+    if o.arg is not None and any(isinstance(n, (Over, Agg)) for n in walk(o.arg)):
+        raise _err(q, o, "window functions and aggregates cannot be nested")
+    if o.func in ("avg", "sum") and not (at is not None and is_numeric(at)):
+        raise _err(q, o, f"{o.func.upper()} needs a number, got {at}")
+    if o.func in ("min", "max", "lag") and at in (STRING, BOOL, NULL):
+        raise _err(q, o, f"{o.func.upper()} OVER (...) of a {at} is not supported")
+    ot = _over_result_type(o, at)
+    if o.func == "lag" and o.default is not None and o.default.type not in (NULL,) and \
+            not (is_numeric(o.default.type) and (is_numeric(at) or is_time(at))):
+        raise _err(q, o, f"LAG's default must be a number, got {o.default.type}")
+    return at, ot
+
+
+def _over_result_type(o: Over, at: str | None) -> str:
+    """The result type of window function ``o`` over an argument of type ``at``."""
+    if o.func in ("count", "count_star", "row_number"):
+        return INT
+    if o.func == "avg":
+        return FLOAT
+    if o.func == "sum":
+        return INT if is_int(at) else FLOAT
+    return at if isinstance(o.arg, Col) else compute_type(at)
+
+
+def _over_output_types(q: Query, outputs, types: dict[str, str], env: dict,
+                       over_types: list[str]) -> list[str]:
+    """The type of each output of a ROWS-window query (computed strings are refused)."""
     out_types = []
     for name, e in outputs:
         et = type_of(e, types, q, env)
@@ -639,10 +820,7 @@ def _bind_over(q: Query, schema: Schema, types: dict[str, str], select, where) -
                 raise _err(q, e, f"output {name!r}: string expressions other than a column "
                                  "are not supported")
             out_types.append(_output_type(e, et, types))
-    cols = _collect_columns([e for _, e in select] + ([where] if where else []))
-    return BoundQuery(q, schema, cols, where, outputs, out_types, keys, key_types, [], [], [],
-                      None, "rows", overs=overs, over_types=over_types,
-                      over_arg_types=over_arg_types)
+    return out_types
 
 
 #: ticks of a datetime64 unit per millisecond
