@@ -11,6 +11,8 @@ construct and its line and column.
 
 from __future__ import annotations
 
+import functools
+
 import sqlglot
 from sqlglot import exp
 from sqlglot.errors import ParseError, TokenError
@@ -102,6 +104,55 @@ _KEYWORD_OF = {
     exp.Distinct: TokenType.DISTINCT,
     exp.Qualify: TokenType.QUALIFY,
 }
+
+
+#: sqlglot class -> the _Converter method for it and for its subclasses (the nearest
+#: class of a node's class hierarchy that has an entry wins)
+_CONVERTERS = {
+    exp.Paren: "_paren",
+    exp.Column: "_column",
+    exp.Literal: "_literal",
+    exp.Boolean: "_boolean",
+    exp.Null: "_null",
+    exp.Neg: "_neg",
+    exp.Not: "_not",
+    exp.Is: "_is",
+    exp.Between: "_between",
+    exp.In: "_in",
+    exp.Case: "_case",
+    exp.If: "_if",
+    exp.Cast: "_cast",
+    exp.TryCast: "_cast",
+    exp.Coalesce: "_coalesce",
+    exp.IgnoreNulls: "_ignore_nulls",
+    exp.RespectNulls: "_respect_nulls",
+    exp.Anonymous: "_anonymous",
+    exp.Window: "_over",
+    exp.Subquery: "_subquery",
+    exp.Select: "_subquery",
+    exp.Exists: "_subquery",
+    exp.Star: "_star",
+    exp.Func: "_unsupported_function",
+}
+
+#: sqlglot class -> the _Converter method for exactly that class (not its subclasses);
+#: looked up before _CONVERTERS
+_EXACT_CONVERTERS = {
+    **dict.fromkeys(_BINARY, "_binary"),
+    **dict.fromkeys(_FUNCS, "_function"),
+    **dict.fromkeys(_AGGS, "_aggregate"),
+}
+
+
+@functools.cache
+def _converter_of(cls: type) -> str:
+    """The name of the _Converter method that converts a node of sqlglot class ``cls``."""
+    if cls in _EXACT_CONVERTERS:
+        return _EXACT_CONVERTERS[cls]
+    for base in cls.__mro__:
+        if base in _CONVERTERS:
+            return _CONVERTERS[base]
+    return "_unsupported"
 
 
 class _Ctx:
@@ -281,74 +332,121 @@ def _extract_windows(sql: str, toks: list) -> tuple[str, list, WindowSpec | None
     ``SLIDING`` / ``HOPPING`` / ``SESSION``, the group-window functions ``TUMBLE(...)`` /
     ``HOP(...)`` / ``SESSION(...)`` in GROUP BY, and ``WITH (option = value, ...)``.
     The text they take is blanked (so positions of the rest stay right)."""
-    cut: list[tuple[int, int]] = []  # token index ranges, inclusive
-    windows: list[WindowSpec] = []
-    options: dict[str, object] = {}
-    in_group = False
-    depth = 0
-    i = 0
-    while i < len(toks):
-        t = toks[i]
-        up = t.text.upper()
-        nxt = toks[i + 1] if i + 1 < len(toks) else None
-        if t.token_type == TokenType.L_PAREN:
-            depth += 1
-        elif t.token_type == TokenType.R_PAREN:
-            depth -= 1
-        if depth == 0 and t.token_type == TokenType.GROUP_BY:
-            in_group = True
-        elif depth == 0 and t.token_type in (TokenType.HAVING, TokenType.WINDOW,
-                                             TokenType.WITH):
-            in_group = False
-        if (depth == 0 and t.token_type == TokenType.WINDOW and nxt is not None
-                and nxt.text.upper() in _WINDOW_CLAUSES):
-            if i + 2 >= len(toks) or toks[i + 2].token_type != TokenType.L_PAREN:
-                raise PlanError(f"WINDOW {nxt.text} needs its arguments in parentheses "
-                                f"(line {nxt.line})")
-            close = _matching_paren(toks, i + 2)
-            windows.append(_window_spec(_WINDOW_CLAUSES[nxt.text.upper()], nxt.text.upper(),
-                                        toks[i + 3:close], False))
-            cut.append((i, close))
-            i = close + 1
-            continue
-        if (in_group and depth == 0 and up in _GROUP_WINDOWS and nxt is not None
-                and nxt.token_type == TokenType.L_PAREN):
-            close = _matching_paren(toks, i + 1)
-            windows.append(_window_spec(_GROUP_WINDOWS[up], up, toks[i + 2:close],
-                                        up == "HOP"))
-            a, b = i, close
-            prev = toks[a - 1]
-            after = toks[b + 1] if b + 1 < len(toks) else None
-            if prev.token_type == TokenType.COMMA:
-                a -= 1
-            elif after is not None and after.token_type == TokenType.COMMA:
-                b += 1
-            elif prev.token_type == TokenType.GROUP_BY:
-                a -= 1  # the only GROUP BY item: the window is the whole grouping
-            cut.append((a, b))
-            i = close + 1
-            continue
-        if (depth == 0 and i > 0 and t.token_type == TokenType.WITH and nxt is not None
-                and nxt.token_type == TokenType.L_PAREN):
-            close = _matching_paren(toks, i + 1)
-            for arg in _split_args(toks[i + 2:close]):
-                if len(arg) != 3 or arg[1].token_type != TokenType.EQ:
-                    raise PlanError("WITH (...) takes options as name = 'value' (line "
-                                    f"{arg[0].line}): {' '.join(x.text for x in arg)}")
-                key = arg[0].text.lower()
-                if key not in _OPTIONS:
-                    raise PlanError(f"unknown option {arg[0].text!r} in WITH (...) (line "
-                                    f"{arg[0].line}); options: {', '.join(_OPTIONS)}")
-                options[key] = parse_duration(arg[2].text)
-            cut.append((i, close))
-            i = close + 1
-            continue
-        i += 1
-    if len(windows) > 1:
+    scan = _ClauseScan(toks)
+    scan.run()
+    if len(scan.windows) > 1:
         raise PlanError("a query can have one time window; this one has "
-                        f"{len(windows)}")
-    if not cut:
-        return sql, toks, None, options
+                        f"{len(scan.windows)}")
+    if not scan.cut:
+        return sql, toks, None, scan.options
+    body, kept = _blank(sql, toks, scan.cut)
+    return body, kept, scan.windows[0] if scan.windows else None, scan.options
+
+
+class _ClauseScan:
+    """One pass over the tokens that finds the streaming clauses: the windows and
+    options they give, and the token index ranges (inclusive) they take."""
+
+    def __init__(self, toks: list):
+        self.toks = toks
+        self.cut: list[tuple[int, int]] = []
+        self.windows: list[WindowSpec] = []
+        self.options: dict[str, object] = {}
+        self.in_group = False  # inside the top-level GROUP BY list
+        self.depth = 0  # parenthesis depth
+
+    def run(self) -> None:
+        """Scan every token, skipping over each clause taken."""
+        i = 0
+        while i < len(self.toks):
+            self._track(self.toks[i])
+            close = self._take_clause(i)
+            i = i + 1 if close is None else close + 1
+
+    def _track(self, t) -> None:
+        """Follow the parenthesis depth and whether the scan is in the GROUP BY list."""
+        if t.token_type == TokenType.L_PAREN:
+            self.depth += 1
+        elif t.token_type == TokenType.R_PAREN:
+            self.depth -= 1
+        if self.depth != 0:
+            return
+        if t.token_type == TokenType.GROUP_BY:
+            self.in_group = True
+        elif t.token_type in (TokenType.HAVING, TokenType.WINDOW, TokenType.WITH):
+            self.in_group = False
+
+    def _take_clause(self, i: int) -> int | None:
+        """Take the clause starting at token ``i``, if one does: the index of its last
+        token, else None."""
+        if self.depth != 0:
+            return None
+        t = self.toks[i]
+        nxt = self.toks[i + 1] if i + 1 < len(self.toks) else None
+        if nxt is None:
+            return None
+        if t.token_type == TokenType.WINDOW and nxt.text.upper() in _WINDOW_CLAUSES:
+            return self._window_clause(i)
+        if (self.in_group and t.text.upper() in _GROUP_WINDOWS
+                and nxt.token_type == TokenType.L_PAREN):
+            return self._group_window(i)
+        if i > 0 and t.token_type == TokenType.WITH and nxt.token_type == TokenType.L_PAREN:
+            return self._with_options(i)
+        return None
+
+    def _window_clause(self, i: int) -> int:
+        """``WINDOW TUMBLING(...)`` / ``SLIDING`` / ``HOPPING`` / ``SESSION``."""
+        toks = self.toks
+        nxt = toks[i + 1]
+        if i + 2 >= len(toks) or toks[i + 2].token_type != TokenType.L_PAREN:
+            raise PlanError(f"WINDOW {nxt.text} needs its arguments in parentheses "
+                            f"(line {nxt.line})")
+        close = _matching_paren(toks, i + 2)
+        self.windows.append(_window_spec(_WINDOW_CLAUSES[nxt.text.upper()], nxt.text.upper(),
+                                         toks[i + 3:close], False))
+        self.cut.append((i, close))
+        return close
+
+    def _group_window(self, i: int) -> int:
+        """``TUMBLE(...)`` / ``HOP(...)`` / ``SESSION(...)`` in GROUP BY, with the comma
+        that separates it from the other items (or the GROUP BY it is the only item of)."""
+        toks = self.toks
+        up = toks[i].text.upper()
+        close = _matching_paren(toks, i + 1)
+        self.windows.append(_window_spec(_GROUP_WINDOWS[up], up, toks[i + 2:close],
+                                         up == "HOP"))
+        a, b = i, close
+        prev = toks[a - 1]
+        after = toks[b + 1] if b + 1 < len(toks) else None
+        if prev.token_type == TokenType.COMMA:
+            a -= 1
+        elif after is not None and after.token_type == TokenType.COMMA:
+            b += 1
+        elif prev.token_type == TokenType.GROUP_BY:
+            a -= 1  # the only GROUP BY item: the window is the whole grouping
+        self.cut.append((a, b))
+        return close
+
+    def _with_options(self, i: int) -> int:
+        """``WITH (name = 'value', ...)`` after the query (options of ``_OPTIONS``)."""
+        toks = self.toks
+        close = _matching_paren(toks, i + 1)
+        for arg in _split_args(toks[i + 2:close]):
+            if len(arg) != 3 or arg[1].token_type != TokenType.EQ:
+                raise PlanError("WITH (...) takes options as name = 'value' (line "
+                                f"{arg[0].line}): {' '.join(x.text for x in arg)}")
+            key = arg[0].text.lower()
+            if key not in _OPTIONS:
+                raise PlanError(f"unknown option {arg[0].text!r} in WITH (...) (line "
+                                f"{arg[0].line}); options: {', '.join(_OPTIONS)}")
+            self.options[key] = parse_duration(arg[2].text)
+        self.cut.append((i, close))
+        return close
+
+
+def _blank(sql: str, toks: list, cut: list[tuple[int, int]]) -> tuple[str, list]:
+    """``sql`` with the text of the cut token ranges blanked (newlines kept), and the
+    tokens left."""
     chars = list(sql)
     drop = set()
     for a, b in cut:
@@ -356,8 +454,7 @@ def _extract_windows(sql: str, toks: list) -> tuple[str, list, WindowSpec | None
             if chars[k] != "\n":
                 chars[k] = " "
         drop.update(range(a, b + 1))
-    return ("".join(chars), [t for k, t in enumerate(toks) if k not in drop],
-            windows[0] if windows else None, options)
+    return "".join(chars), [t for k, t in enumerate(toks) if k not in drop]
 
 
 def _buffer_frames(sql: str) -> str:
@@ -403,6 +500,27 @@ def parse(sql: str) -> Query:
     sql = _buffer_frames(sql)
     body, emit, toks = _strip_streaming_clauses(sql)
     body, toks, window, options = _extract_windows(body, toks)
+    tree = _read_statement(body)
+    ctx = _Ctx(body, toks)
+    _check_supported(ctx, tree)
+    source, qualifiers = _source_stream(ctx, tree)
+    conv = _Converter(ctx, qualifiers)
+    select, star = _select_items(conv, tree)
+    args = tree.args
+    where = conv.expr(args["where"].this) if args.get("where") else None
+    group_by = _group_by(conv, args.get("group"), select)
+    having = conv.expr(args["having"].this) if args.get("having") else None
+    if window is None and "allowed_lateness" in options:
+        raise PlanError("allowed_lateness applies to time windows; this query has no "
+                        "WINDOW")
+    return Query(source=source, select=select, where=where, group_by=group_by, having=having,
+                 emit=emit, star=star, sql=original, positions=ctx.positions, window=window,
+                 allowed_lateness_ms=options.get("allowed_lateness"))
+
+
+def _read_statement(body: str) -> exp.Expression:
+    """The one statement of ``body``, parsed by sqlglot (syntax errors with their line
+    and column)."""
     try:
         statements = sqlglot.parse(body, read=DIALECT)
     except ParseError as exc:
@@ -415,29 +533,40 @@ def parse(sql: str) -> Query:
     statements = [s for s in statements if s is not None]
     if len(statements) != 1:
         raise PlanError(f"expected one SELECT statement, got {len(statements)}")
-    tree = statements[0]
-    ctx = _Ctx(body, toks)
+    return statements[0]
+
+
+#: clauses of a SELECT that velokern does not run (sqlglot's argument name, what to say)
+_UNSUPPORTED_CLAUSES = (
+    ("joins", "JOIN (velokern reads a single stream)"),
+    ("order", "ORDER BY on an unbounded stream"),
+    ("limit", "LIMIT on an unbounded stream"),
+    ("offset", "OFFSET on an unbounded stream"),
+    ("distinct", "SELECT DISTINCT"),
+    ("qualify", "QUALIFY"),
+    ("windows", "named WINDOW definitions"),
+    ("with_", "WITH (common table expressions)"),
+    ("with", "WITH (common table expressions)"),
+    ("laterals", "LATERAL"),
+    ("pivots", "PIVOT"),
+)
+
+
+def _check_supported(ctx: _Ctx, tree: exp.Expression) -> None:
+    """The statement is a SELECT without the clauses of ``_UNSUPPORTED_CLAUSES``."""
     if not isinstance(tree, exp.Select):
         raise ctx.error(tree, f"only SELECT queries run on a stream, got {tree.key.upper()}")
-    args = tree.args
-    for key, what in (
-        ("joins", "JOIN (velokern reads a single stream)"),
-        ("order", "ORDER BY on an unbounded stream"),
-        ("limit", "LIMIT on an unbounded stream"),
-        ("offset", "OFFSET on an unbounded stream"),
-        ("distinct", "SELECT DISTINCT"),
-        ("qualify", "QUALIFY"),
-        ("windows", "named WINDOW definitions"),
-        ("with_", "WITH (common table expressions)"),
-        ("with", "WITH (common table expressions)"),
-        ("laterals", "LATERAL"),
-        ("pivots", "PIVOT"),
-    ):
-        v = args.get(key)
+    for key, what in _UNSUPPORTED_CLAUSES:
+        v = tree.args.get(key)
         if v:
             node = v[0] if isinstance(v, list) else v
             raise ctx.error(node, f"unsupported SQL construct: {what}")
-    frm = args.get("from_") or args.get("from")
+
+
+def _source_stream(ctx: _Ctx, tree: exp.Select) -> tuple[str, set[str]]:
+    """The stream FROM names, and the names a column may be qualified with (the stream's
+    name and its alias)."""
+    frm = tree.args.get("from_") or tree.args.get("from")
     if frm is None:
         raise PlanError("a streaming query needs FROM <stream name>")
     src = frm.this
@@ -446,9 +575,11 @@ def parse(sql: str) -> Query:
                              "(subqueries and table functions are not supported)")
     source = src.name
     alias = src.alias or None
-    qualifiers = {source, alias} - {None}
+    return source, {source, alias} - {None}
 
-    conv = _Converter(ctx, qualifiers)
+
+def _select_items(conv: _Converter, tree: exp.Select) -> tuple[list[tuple[str, Expr]], bool]:
+    """The SELECT list as (output name, expression) pairs, and whether it has ``*``."""
     select: list[tuple[str, Expr]] = []
     star = False
     for item in tree.expressions:
@@ -463,32 +594,36 @@ def parse(sql: str) -> Query:
             e = conv.expr(item)
             name = item.name if isinstance(item, exp.Column) else _readable_name(item)
         select.append((name, e))
-    where = conv.expr(args["where"].this) if args.get("where") else None
+    return select, star
+
+
+def _group_by(conv: _Converter, grp: exp.Group | None, select) -> list[Expr]:
+    """The GROUP BY items (a position or an output alias stands for that SELECT
+    expression); ROLLUP, CUBE and GROUPING SETS are refused."""
     group_by: list[Expr] = []
-    grp = args.get("group")
-    if grp is not None:
-        aliases = {n: e for n, e in select}
-        for g in grp.expressions:
-            if isinstance(g, exp.Literal) and not g.is_string:
-                k = int(g.this)
-                if not 1 <= k <= len(select):
-                    raise ctx.error(g, f"GROUP BY position {k} is out of range")
-                group_by.append(select[k - 1][1])
-            elif (isinstance(g, exp.Column) and not g.table and g.name in aliases
-                  and not _is_input_column_name(g.name, select)):
-                group_by.append(aliases[g.name])
-            else:
-                group_by.append(conv.expr(g))
-        for key in ("rollup", "cube", "grouping_sets"):
-            if grp.args.get(key):
-                raise ctx.error(grp, f"unsupported SQL construct: GROUP BY {key.upper()}")
-    having = conv.expr(args["having"].this) if args.get("having") else None
-    if window is None and "allowed_lateness" in options:
-        raise PlanError("allowed_lateness applies to time windows; this query has no "
-                        "WINDOW")
-    return Query(source=source, select=select, where=where, group_by=group_by, having=having,
-                 emit=emit, star=star, sql=original, positions=ctx.positions, window=window,
-                 allowed_lateness_ms=options.get("allowed_lateness"))
+    if grp is None:
+        return group_by
+    aliases = {n: e for n, e in select}
+    for g in grp.expressions:
+        group_by.append(_group_item(conv, g, select, aliases))
+    for key in ("rollup", "cube", "grouping_sets"):
+        if grp.args.get(key):
+            raise conv.ctx.error(grp, f"unsupported SQL construct: GROUP BY {key.upper()}")
+    return group_by
+
+
+def _group_item(conv: _Converter, g: exp.Expression, select, aliases: dict) -> Expr:
+    """One GROUP BY item: a SELECT position (1-based), an output alias that is not an
+    input column, or an expression."""
+    if isinstance(g, exp.Literal) and not g.is_string:
+        k = int(g.this)
+        if not 1 <= k <= len(select):
+            raise conv.ctx.error(g, f"GROUP BY position {k} is out of range")
+        return select[k - 1][1]
+    if (isinstance(g, exp.Column) and not g.table and g.name in aliases
+            and not _is_input_column_name(g.name, select)):
+        return aliases[g.name]
+    return conv.expr(g)
 
 
 def _is_input_column_name(name: str, select) -> bool:
@@ -502,123 +637,167 @@ def _readable_name(node: exp.Expression) -> str:
 
 
 class _Converter:
+    """sqlglot expression -> velokern expression (:mod:`velokern.plan`), with positions
+    recorded in the context for error messages."""
+
     def __init__(self, ctx: _Ctx, qualifiers: set[str]):
         self.ctx = ctx
         self.qualifiers = qualifiers
 
     def expr(self, node: exp.Expression) -> Expr:
+        """Convert ``node`` and record its position in the SQL."""
         return self.ctx.mark(self._expr(node), node)
 
     def _expr(self, node: exp.Expression) -> Expr:
+        """Convert ``node`` (its position not recorded) with the method for its class."""
+        return getattr(self, _converter_of(type(node)))(node)
+
+    def _paren(self, node: exp.Paren) -> Expr:
+        """``(x)``: x."""
+        return self.expr(node.this)
+
+    def _column(self, node: exp.Column) -> Col:
+        """A column, qualified by nothing or by the stream's name or alias."""
         ctx = self.ctx
-        if isinstance(node, exp.Paren):
-            return self.expr(node.this)
-        if isinstance(node, exp.Column):
-            if isinstance(node.this, exp.Star):
-                raise ctx.error(node, "'*' is only allowed as SELECT * or COUNT(*)")
-            if node.table and node.table not in self.qualifiers:
-                raise ctx.error(node, f"unknown stream {node.table!r} in column "
-                                      f"{node.sql(dialect=DIALECT)!r}")
-            return Col(node.name)
-        if isinstance(node, exp.Literal):
-            if node.is_string:
-                return Lit(node.this, STRING)
-            text = node.this
-            try:
-                return Lit(int(text), INT)
-            except ValueError:
-                return Lit(float(text), FLOAT)
-        if isinstance(node, exp.Boolean):
-            return Lit(bool(node.this), BOOL)
-        if isinstance(node, exp.Null):
-            return Lit(None, NULL)
-        if isinstance(node, exp.Neg):
-            inner = self.expr(node.this)
-            if isinstance(inner, Lit) and inner.type in (INT, FLOAT):
-                return Lit(-inner.value, inner.type)
-            return Unary("neg", inner)
-        if isinstance(node, exp.Not):
-            inner = node.this
-            if isinstance(inner, exp.Is):
-                return IsNull(self._is_null_arg(inner), negated=True)
-            if isinstance(inner, exp.In):
-                x = self._in(inner)
-                return InList(x.x, x.values, negated=True)
-            if isinstance(inner, exp.Between):
-                return Unary("not", self.expr(inner))
-            return Unary("not", self.expr(inner))
-        if isinstance(node, exp.Is):
-            return IsNull(self._is_null_arg(node))
-        for cls, op in _BINARY.items():
-            if type(node) is cls:
-                return Binary(op, self.expr(node.this), self.expr(node.expression))
-        if isinstance(node, exp.Between):
-            x = self.expr(node.this)
-            lo, hi = self.expr(node.args["low"]), self.expr(node.args["high"])
-            if node.args.get("symmetric"):
-                raise ctx.error(node, "unsupported SQL construct: BETWEEN SYMMETRIC")
-            return Binary("and", Binary(">=", x, lo), Binary("<=", x, hi))
-        if isinstance(node, exp.In):
-            return self._in(node)
-        if isinstance(node, exp.Case):
-            if node.this is not None:
-                base = self.expr(node.this)
-                whens = tuple(
-                    (Binary("=", base, self.expr(w.this)), self.expr(w.args["true"]))
-                    for w in node.args["ifs"]
-                )
-            else:
-                whens = tuple(
-                    (self.expr(w.this), self.expr(w.args["true"])) for w in node.args["ifs"]
-                )
-            default = node.args.get("default")
-            return Case(whens, None if default is None else self.expr(default))
-        if isinstance(node, exp.If):
-            default = node.args.get("false")
-            return Case(((self.expr(node.this), self.expr(node.args["true"])),),
-                        None if default is None else self.expr(default))
-        if isinstance(node, (exp.Cast, exp.TryCast)):
-            to = node.to.sql(dialect=DIALECT).upper()
-            base = to.split("(")[0].strip()
-            if base not in _CAST_TYPES:
-                raise ctx.error(node, f"unsupported CAST target type {to}")
-            return Cast(self.expr(node.this), _CAST_TYPES[base])
-        for cls, name in _FUNCS.items():
-            if type(node) is cls:
-                args = [self.expr(node.this)]
-                extra = node.args.get("decimals")
-                if extra is not None:
-                    args.append(self.expr(extra))
-                return Func(name, tuple(args))
-        if isinstance(node, exp.Coalesce):
-            args = [self.expr(node.this)] + [self.expr(a) for a in node.expressions]
-            return Func("coalesce", tuple(args))
-        if isinstance(node, exp.IgnoreNulls):
-            inner = self._expr(node.this)
-            if not isinstance(inner, Agg) or not AGGREGATES[inner.func].ignore_nulls:
-                names = "/".join(a.name.upper() for a in AGGREGATES.values() if a.ignore_nulls)
-                raise ctx.error(node, f"IGNORE NULLS is supported on {names} only")
-            return Agg(inner.func, inner.arg, ignore_nulls=True)
-        if isinstance(node, exp.RespectNulls):
-            return self._expr(node.this)
-        forms = _AGGS.get(type(node))
-        if forms is not None:
-            return self._agg(node, forms)
-        if isinstance(node, exp.Anonymous):
-            fname = node.name.lower()
-            if fname in _ANON_AGGS and len(node.expressions) == 1:
-                return Agg(_ANON_AGGS[fname], self.expr(node.expressions[0]))
-            raise ctx.error(node, f"unknown function {node.name.upper()}")
-        if isinstance(node, exp.Window):
-            return self._over(node)
-        if isinstance(node, (exp.Subquery, exp.Select, exp.Exists)):
-            raise ctx.error(node, "unsupported SQL construct: subquery")
-        if isinstance(node, exp.Star):
+        if isinstance(node.this, exp.Star):
             raise ctx.error(node, "'*' is only allowed as SELECT * or COUNT(*)")
-        if isinstance(node, exp.Func):
-            raise ctx.error(node, f"unsupported function {node.sql_name()}")
-        raise ctx.error(node, f"unsupported SQL construct: {node.key.upper()} "
-                              f"({node.sql(dialect=DIALECT)})")
+        if node.table and node.table not in self.qualifiers:
+            raise ctx.error(node, f"unknown stream {node.table!r} in column "
+                                  f"{node.sql(dialect=DIALECT)!r}")
+        return Col(node.name)
+
+    def _literal(self, node: exp.Literal) -> Lit:
+        """A string or number literal (an integer when it reads as one)."""
+        if node.is_string:
+            return Lit(node.this, STRING)
+        text = node.this
+        try:
+            return Lit(int(text), INT)
+        except ValueError:
+            return Lit(float(text), FLOAT)
+
+    def _boolean(self, node: exp.Boolean) -> Lit:
+        """TRUE / FALSE."""
+        return Lit(bool(node.this), BOOL)
+
+    def _null(self, node: exp.Null) -> Lit:
+        """NULL."""
+        return Lit(None, NULL)
+
+    def _neg(self, node: exp.Neg) -> Expr:
+        """Unary minus (folded into a number literal)."""
+        inner = self.expr(node.this)
+        if isinstance(inner, Lit) and inner.type in (INT, FLOAT):
+            return Lit(-inner.value, inner.type)
+        return Unary("neg", inner)
+
+    def _not(self, node: exp.Not) -> Expr:
+        """NOT x; NOT (x IS NULL) and NOT (x IN (...)) become their negated forms."""
+        inner = node.this
+        if isinstance(inner, exp.Is):
+            return IsNull(self._is_null_arg(inner), negated=True)
+        if isinstance(inner, exp.In):
+            x = self._in(inner)
+            return InList(x.x, x.values, negated=True)
+        return Unary("not", self.expr(inner))
+
+    def _is(self, node: exp.Is) -> IsNull:
+        """x IS NULL."""
+        return IsNull(self._is_null_arg(node))
+
+    def _binary(self, node: exp.Binary) -> Binary:
+        """Arithmetic, comparison, AND and OR (the operators of ``_BINARY``)."""
+        return Binary(_BINARY[type(node)], self.expr(node.this), self.expr(node.expression))
+
+    def _between(self, node: exp.Between) -> Binary:
+        """x BETWEEN lo AND hi -> x >= lo AND x <= hi."""
+        x = self.expr(node.this)
+        lo, hi = self.expr(node.args["low"]), self.expr(node.args["high"])
+        if node.args.get("symmetric"):
+            raise self.ctx.error(node, "unsupported SQL construct: BETWEEN SYMMETRIC")
+        return Binary("and", Binary(">=", x, lo), Binary("<=", x, hi))
+
+    def _case(self, node: exp.Case) -> Case:
+        """CASE WHEN ... and the simple CASE x WHEN v ... (x = v conditions)."""
+        if node.this is not None:
+            base = self.expr(node.this)
+            whens = tuple(
+                (Binary("=", base, self.expr(w.this)), self.expr(w.args["true"]))
+                for w in node.args["ifs"]
+            )
+        else:
+            whens = tuple(
+                (self.expr(w.this), self.expr(w.args["true"])) for w in node.args["ifs"]
+            )
+        default = node.args.get("default")
+        return Case(whens, None if default is None else self.expr(default))
+
+    def _if(self, node: exp.If) -> Case:
+        """IF(cond, a[, b]) -> CASE WHEN cond THEN a ELSE b END."""
+        default = node.args.get("false")
+        return Case(((self.expr(node.this), self.expr(node.args["true"])),),
+                    None if default is None else self.expr(default))
+
+    def _cast(self, node: exp.Cast) -> Cast:
+        """CAST / TRY_CAST to an integer, floating-point or boolean type."""
+        to = node.to.sql(dialect=DIALECT).upper()
+        base = to.split("(")[0].strip()
+        if base not in _CAST_TYPES:
+            raise self.ctx.error(node, f"unsupported CAST target type {to}")
+        return Cast(self.expr(node.this), _CAST_TYPES[base])
+
+    def _function(self, node: exp.Func) -> Func:
+        """ABS, ROUND (with its decimals), FLOOR, CEIL."""
+        args = [self.expr(node.this)]
+        extra = node.args.get("decimals")
+        if extra is not None:
+            args.append(self.expr(extra))
+        return Func(_FUNCS[type(node)], tuple(args))
+
+    def _coalesce(self, node: exp.Coalesce) -> Func:
+        """COALESCE(a, b, ...)."""
+        args = [self.expr(node.this)] + [self.expr(a) for a in node.expressions]
+        return Func("coalesce", tuple(args))
+
+    def _ignore_nulls(self, node: exp.IgnoreNulls) -> Agg:
+        """agg(x) IGNORE NULLS, for the aggregates whose registry entry allows it."""
+        inner = self._expr(node.this)
+        if not isinstance(inner, Agg) or not AGGREGATES[inner.func].ignore_nulls:
+            names = "/".join(a.name.upper() for a in AGGREGATES.values() if a.ignore_nulls)
+            raise self.ctx.error(node, f"IGNORE NULLS is supported on {names} only")
+        return Agg(inner.func, inner.arg, ignore_nulls=True)
+
+    def _respect_nulls(self, node: exp.RespectNulls) -> Expr:
+        """agg(x) RESPECT NULLS: the default, so agg(x)."""
+        return self._expr(node.this)
+
+    def _aggregate(self, node: exp.Expression) -> Agg:
+        """A call of a registry aggregate that sqlglot parses into its own class."""
+        return self._agg(node, _AGGS[type(node)])
+
+    def _anonymous(self, node: exp.Anonymous) -> Agg:
+        """A function sqlglot does not know: a registry aggregate by name, else an error."""
+        fname = node.name.lower()
+        if fname in _ANON_AGGS and len(node.expressions) == 1:
+            return Agg(_ANON_AGGS[fname], self.expr(node.expressions[0]))
+        raise self.ctx.error(node, f"unknown function {node.name.upper()}")
+
+    def _subquery(self, node: exp.Expression) -> Expr:
+        """A subquery or EXISTS (refused)."""
+        raise self.ctx.error(node, "unsupported SQL construct: subquery")
+
+    def _star(self, node: exp.Star) -> Expr:
+        """A ``*`` outside SELECT * and COUNT(*) (refused)."""
+        raise self.ctx.error(node, "'*' is only allowed as SELECT * or COUNT(*)")
+
+    def _unsupported_function(self, node: exp.Func) -> Expr:
+        """A function sqlglot knows and velokern does not run (refused)."""
+        raise self.ctx.error(node, f"unsupported function {node.sql_name()}")
+
+    def _unsupported(self, node: exp.Expression) -> Expr:
+        """Any other construct (refused, naming it)."""
+        raise self.ctx.error(node, f"unsupported SQL construct: {node.key.upper()} "
+                                   f"({node.sql(dialect=DIALECT)})")
 
     def _agg(self, node: exp.Expression, forms: dict[str, str]) -> Agg:
         """An aggregate call sqlglot parsed into a typed expression (``forms``: the
@@ -696,11 +875,13 @@ class _Converter:
         return Over(inner.func, inner.arg, part, rows)
 
     def _is_null_arg(self, node: exp.Is) -> Expr:
+        """The operand of ``x IS NULL`` (IS followed by anything but NULL is refused)."""
         if not isinstance(node.expression, exp.Null):
             raise self.ctx.error(node, "only IS NULL / IS NOT NULL are supported after IS")
         return self.expr(node.this)
 
     def _in(self, node: exp.In) -> InList:
+        """x IN (literal, ...) (a subquery or a non-literal value is refused)."""
         if node.args.get("query") is not None:
             raise self.ctx.error(node, "unsupported SQL construct: IN (subquery)")
         vals = []
