@@ -328,8 +328,7 @@ def _err(q: Query, e: Expr, msg: str) -> PlanError:
 
 @dataclass(frozen=True)
 class _Typing:
-    """What typing one expression tree needs: the column types, the query (its window
-    and the SQL positions for error messages) and the types of KeyRef/AggRef/OverRef."""
+    """What typing an expression needs: column types, the query, KeyRef/AggRef/OverRef types."""
 
     types: dict[str, str]
     q: Query
@@ -489,8 +488,7 @@ def _type_cast(e: Cast, tp: _Typing) -> str:
 
 
 def _type_func(e: Func, tp: _Typing) -> str:
-    """COALESCE (its arguments unified) and the numeric functions ABS, ROUND, FLOOR,
-    CEIL (FLOOR and CEIL give floats; NULL in, NULL out)."""
+    """COALESCE (arguments unified) and ABS, ROUND, FLOOR, CEIL (numbers; NULL in, NULL out)."""
     ats = [tp.of(a) for a in e.args]
     if e.name == "coalesce":
         return unify(tp.q, e, ats, "COALESCE")
@@ -683,8 +681,8 @@ def _bind_group_keys(q: Query, types: dict[str, str]) -> tuple[list[Expr], list[
 
 
 def _group_refs(q: Query, e: Expr, keys: list[Expr], aggs: list[Agg], ctx: str) -> Expr:
-    """``e`` over the groups: keys -> KeyRef, aggregates -> AggRef (each new one appended
-    to ``aggs``); any other column is an error (``ctx``: SELECT or HAVING)."""
+    """``e`` over the groups: keys -> KeyRef, aggregates -> AggRef (new ones added to ``aggs``)."""
+    # any other column is an error; ``ctx`` (SELECT or HAVING) names the clause
     for i, k in enumerate(keys):
         if e == k:
             return KeyRef(i)
@@ -714,8 +712,8 @@ def _type_aggs(q: Query, aggs: list[Agg],
 
 def _aggregate_output_types(q: Query, outputs, types: dict[str, str], env: dict,
                             key_types: list[str], agg_types: list[str]) -> list[str]:
-    """The type of each output of an aggregate query (a key or an aggregate keeps its own
-    type; a computed NULL is a float; computed strings are refused)."""
+    """The type of each output of an aggregate query (computed strings are refused)."""
+    # a key or an aggregate keeps its own type; a computed NULL is a float
     out_types = []
     for name, e in outputs:
         et = type_of(e, types, q, env)
@@ -754,8 +752,7 @@ def _bind_over(q: Query, schema: Schema, types: dict[str, str], select, where) -
 
 
 def _over_refs(e: Expr, overs: list[Over]) -> Expr:
-    """``e`` with each window function replaced by an OverRef (each new one appended to
-    ``overs``)."""
+    """``e`` with each window function replaced by an OverRef (new ones added to ``overs``)."""
     if isinstance(e, Over):
         if e not in overs:
             overs.append(e)

@@ -344,8 +344,7 @@ def _extract_windows(sql: str, toks: list) -> tuple[str, list, WindowSpec | None
 
 
 class _ClauseScan:
-    """One pass over the tokens that finds the streaming clauses: the windows and
-    options they give, and the token index ranges (inclusive) they take."""
+    """One pass over the tokens: the streaming clauses' windows, options and token ranges."""
 
     def __init__(self, toks: list):
         self.toks = toks
@@ -377,8 +376,7 @@ class _ClauseScan:
             self.in_group = False
 
     def _take_clause(self, i: int) -> int | None:
-        """Take the clause starting at token ``i``, if one does: the index of its last
-        token, else None."""
+        """Take the clause starting at token ``i``: the index of its last token, else None."""
         if self.depth != 0:
             return None
         t = self.toks[i]
@@ -408,8 +406,8 @@ class _ClauseScan:
         return close
 
     def _group_window(self, i: int) -> int:
-        """``TUMBLE(...)`` / ``HOP(...)`` / ``SESSION(...)`` in GROUP BY, with the comma
-        that separates it from the other items (or the GROUP BY it is the only item of)."""
+        """``TUMBLE(...)`` / ``HOP(...)`` / ``SESSION(...)`` in GROUP BY, with its comma."""
+        # (or with the GROUP BY itself when it is the only item)
         toks = self.toks
         up = toks[i].text.upper()
         close = _matching_paren(toks, i + 1)
@@ -445,8 +443,7 @@ class _ClauseScan:
 
 
 def _blank(sql: str, toks: list, cut: list[tuple[int, int]]) -> tuple[str, list]:
-    """``sql`` with the text of the cut token ranges blanked (newlines kept), and the
-    tokens left."""
+    """``sql`` with the cut token ranges blanked (newlines kept), and the tokens left."""
     chars = list(sql)
     drop = set()
     for a, b in cut:
@@ -519,8 +516,7 @@ def parse(sql: str) -> Query:
 
 
 def _read_statement(body: str) -> exp.Expression:
-    """The one statement of ``body``, parsed by sqlglot (syntax errors with their line
-    and column)."""
+    """The one statement of ``body``, parsed by sqlglot (syntax errors with line and column)."""
     try:
         statements = sqlglot.parse(body, read=DIALECT)
     except ParseError as exc:
@@ -564,8 +560,7 @@ def _check_supported(ctx: _Ctx, tree: exp.Expression) -> None:
 
 
 def _source_stream(ctx: _Ctx, tree: exp.Select) -> tuple[str, set[str]]:
-    """The stream FROM names, and the names a column may be qualified with (the stream's
-    name and its alias)."""
+    """The stream FROM names, and the qualifiers a column may have (its name and alias)."""
     frm = tree.args.get("from_") or tree.args.get("from")
     if frm is None:
         raise PlanError("a streaming query needs FROM <stream name>")
@@ -598,8 +593,7 @@ def _select_items(conv: _Converter, tree: exp.Select) -> tuple[list[tuple[str, E
 
 
 def _group_by(conv: _Converter, grp: exp.Group | None, select) -> list[Expr]:
-    """The GROUP BY items (a position or an output alias stands for that SELECT
-    expression); ROLLUP, CUBE and GROUPING SETS are refused."""
+    """The GROUP BY items; ROLLUP, CUBE and GROUPING SETS are refused."""
     group_by: list[Expr] = []
     if grp is None:
         return group_by
@@ -613,8 +607,7 @@ def _group_by(conv: _Converter, grp: exp.Group | None, select) -> list[Expr]:
 
 
 def _group_item(conv: _Converter, g: exp.Expression, select, aliases: dict) -> Expr:
-    """One GROUP BY item: a SELECT position (1-based), an output alias that is not an
-    input column, or an expression."""
+    """One GROUP BY item: a SELECT position, an alias (not an input column) or an expression."""
     if isinstance(g, exp.Literal) and not g.is_string:
         k = int(g.this)
         if not 1 <= k <= len(select):
