@@ -47,10 +47,6 @@ class Driver:
         if spec.direct:
             self.state.ensure_direct(spec, self.inputs.bound, self.inputs.dicts)
 
-    def _assemble(self, spec, packs, rows, prep=None, sel=None) -> RecordBatch:
-        return self.output.assemble(spec, self.inputs.bound, self.inputs.dicts, packs, rows,
-                                    prep, sel)
-
     def _groups(self, spec, packs, oseq, obases, counts) -> RecordBatch:
         return self.output.groups_in_order(spec, self.inputs.bound, self.inputs.dicts,
                                            packs, oseq, obases, counts)
@@ -184,7 +180,8 @@ class Driver:
         elif self.emit_mode != "changes":
             return self.empty(spec)
         if P == 1:  # (the common path at small batches: plain ints, no more numpy)
-            return self._assemble(spec, packs, (base, base + k))
+            return self.output.assemble(spec, self.inputs.bound, self.inputs.dicts, packs,
+                                        (base, base + k))
         return self._groups(spec, packs, oseq, obases, counts)
 
     def _stateful_one(self, prep: Prepared, r: Routing, R, base: int, out) -> int:
@@ -195,7 +192,7 @@ class Driver:
         emit = self.emit_mode == "changes"
         start, end = int(r.starts[0]), int(r.ends[0])
         while True:
-            stop, k = prep.module.batch_part(self.state.tuple(), 0, prep.C, prep.M, R, idx,
+            stop, k = prep.module.batch_part(tuple(self.state.arrays), 0, prep.C, prep.M, R, idx,
                                              use_idx, start, end, base, self.ctx.seq, emit,
                                              *out)
             if stop >= end:
