@@ -260,6 +260,35 @@ def test_sticky_without_partition_column_leaves_state_unchanged(stream_batch):
     assert m["records_in"] == 0 and m["records_rejected"] == len(stream_batch)
 
 
+@pytest.mark.parametrize("bad_partition", [
+    np.array([0.5, 1.5, 2.5, 3.5]),      # not integers
+    np.array([0, -1, 2, 3]),             # a negative partition
+])
+def test_sticky_refused_first_batch_leaves_schema_unfixed(bad_partition):
+    """A first batch refused by the strategy does not fix the job's schema: a second
+    batch with another valid schema is accepted and answers as on a fresh job."""
+    first = vk.as_batch({"k": np.array([1, 2, 3, 4], np.int32),
+                         "f": np.array([1.0, 2.0, 3.0, 4.0]),
+                         "__partition__": bad_partition})
+    second = vk.as_batch({"k": np.array([7, 8, 7, 9], np.int64),
+                          "f": np.array([10, 20, 30, 40], np.int64),
+                          "__partition__": np.array([0, 1, 0, 1])})
+    for strategy in ("sticky", "smart"):
+        engine = vk.StreamExecutionEngine(GROUP_SQL)
+        proc = PartitionedJobCoordinator(2, strategy=strategy, keyed_by=["k"])
+        with pytest.raises(StrategyError, match="__partition__"):
+            proc.process_batch(first, engine)
+        assert engine.schema is None
+        assert engine.metrics["batches_rejected"] == 1
+        out = proc.process_batch(second, engine)
+        fresh_engine = vk.StreamExecutionEngine(GROUP_SQL)
+        fresh = PartitionedJobCoordinator(2, strategy=strategy, keyed_by=["k"]).process_batch(
+            second, fresh_engine)
+        assert out.equals(fresh, bitwise=True)
+        assert engine.schema == fresh_engine.schema
+        assert out.to_pydict() == {"k": [7, 8, 9], "n": [2, 1, 1], "sf": [40, 20, 40]}
+
+
 def test_metrics_count_every_record(stream_batch):
     engine = vk.StreamExecutionEngine(FILTER_SQL)
     proc = PartitionedJobCoordinator(3)

@@ -109,12 +109,13 @@ class PartitionedJobCoordinator:
 
     def process_batch(self, batch: RecordBatch, engine: StreamExecutionEngine) -> RecordBatch:
         strategy = self.strategy_for(engine)
-        prep = engine.prepare(batch)
-        try:
-            routing = strategy.route(engine, prep, self._n, self._threads)
+        try:  # before prepare: a refused batch must not fix a fresh job's schema
+            strategy.check(engine, batch)
         except StrategyError:
             engine.reject(batch)
             raise
+        prep = engine.prepare(batch)
+        routing = strategy.route(engine, prep, self._n, self._threads)
         engine.bind_partitions(self._n)
         self._prepare_threads()
         if self._n > 1:

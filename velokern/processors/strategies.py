@@ -26,6 +26,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from velokern import _shim, config
+from velokern.batch import RecordBatch
 from velokern.exec import Prepared, Routing, StreamExecutionEngine
 
 __all__ = ["PARTITION_COLUMN", "Strategy", "StrategyError", "make_strategy"]
@@ -45,6 +46,11 @@ class Strategy:
 
     def validate(self, engine: StreamExecutionEngine) -> None:
         """Raise StrategyError when this strategy would give wrong answers."""
+
+    def check(self, engine: StreamExecutionEngine, batch: RecordBatch) -> None:
+        """Raise StrategyError when ``batch`` cannot be routed. Called before the engine
+        sees the batch, so a refused batch changes nothing (not even a first batch's
+        schema, which the engine adopts once it has prepared the batch)."""
 
     def route(self, engine: StreamExecutionEngine, prep: Prepared, n: int,
               threads: int = 1) -> Routing:
@@ -106,8 +112,10 @@ class StickyStrategy(Strategy):
                 "two partitions; use 'hash' or 'smart'"
             )
 
-    def route(self, engine, prep, n, threads=1):
-        b = prep.batch
+    def check(self, engine, batch):
+        b = batch
+        if not isinstance(b, RecordBatch):
+            return  # the engine refuses it (TypeError)
         if PARTITION_COLUMN not in b:
             raise StrategyError(f"strategy 'sticky' needs a {PARTITION_COLUMN!r} column; the "
                                 f"batch has {b.column_names}")
@@ -120,6 +128,10 @@ class StickyStrategy(Strategy):
         if len(col) and col.min() < 0:
             raise StrategyError(f"column {PARTITION_COLUMN!r} has a negative value "
                                 f"{int(col.min())}")
+
+    def route(self, engine, prep, n, threads=1):
+        # checked by check() before the engine prepared the batch
+        col = prep.batch.column(PARTITION_COLUMN)
         pids = (col.astype(np.int64) % n).astype(np.int32)
         return _bucketed(pids, n)
 
@@ -136,6 +148,9 @@ class SmartStrategy(Strategy):
 
     def validate(self, engine):
         self._pick(engine).validate(engine)
+
+    def check(self, engine, batch):
+        self._pick(engine).check(engine, batch)
 
     def route(self, engine, prep, n, threads=1):
         return self._pick(engine).route(engine, prep, n, threads)
