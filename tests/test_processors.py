@@ -3,6 +3,9 @@ core affinity read back from the workers, and concurrent V2 jobs."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 
 import numba
@@ -316,6 +319,7 @@ def test_core_affinity_read_back_from_workers(stream_batch):
 
     def job():
         try:
+            result["caller"] = os.sched_getaffinity(0)
             proc = JobProcessorFactory.create("v2:2:affinity")
             engine = vk.StreamExecutionEngine(GROUP_SQL)
             proc.process_batch(stream_batch, engine)
@@ -331,9 +335,53 @@ def test_core_affinity_read_back_from_workers(stream_batch):
     sets = result["affinity"]
     cpus = available_cpus()
     assert len(sets) == 2
-    assert all(len(s) == 1 for s in sets), sets
-    assert sets[0] != sets[1]
-    assert set().union(*sets) <= set(cpus)
+    # worker 0 is the calling thread: never pinned; worker 1 runs on a core of its own
+    assert sets[0] == result["caller"], sets
+    assert len(sets[1]) == 1 and sets[1] <= set(cpus), sets
+
+
+def _cpus_seen_by_a_subprocess() -> int:
+    out = subprocess.run([sys.executable, "-c",
+                          "import os; print(len(os.sched_getaffinity(0)))"],
+                         capture_output=True, text=True, check=True, timeout=60)
+    return int(out.stdout)
+
+
+@pytest.mark.skipif(len(available_cpus()) < 2,
+                    reason="needs 2 CPUs: with one, no worker is pinned beside the caller")
+def test_core_affinity_leaves_the_calling_thread_alone(stream_batch):
+    """V2 with affinity pins worker threads only: the calling thread's CPU set is the
+    same after every batch, after the flush and after a batch that raised, and a
+    subprocess it starts afterwards sees every CPU."""
+    before = os.sched_getaffinity(0)
+    try:
+        after = []
+        proc = JobProcessorFactory.create("v2:2:affinity")
+        engine = vk.StreamExecutionEngine(GROUP_SQL)
+        for b in cut(stream_batch, [1000, 1000]):
+            proc.process_batch(b, engine)
+            after.append(os.sched_getaffinity(0))
+        proc.flush(engine)
+        after.append(os.sched_getaffinity(0))
+        # an exception in the middle of a batch, after a fresh coordinator pinned
+        proc = JobProcessorFactory.create("v2:2:affinity")
+        engine = vk.StreamExecutionEngine(GROUP_SQL)
+
+        def fail(prep, routing):
+            raise RuntimeError("failed in the middle of the batch")
+
+        engine.execute = fail
+        with pytest.raises(RuntimeError, match="middle of the batch"):
+            proc.process_batch(stream_batch, engine)
+        after.append(os.sched_getaffinity(0))
+        assert after == [before] * len(after)
+        assert _cpus_seen_by_a_subprocess() == len(before)
+        assert len(before) >= 2
+        # the workers beside the caller are pinned, each to a core of its own
+        workers = worker_affinity(proc.num_threads)
+        assert workers[0] == before and len(workers[1]) == 1, workers
+    finally:
+        os.sched_setaffinity(0, before)  # (the test runner's thread, whatever happened)
 
 
 def test_concurrent_v2_jobs_in_threads():

@@ -11,9 +11,12 @@ calls through one lock so concurrent jobs stay correct (but do not overlap).
 
 Core affinity: :func:`pin_workers` runs a tiny ``prange`` kernel in which every worker
 thread of the calling thread's team pins itself to its own CPU through the Cython shim's
-``vk_pin_current_thread``; :func:`worker_affinity` reads each worker's CPU set back from
-inside the workers (``vk_current_thread_cpus``). These kernels call C function pointers,
-so numba cannot cache them; they are small and compile in well under a second.
+``vk_pin_current_thread``, except worker 0: on OpenMP that is the calling thread itself,
+which is never pinned (threads and subprocesses it starts later inherit its affinity;
+its CPU set is also saved before the kernel and put back after it, whatever happens).
+:func:`worker_affinity` reads each worker's CPU set back from inside the workers
+(``vk_current_thread_cpus``). These kernels call C function pointers, so numba cannot
+cache them; they are small and compile in well under a second.
 """
 
 from __future__ import annotations
@@ -85,8 +88,8 @@ def _read_cpus() -> list[int]:
         return []
 
 
-# Read once at import: pinning makes the calling thread (OpenMP worker 0) report only
-# its own core afterwards, but the process may still run on all of these.
+# Read once at import: the CPUs workers are pinned to (a thread's own set may be
+# narrower, e.g. a pinned worker's).
 _PROCESS_CPUS = _read_cpus()
 
 
@@ -109,7 +112,10 @@ def _pin_kernel(cpus, result, seen):
     for _t in prange(len(cpus)):
         tid = numba.get_thread_id()
         seen[tid] = 1
-        result[tid] = _PIN(cpus[tid])
+        if tid == 0:  # the calling thread: never pinned
+            result[tid] = 0
+        else:
+            result[tid] = _PIN(cpus[tid])
 
 
 @njit(parallel=True)
@@ -121,12 +127,14 @@ def _affinity_kernel(out, seen):
         _CPUS(row.ctypes, _WORDS)
 
 
-def pin_workers(num_threads: int, cpus: list[int] | None = None) -> list[int]:
-    """Pin each of the calling thread's ``num_threads`` numba workers to its own CPU.
+def pin_workers(num_threads: int, cpus: list[int] | None = None) -> list[int | None]:
+    """Pin the calling thread's numba workers 1..``num_threads``-1 each to its own CPU.
 
-    Worker t goes to ``cpus[t]`` (default: this process's CPUs in order). Returns the
-    CPU of every worker. Raises OSError when pinning fails or when there are fewer CPUs
-    than workers.
+    Worker t goes to ``cpus[t]`` (default: this process's CPUs in order); worker 0, the
+    calling thread itself on OpenMP, is left as it is: its affinity is the same after
+    the call as before, also when the call raises. Returns the CPU each worker is
+    pinned to, ``None`` for worker 0. Raises OSError when pinning fails or when there
+    are fewer CPUs than workers.
     """
     configure_threading_layer()
     cpus = available_cpus() if cpus is None else list(cpus)
@@ -135,22 +143,40 @@ def pin_workers(num_threads: int, cpus: list[int] | None = None) -> list[int]:
                       f"{len(cpus)} CPU(s) available ({cpus})")
     numba.set_num_threads(num_threads)
     arr = np.asarray(cpus[:num_threads], dtype=np.int32)
-    for _ in range(20):
-        result = np.full(num_threads, -1, dtype=np.int32)
-        seen = np.zeros(num_threads, dtype=np.uint8)
-        with parallel_guard():
-            _pin_kernel(arr, result, seen)
-        if seen.all():
-            break
-    else:
-        raise OSError("could not reach every worker thread to pin it")
+    with _caller_affinity_kept():
+        for _ in range(20):
+            result = np.full(num_threads, -1, dtype=np.int32)
+            seen = np.zeros(num_threads, dtype=np.uint8)
+            with parallel_guard():
+                _pin_kernel(arr, result, seen)
+            if seen.all():
+                break
+        else:
+            raise OSError("could not reach every worker thread to pin it")
     if (result != 0).any():
         raise OSError(f"pinning worker threads failed (results {result.tolist()})")
-    return arr.tolist()
+    return [None, *arr.tolist()[1:]]
+
+
+@contextlib.contextmanager
+def _caller_affinity_kept():
+    """The calling thread's CPU set, put back on the way out (on a layer where the
+    caller is not worker 0, the pin kernel may have pinned it)."""
+    try:
+        before = os.sched_getaffinity(0)  # the calling thread's (Linux: per thread)
+    except (AttributeError, OSError):
+        yield
+        return
+    try:
+        yield
+    finally:
+        if os.sched_getaffinity(0) != before:
+            os.sched_setaffinity(0, before)
 
 
 def worker_affinity(num_threads: int) -> list[set[int]]:
-    """The CPU set of each of the calling thread's numba workers, read by the workers."""
+    """The CPU set of each of the calling thread's numba workers, read by the workers
+    (worker 0 is the calling thread on OpenMP: its own, never pinned, set)."""
     configure_threading_layer()
     numba.set_num_threads(num_threads)
     for _ in range(20):
