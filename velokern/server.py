@@ -29,7 +29,7 @@ import numpy as np
 from velokern.batch import Schema
 from velokern.checkpoint import CheckpointError, read_checkpoint, write_checkpoint
 from velokern.exec import StreamExecutionEngine
-from velokern.io import Sink, Source, open_sink, open_source
+from velokern.io import Sink, Source, check_job_paths, open_sink, open_source
 from velokern.processors import JobProcessorConfig, JobProcessorFactory
 
 __all__ = ["LATENCY_WINDOW", "JobFailed", "StreamJob", "StreamJobServer"]
@@ -65,6 +65,7 @@ class StreamJob:
                  checkpoint_every: int = 10, checkpoint_seconds: float | None = None,
                  on_error: str = "fail",
                  on_progress: Callable[[dict[str, Any]], object] | None = None):
+        check_job_paths(source, sink, late_sink)  # before anything is opened or written
         if on_error not in ("fail", "skip"):
             raise ValueError(f"on_error must be 'fail' or 'skip', got {on_error!r}")
         if not isinstance(checkpoint_every, int) or checkpoint_every < 1:

@@ -5,6 +5,7 @@ index; sinks stage their output so that, with ``commit()`` tokens stored in a jo
 checkpoints, a job that crashes and resumes still writes every record exactly once.
 """
 
+from velokern.io.paths import PathConflictError, check_job_paths
 from velokern.io.sinks import (
     ArrowIPCSink,
     CallbackSink,
@@ -38,11 +39,13 @@ __all__ = [
     "MemorySource",
     "ParquetSink",
     "ParquetSource",
+    "PathConflictError",
     "ScenarioSource",
     "Sink",
     "SinkError",
     "Source",
     "SourceError",
+    "check_job_paths",
     "open_sink",
     "open_source",
 ]

@@ -124,6 +124,10 @@ class Sink:
     def describe(self) -> dict[str, Any]:
         raise NotImplementedError
 
+    def locations(self) -> list[str]:
+        """The files this sink writes (none for memory and callbacks)."""
+        return []
+
     def open(self, resume: Mapping[str, Any] | None = None) -> None:
         """Prepare for writing; ``resume`` is a token from an earlier :meth:`commit` and
         drops what was written after it, ``None`` starts fresh."""
@@ -338,6 +342,9 @@ class _StagedFileSink(Sink):
 
     def describe(self) -> dict[str, Any]:
         return {"kind": self.kind, "path": self.path}
+
+    def locations(self) -> list[str]:
+        return [self.path]
 
     @property
     def staging_dir(self) -> str:

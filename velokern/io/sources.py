@@ -238,6 +238,10 @@ class Source:
     def describe(self) -> dict[str, Any]:
         raise NotImplementedError
 
+    def locations(self) -> list[str]:
+        """The files and directories this source reads (none for data in memory)."""
+        return []
+
     def batches(self, start: int = 0) -> Iterator[RecordBatch]:
         raise NotImplementedError
 
@@ -395,8 +399,11 @@ class ParquetSource(Source):
     def __init__(self, path_or_paths: Any, batch_size: int = DEFAULT_BATCH_SIZE):
         self.paths = _parquet_paths(path_or_paths)
         self.batch_size = _check_batch_size(batch_size)
+        self._directory = None
         if isinstance(path_or_paths, (str, os.PathLike)):
             self.name = os.fspath(path_or_paths)
+            if os.path.isdir(self.name):
+                self._directory = self.name
         else:
             more = f" (+{len(self.paths) - 1} more)" if len(self.paths) > 1 else ""
             self.name = self.paths[0] + more
@@ -407,6 +414,9 @@ class ParquetSource(Source):
             "paths": [os.path.abspath(p) for p in self.paths],
             "batch_size": self.batch_size,
         }
+
+    def locations(self) -> list[str]:
+        return list(self.paths) if self._directory is None else [self._directory]
 
     def batches(self, start: int = 0) -> Iterator[RecordBatch]:
         start = _check_start(start)
@@ -474,6 +484,9 @@ class ArrowIPCSource(Source):
         self.path = _existing_file(path)
         self.batch_size = _check_batch_size(batch_size)
         self.name = self.path
+
+    def locations(self) -> list[str]:
+        return [self.path]
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -608,6 +621,9 @@ class CSVSource(Source):
         self.batch_size = _check_batch_size(batch_size)
         self.column_types = _csv_column_types(_arrow(), schema)
         self.name = self.path
+
+    def locations(self) -> list[str]:
+        return [self.path]
 
     def describe(self) -> dict[str, Any]:
         types = self.column_types
