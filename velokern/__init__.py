@@ -3,7 +3,7 @@
 from velokern._version import __version__
 from velokern.api import as_batch, run_sql
 from velokern.batch import RecordBatch, Schema, StringDictionary
-from velokern.exec import StreamExecutionEngine
+from velokern.exec import LateSinkError, StreamExecutionEngine
 from velokern.plan import PlanError
 from velokern.processors import (
     ConfigError,
@@ -21,6 +21,7 @@ __all__ = [
     "JobProcessor",
     "JobProcessorConfig",
     "JobProcessorFactory",
+    "LateSinkError",
     "PartitionedJobCoordinator",
     "PlanError",
     "RecordBatch",

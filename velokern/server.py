@@ -28,7 +28,7 @@ import numpy as np
 
 from velokern.batch import Schema
 from velokern.checkpoint import CheckpointError, read_checkpoint, write_checkpoint
-from velokern.exec import StreamExecutionEngine
+from velokern.exec import LateSinkError, StreamExecutionEngine
 from velokern.io import Sink, Source, check_job_paths, open_sink, open_source
 from velokern.processors import JobProcessorConfig, JobProcessorFactory
 
@@ -53,7 +53,9 @@ class StreamJob:
     ``checkpoint_dir``: resume from / write checkpoints there, every
     ``checkpoint_every`` batches and, if given, every ``checkpoint_seconds`` seconds.
     ``on_error``: "fail" (default: a bad batch stops the job) or "skip" (the batch is
-    counted in ``records_rejected`` and the job goes on).
+    counted in ``records_rejected`` and the job goes on). A late sink that raises always
+    fails the job (:class:`~velokern.LateSinkError`): the batch's output is written, no
+    checkpoint is written after it, and a rerun resumes from the last checkpoint.
     ``on_progress``: called after every batch with :meth:`progress` (cheap counts).
     Latency percentiles cover the last ``LATENCY_WINDOW`` batches.
     """
@@ -242,11 +244,21 @@ class StreamJob:
         t0 = time.perf_counter()
         try:
             out = proc.process_batch(batch, engine)
+        except LateSinkError as exc:
+            # the batch was processed but its late records were not delivered: its output
+            # is written and the job fails (whatever on_error says), with no checkpoint
+            # after it, so a rerun from the last checkpoint delivers everything once
+            self._written(exc.output, t0, t_read)
+            raise
         except (ValueError, TypeError) as exc:
             if self.on_error == "fail":
                 raise ValueError(f"{self.source.name}: batch {self._position}: {exc}") \
                     from exc
             out = None  # the engine counted it as rejected and changed no state
+        return self._written(out, t0, t_read)
+
+    def _written(self, out: Any, t0: float, t_read: float) -> float:
+        """A batch's rows written to the sink and counted; returns when it was done."""
         if out is not None and len(out):
             self.sink.write(out)
         t1 = time.perf_counter()
@@ -316,6 +328,7 @@ class StreamJob:
             "records_out": out,
             "records_filtered": m["records_filtered"],
             "late_records": m["late_records"],
+            "late_undelivered": m["late_undelivered"],
             "records_rejected": m["records_rejected"],
             "batches": batches,
             "elapsed_s": end - self._started if self._started else 0.0,

@@ -13,7 +13,7 @@
 - :mod:`~velokern.exec.engine`: :class:`StreamExecutionEngine`, the facade over them
 """
 
-from velokern.exec.context import Prepared, Routing, SchemaError
+from velokern.exec.context import LateSinkError, Prepared, Routing, SchemaError
 from velokern.exec.engine import StreamExecutionEngine
 
-__all__ = ["Prepared", "Routing", "SchemaError", "StreamExecutionEngine"]
+__all__ = ["LateSinkError", "Prepared", "Routing", "SchemaError", "StreamExecutionEngine"]

@@ -19,11 +19,26 @@ from velokern import config
 from velokern.batch import RecordBatch
 from velokern.kernels.windows import NO_WATERMARK
 
-__all__ = ["JobContext", "Prepared", "Routing", "SchemaError", "Scratch"]
+__all__ = ["JobContext", "LateSinkError", "Prepared", "Routing", "SchemaError", "Scratch"]
 
 
 class SchemaError(ValueError):
     """A batch that does not fit the job's schema (missing column, wrong type)."""
+
+
+class LateSinkError(RuntimeError):
+    """The late sink raised while taking a batch's late records; ``__cause__`` is its
+    exception. The batch was processed in full: ``output`` is what it emits (exactly
+    what :meth:`~velokern.StreamExecutionEngine.execute` would have returned) and
+    ``late`` the late records the sink did not take (counted in ``late_records`` and
+    ``late_undelivered``). The engine goes on with the next batch as usual."""
+
+    def __init__(self, output: RecordBatch, late: RecordBatch, cause: BaseException):
+        super().__init__(f"late sink failed on {len(late)} late records "
+                         f"({type(cause).__name__}: {cause}); the batch's "
+                         f"{len(output)} output rows are on this error's .output")
+        self.output = output
+        self.late = late
 
 
 @dataclass
@@ -89,6 +104,7 @@ def new_metrics() -> dict[str, Any]:
         "records_emitted": 0,
         "records_rejected": 0,
         "late_records": 0,
+        "late_undelivered": 0,
         "batches": 0,
         "batches_rejected": 0,
         "partition_records": [],
@@ -102,6 +118,7 @@ class JobContext:
     sql: str
     allowed_lateness_ms: int
     late_sink: Callable[[RecordBatch], object] | None
+    late: RecordBatch | None = None  # the batch's late records, for the sink once it is done
     watermark: int = NO_WATERMARK  # largest event time seen (windowed queries)
     seq: int = 0  # stream position of the next batch's first record
     num_partitions: int | None = None

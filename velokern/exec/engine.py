@@ -25,6 +25,7 @@ from velokern.exec.input import (
 from velokern.exec.output import OutputStage
 from velokern.exec.sessions import SessionWindows, is_session
 from velokern.exec.state import KeyedState
+from velokern.exec.windows import deliver_late
 from velokern.kernels import layout as L
 from velokern.kernels.windows import NO_WATERMARK
 from velokern.plan import PROCESSING_TIME, BoundQuery, Over, Query, columns_of, walk
@@ -40,9 +41,9 @@ class StreamExecutionEngine:
     when not given. Pass the engine to a job processor's ``process_batch``/``flush``.
 
     Time windows: ``allowed_lateness_ms`` (default: the SQL's ``WITH (allowed_lateness =
-    ...)``, else 0) keeps a window open that long after its end; ``late_sink`` is called
-    with a RecordBatch of the input records that arrived after their window had closed
-    (they are not applied; ``metrics["late_records"]`` counts them).
+    ...)``, else 0) keeps a window open that long after its end; ``late_sink`` gets, once
+    the batch is done, a RecordBatch of its records that came after their window closed
+    (not applied, counted in ``metrics["late_records"]``; see :class:`LateSinkError`).
     """
 
     def __init__(self, sql: str, schema: Schema | Mapping[str, str] | None = None, *,
@@ -246,7 +247,8 @@ class StreamExecutionEngine:
 
     # ---------------------------------------------------------------- execution
     def execute(self, prep: Prepared, routing: Routing) -> RecordBatch:
-        """Run a prepared batch through the kernels; returns what the batch emits."""
+        """Run a prepared batch through the kernels; returns what the batch emits (raises
+        :class:`LateSinkError`, which carries it, when the late sink fails)."""
         ctx = self.ctx
         nparts = len(routing.starts)
         if nparts != ctx.num_partitions and (prep.spec.stateful or ctx.num_partitions is None):
@@ -265,13 +267,14 @@ class StreamExecutionEngine:
                 pr[:nparts] += routing.ends - routing.starts
             m["records_in"] += prep.n
             m["batches"] += 1
+            ctx.late = None
             if self._sessions is not None:
                 out = self._sessions.execute(prep)
             else:
                 out = self.driver.run(prep, routing)
             ctx.seq += prep.n
             m["records_emitted"] += out.num_rows
-            return out
+            return deliver_late(ctx, out)  # (the batch is done: a failing sink loses nothing)
 
     def empty_output(self) -> RecordBatch:
         """No rows, with the columns (names, types, string dictionaries) the query emits

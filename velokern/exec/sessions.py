@@ -24,6 +24,7 @@ import numpy as np
 
 from velokern.batch import RecordBatch, Schema, StringDictionary
 from velokern.exec.context import JobContext, Prepared, Routing
+from velokern.exec.windows import hold_late
 from velokern.kernels.windows import (
     NO_WATERMARK,
     assign_sessions,
@@ -250,9 +251,7 @@ class SessionWindows:
             self._nxt, self._nsess, sid)
         if nlate:
             late = sid < 0
-            m["late_records"] += int(nlate)
-            if ctx.late_sink is not None:
-                ctx.late_sink(batch.take(pos[late]))
+            hold_late(ctx, batch, pos[late])  # (delivered by the engine once done)
             keep = np.flatnonzero(~late)
             rows, sid = rows.take(keep), sid[keep]
         self._held = rows if self._held is None else RecordBatch.concat([self._held, rows])

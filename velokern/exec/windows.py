@@ -3,6 +3,9 @@
 Windows close inside the kernels as the record watermark passes them (see
 :mod:`velokern.codegen`); what is left to Python is handing a batch's late records to
 the late sink and, at end of input, closing what is still open.
+
+The late sink is called once the batch is done (its output built, its state and
+counters final): a sink that raises then loses nothing (:func:`deliver_late`).
 """
 
 from __future__ import annotations
@@ -10,19 +13,19 @@ from __future__ import annotations
 import numpy as np
 
 from velokern.batch import RecordBatch
-from velokern.exec.context import JobContext, Prepared
+from velokern.exec.context import JobContext, LateSinkError, Prepared
 from velokern.exec.output import OutputStage, alloc_outputs, alloc_seq
 from velokern.exec.state import KeyedState
 from velokern.kernels import layout as L
 
-__all__ = ["close_all_windows", "take_late"]
+__all__ = ["close_all_windows", "deliver_late", "hold_late", "take_late"]
 
 _MAX_I64 = int(np.iinfo(np.int64).max)
 
 
 def take_late(ctx: JobContext, state: KeyedState, prep: Prepared, late: np.ndarray,
               obases: np.ndarray) -> None:
-    """Count the batch's late records and hand them, in input order, to the late sink
+    """Count the batch's late records and hold them, in input order, for the late sink
     (partition p left their row numbers in ``late[obases[p]:]``)."""
     meta = state.meta
     if not (meta[0, L.NLATE] if len(meta) == 1 else meta[:, L.NLATE].any()):
@@ -31,9 +34,33 @@ def take_late(ctx: JobContext, state: KeyedState, prep: Prepared, late: np.ndarr
     meta[:, L.NLATE] = 0
     rows = np.sort(np.concatenate([late[int(b):int(b) + int(c)]
                                    for b, c in zip(obases, nlate)]))
+    hold_late(ctx, prep.batch, rows)
+
+
+def hold_late(ctx: JobContext, batch: RecordBatch, rows: np.ndarray) -> None:
+    """Count the late ``rows`` of ``batch`` and keep them for :func:`deliver_late`."""
     ctx.metrics["late_records"] += len(rows)
     if ctx.late_sink is not None:
-        ctx.late_sink(prep.batch.take(rows))
+        ctx.late = batch.take(rows)
+
+
+def deliver_late(ctx: JobContext, out: RecordBatch) -> RecordBatch:
+    """Hand the late records held for the batch to the late sink; returns ``out``, the
+    batch's output. When the sink raises, the records are counted in
+    ``late_undelivered`` and :class:`LateSinkError` carries ``out`` and them (a
+    BaseException that is not an Exception, e.g. KeyboardInterrupt, goes through)."""
+    late = ctx.late
+    if late is None:
+        return out
+    ctx.late = None
+    try:
+        ctx.late_sink(late)
+    except BaseException as exc:
+        ctx.metrics["late_undelivered"] += len(late)
+        if not isinstance(exc, Exception):
+            raise
+        raise LateSinkError(out, late, exc) from exc
+    return out
 
 
 def close_all_windows(state: KeyedState, output: OutputStage, bound, dicts, module,
