@@ -25,6 +25,18 @@ def _env_int(name: str, default: int) -> int:
     return value
 
 
+# ---------------------------------------------------------------- planning limits
+# A query or processor past one of these is refused when it is planned, with an error
+# naming the construct and the limit (past them a job would allocate gigabytes).
+#: rows one ROWS window frame keeps per key (``n PRECEDING`` + the current row), and the
+#: largest LAG offset: each is a ring of that many values per key in the state
+MAX_ROWS_FRAME = 10_000
+#: windows one record belongs to in a sliding window (size / slide): each batch's
+#: output room and late-row room grow with it
+MAX_WINDOWS_PER_RECORD = 100
+#: V2 partitions (each has its own state)
+MAX_PARTITIONS = 1024
+
 # ---------------------------------------------------------------- state
 #: groups each partition's state holds at first (it doubles when full)
 INITIAL_GROUPS = 256

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from velokern import config
 from velokern.aggregates import REGISTRY, AggTypeError
 from velokern.batch import STRING, Schema
 from velokern.types import (
@@ -368,8 +369,20 @@ def _type_col(e: Col, tp: _Typing) -> str:
 
 
 def _type_lit(e: Lit, tp: _Typing) -> str:
-    """A literal: the type the parser gave it."""
+    """A literal: the type the parser gave it (an integer within int64)."""
+    _check_int_literal(e, tp.q, e)
     return e.type
+
+
+_INT64_MIN, _INT64_MAX = -(2 ** 63), 2 ** 63 - 1
+
+
+def _check_int_literal(lit: Lit, q: Query, at: Expr) -> None:
+    """An integer literal outside int64 is refused (it would wrap)."""
+    if lit.type == INT and not _INT64_MIN <= lit.value <= _INT64_MAX:
+        raise _err(q, at, f"integer literal {lit.value} is outside the int64 range "
+                          f"[{_INT64_MIN}, {_INT64_MAX}]; write it as a float "
+                          f"({float(lit.value)!r}) to compare with it as one")
 
 
 def _type_win_ref(e: WinRef, tp: _Typing) -> str:
@@ -462,6 +475,7 @@ def _type_in_list(e: InList, tp: _Typing) -> str:
     """x [NOT] IN (literals): each literal comparable with x."""
     xt = tp.of(e.x)
     for v in e.values:
+        _check_int_literal(v, tp.q, e)
         _check_comparable(tp.q, e, xt, v.type, "IN")
     return BOOL
 
@@ -786,11 +800,26 @@ def _type_over(q: Query, o: Over, types: dict[str, str]) -> tuple[str | None, st
         raise _err(q, o, f"{o.func.upper()} needs a number, got {at}")
     if o.func in ("min", "max", "lag") and at in (STRING, BOOL, NULL):
         raise _err(q, o, f"{o.func.upper()} OVER (...) of a {at} is not supported")
+    _check_frame(q, o)
+    if o.default is not None:
+        _check_int_literal(o.default, q, o)
     ot = _over_result_type(o, at)
     if o.func == "lag" and o.default is not None and o.default.type not in (NULL,) and \
             not (is_numeric(o.default.type) and (is_numeric(at) or is_time(at))):
         raise _err(q, o, f"LAG's default must be a number, got {o.default.type}")
     return at, ot
+
+
+def _check_frame(q: Query, o: Over) -> None:
+    """A ROWS frame or LAG offset within config.MAX_ROWS_FRAME rows per key."""
+    limit = config.MAX_ROWS_FRAME
+    if o.func == "lag" and o.offset > limit:
+        raise _err(q, o, f"LAG offset {o.offset} is over the limit of {limit} rows per key "
+                         "(velokern.config.MAX_ROWS_FRAME)")
+    if o.func not in ("lag", "row_number") and o.rows > limit:
+        raise _err(q, o, f"a ROWS frame of {o.rows} rows ({o.rows - 1} PRECEDING and the "
+                         f"current row) is over the limit of {limit} rows per key "
+                         "(velokern.config.MAX_ROWS_FRAME)")
 
 
 def _over_result_type(o: Over, at: str | None) -> str:
@@ -851,6 +880,11 @@ def _bind_window(q: Query, w: WindowSpec, types: dict[str, str]) -> tuple[float,
             raise PlanError(f"window {what} {ms} ms is not a whole number of {t} ticks of "
                             f"column {tc!r}")
         out.append(int(v))
+    per_record = -(-out[0] // out[1])
+    if per_record > config.MAX_WINDOWS_PER_RECORD:
+        raise PlanError(f"{w.describe()}: a record would belong to {per_record} windows, "
+                        f"over the limit of {config.MAX_WINDOWS_PER_RECORD} "
+                        "(velokern.config.MAX_WINDOWS_PER_RECORD); use a larger slide")
     return ticks, out[0], out[1]
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from velokern import config
 from velokern.processors.threading import available_cpus
 
 __all__ = [
@@ -82,6 +83,9 @@ def _partition_count(where: str, opt: str, n: int | None, after_others: bool) ->
     val = int(opt)
     if val < 1:
         raise ConfigError(f"{where!r}: number of partitions must be >= 1, got {val}")
+    if val > config.MAX_PARTITIONS:
+        raise ConfigError(f"{where!r}: {val} partitions is over the limit of "
+                          f"{config.MAX_PARTITIONS} (velokern.config.MAX_PARTITIONS)")
     return val
 
 
@@ -118,6 +122,9 @@ class JobProcessorConfig:
         n = self.num_partitions
         if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
             raise ConfigError(f"number of partitions must be a positive integer, got {n!r}")
+        if n is not None and n > config.MAX_PARTITIONS:
+            raise ConfigError(f"{n} partitions is over the limit of {config.MAX_PARTITIONS} "
+                              "(velokern.config.MAX_PARTITIONS)")
         if self.strategy is not None and self.strategy not in STRATEGIES:
             raise ConfigError(f"unknown partitioning strategy {self.strategy!r}: expected one "
                               f"of {', '.join(STRATEGIES)}")

@@ -12,6 +12,7 @@ construct and its line and column.
 from __future__ import annotations
 
 import functools
+import math
 
 import sqlglot
 from sqlglot import exp
@@ -667,7 +668,11 @@ class _Converter:
         try:
             return Lit(int(text), INT)
         except ValueError:
-            return Lit(float(text), FLOAT)
+            value = float(text)
+        if math.isinf(value):
+            raise PlanError(f"number literal {text} is outside the float64 range (its "
+                            "largest magnitude is 1.7976931348623157e308)")
+        return Lit(value, FLOAT)
 
     def _boolean(self, node: exp.Boolean) -> Lit:
         """TRUE / FALSE."""
