@@ -67,6 +67,13 @@ def test_run_from_a_job_file_with_overrides(tmp_path):
     (["run", "/nonexistent/job.toml"], "job.toml"),
     (["demo", "--scenarios", "S9"], "S9"),
     (["bench", "--scenarios", "S9"], "S9"),
+    # the query does not fit the source: found on the first batch, still a usage error
+    (["run", "--sql", "SELECT nope FROM t", "--source", SRC], "nope"),
+    (["run", "--sql", "SELECT price FROM t WHERE symbol > 3", "--source", SRC],
+     "cannot compare string with int64"),
+    (["run", "--sql", S2, "--source", SRC, "--allowed-lateness-ms", "-5"],
+     "allowed_lateness_ms"),
+    (["explain", "--sql", "SELECT x FROM t", "--schema", "x:nosuchtype"], "nosuchtype"),
 ])
 def test_usage_errors_exit_2_with_one_line(args, message):
     r = vk_cli(*args)

@@ -154,7 +154,7 @@ def _run(args: argparse.Namespace) -> int:
         if args.verbose:
             raise failed
         print(f"velokern: error: {failed}", file=sys.stderr)
-        return 1
+        return 2 if _refused_before_any_record(failed, m) else 1
     _print_rows(job, args.show)
     if interrupted:
         print("velokern: interrupted: stopped after the batch in flight"
@@ -234,7 +234,10 @@ def _explain(args: argparse.Namespace) -> int:
 
     schema = None
     if args.schema:
-        schema = Schema([tuple(p.split(":", 1)) for p in args.schema.split(",")])
+        try:
+            schema = Schema([tuple(p.split(":", 1)) for p in args.schema.split(",")])
+        except (ValueError, TypeError) as exc:
+            raise UsageError(f"--schema {args.schema!r}: {exc}") from None
     engine = StreamExecutionEngine(args.sql, schema)
     print(engine.explain())
     cfg = JobProcessorConfig.parse(args.processor)
@@ -360,6 +363,22 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"velokern: error: {exc}", file=sys.stderr)
         return 2 if _is_usage_error(exc) else 1
+
+
+def _refused_before_any_record(failed: BaseException, metrics: dict) -> bool:
+    """A job whose query does not fit its source (an unknown column, a type the SQL
+    cannot take) fails on its first batch: a usage error, like one found earlier."""
+    from velokern.exec import SchemaError
+    from velokern.plan import PlanError
+
+    if metrics.get("batches", 0) or metrics.get("records_in", 0):
+        return False
+    cause = failed.__cause__
+    while cause is not None:  # (bad data in a file is not: that job exits 1)
+        if isinstance(cause, (SchemaError, PlanError)):
+            return True
+        cause = cause.__cause__
+    return False
 
 
 def _is_usage_error(exc: BaseException) -> bool:

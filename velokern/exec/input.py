@@ -298,8 +298,8 @@ def checked_lateness(query: Query, allowed_lateness_ms) -> int:
         allowed_lateness_ms = query.allowed_lateness_ms or 0
     if (not isinstance(allowed_lateness_ms, (int, np.integer))
             or isinstance(allowed_lateness_ms, bool) or allowed_lateness_ms < 0):
-        raise ValueError("allowed_lateness_ms must be a non-negative integer, got "
-                         f"{allowed_lateness_ms!r}")
+        raise PlanError("allowed_lateness_ms must be a non-negative integer, got "
+                        f"{allowed_lateness_ms!r}")
     if allowed_lateness_ms and query.window is None:
         raise PlanError("allowed_lateness_ms applies to time windows; this query has no "
                         "WINDOW")
