@@ -107,7 +107,7 @@ def new_table(partitions: int, slots: int) -> np.ndarray:
 
 def table_of(hashes: np.ndarray, meta: np.ndarray, slots: int) -> np.ndarray:
     """A table of ``slots`` slots per partition holding each partition's groups
-    ``0..meta[p, 0]-1`` from their stored ``hashes`` (growth, restore)."""
+    ``0..meta[p, NGROUPS]-1`` from their stored ``hashes`` (growth, restore)."""
     table = np.empty((hashes.shape[0], slots, 2), dtype=np.int64)  # the rebuild empties it
     rebuild_table(table, hashes, meta, 0)
     return table

@@ -73,7 +73,7 @@ def rebuild_table(hashes, meta, ng_col: int) -> list[dict[int, int]]:
 
 def table_of(hashes, meta, slots: int) -> list[dict[int, int]]:
     """Each partition's entries in a new table of ``slots`` slots (group counts in
-    ``meta[:, 0]``)."""
+    ``meta[:, NGROUPS]``)."""
     return rebuild_table(hashes, meta, 0)
 
 
