@@ -31,6 +31,29 @@ _SUPPORTED_NUMERIC = {
 }  # fmt: skip
 
 
+class _Untyped(np.ndarray):
+    """The storage (float64 zeros) of a column whose type nothing told: every value is
+    null, or there are none, and the source gave no type (a list of None, Arrow's
+    ``null`` type, an object column of missing values). The class marks the column; it
+    rides along with the array through slices, ``take`` and the engine's internal batches.
+    A job reads such a column as its schema's type (nothing to convert) and never takes
+    its schema from it."""
+
+
+def _untyped_column(n: int) -> np.ndarray:
+    return np.zeros(n, dtype=np.float64).view(_Untyped)
+
+
+def _is_untyped(data: np.ndarray, mask: np.ndarray | None) -> bool:
+    """Whether a stored column (data, validity) has no type: marked, and no valid value."""
+    return type(data) is _Untyped and (len(data) == 0 or (mask is not None and not mask.any()))
+
+
+def _has_no_value(data: np.ndarray, mask: np.ndarray | None) -> bool:
+    """Whether a stored column has no valid value (no rows, or all null)."""
+    return len(data) == 0 or (mask is not None and not mask.any())
+
+
 def _optional_import(module: str, extra: str):
     try:
         return __import__(module)
@@ -397,8 +420,8 @@ def _infer_list(name: str, values: list[Any]) -> tuple[np.ndarray, np.ndarray | 
         valid = np.fromiter(map(operator.is_not, values, repeat(None)), dtype=bool, count=n)
     mask = valid if has_null else None
     if not kinds:
-        # all null (or empty): a float64 column of nulls
-        return np.zeros(n, dtype=np.float64), mask, "float"
+        # all null (or empty): no type; float64 storage marked untyped
+        return _untyped_column(n), mask, "float"
     if len(kinds) > 1 and kinds != {"int", "float"}:
         raise TypeError(f"column {name!r}: mixed value types {sorted(kinds)} in one column")
     kind = "float" if kinds == {"int", "float"} else next(iter(kinds))
@@ -883,6 +906,15 @@ class RecordBatch:
         self._check(name)
         return STRING if name in self._dicts else self._data[name].dtype.name
 
+    @property
+    def untyped_columns(self) -> list[str]:
+        """Columns whose type nothing told: every value is null (or the batch has no
+        rows) and the source gave no type (a list of None, Arrow's ``null`` type, an
+        object column of missing values). Their :meth:`type_of` is a placeholder
+        (float64); an engine reads them as its schema's (or earlier batches') type and
+        never takes its schema from them."""
+        return [n for n in self._names if _is_untyped(self._data[n], self._masks[n])]
+
     def _check(self, name: str) -> None:
         if name not in self._data:
             raise KeyError(f"no column {name!r} in batch (columns: {self._names})")
@@ -999,6 +1031,8 @@ class RecordBatch:
         batches = list(batches)
         if not batches:
             raise ValueError("concat needs at least one batch")
+        # an untyped column takes the type the column has in another batch
+        batches, untyped = _typed_alike(batches)
         first = batches[0]
         _check_concat(batches)
         data, masks, dicts = {}, {}, {}
@@ -1009,6 +1043,8 @@ class RecordBatch:
                 dicts[n], data[n] = _concat_strings(batches, n, d0)
             else:
                 data[n] = np.concatenate([b._data[n] for b in batches])
+                if n in untyped:
+                    data[n] = data[n].view(_Untyped)
             if any(b._masks[n] is not None for b in batches):
                 masks[n] = np.concatenate(
                     [np.ones(len(b), bool) if b._masks[n] is None else b._masks[n] for b in batches]
@@ -1023,7 +1059,8 @@ class RecordBatch:
         Numeric casts are checked like Arrow's safe casts: a valid value that does not
         survive a cast to an integer type (NaN, overflow, a fraction) raises ValueError.
         A column with no valid value (all null, or no rows) casts to any type,
-        including string; other casts to or from string raise TypeError.
+        including string (an untyped column gets its type so); other casts to or from
+        string raise TypeError.
         """
         if not isinstance(schema, Schema):
             schema = Schema(schema)
@@ -1035,7 +1072,7 @@ class RecordBatch:
             m = self._masks[name]
             masks[name] = m
             all_null = n_rows == 0 or (m is not None and not m.any())
-            if typ == cur:
+            if typ == cur and not (all_null and type(self._data[name]) is _Untyped):
                 data[name] = self._data[name]
                 if name in self._dicts:
                     dicts[name] = self._dicts[name]
@@ -1145,6 +1182,8 @@ class RecordBatch:
                 arr = pa.DictionaryArray.from_arrays(pa.array(codes, mask=mask), dict_arr)
                 if not dictionary_strings:
                     arr = arr.cast(pa.string())
+            elif _is_untyped(data, m):
+                arr = pa.nulls(len(data))  # no type: Arrow's null type, as it may have come
             else:
                 arr = pa.array(data, mask=mask)
             arrays.append(arr)
@@ -1195,6 +1234,32 @@ def _values_equal(
             return np.array_equal(a.view(width), b.view(width))
         return np.array_equal(a, b, equal_nan=True)
     return np.array_equal(a, b)
+
+
+def _typed_alike(batches: list[RecordBatch]) -> tuple[list[RecordBatch], set[str]]:
+    """RecordBatch.concat's batches, each untyped column given the type (and string
+    dictionary) the column has in another batch; and the columns no batch has a type for."""
+    like: dict[str, RecordBatch] = {}  # column -> a batch where it has a type
+    names: set[str] = set()
+    for b in batches:
+        names.update(b._names)
+        for n in b._names:
+            if n not in like and not _is_untyped(b._data[n], b._masks[n]):
+                like[n] = b
+    out = []
+    for b in batches:
+        fix = [n for n in b._names if n in like and _is_untyped(b._data[n], b._masks[n])]
+        if fix:
+            data, dicts = dict(b._data), dict(b._dicts)
+            for n in fix:
+                d = like[n]._dicts.get(n)
+                if d is not None:
+                    data[n], dicts[n] = np.full(len(b), -1, dtype=np.int32), d
+                else:
+                    data[n] = np.zeros(len(b), dtype=like[n]._data[n].dtype)
+            b = RecordBatch._trusted(b._names, data, dict(b._masks), dicts, len(b))
+        out.append(b)
+    return out, names - set(like)
 
 
 def _check_concat(batches: list[RecordBatch]) -> None:
@@ -1311,8 +1376,8 @@ def _arrow_column(
             arr = arr.cast(pa.large_string())
         return _arrow_column(pa, name, arr.dictionary_encode(), dictionary, encoded_here=True)
     if pa.types.is_null(t):
-        # a column of nulls only, with no type: float64 like an all-None list
-        return np.zeros(len(arr), dtype=np.float64), np.zeros(len(arr), dtype=bool), None
+        # a column of nulls only, with no type: untyped, like an all-None list
+        return _untyped_column(len(arr)), np.zeros(len(arr), dtype=bool), None
     if pa.types.is_boolean(t):
         data = arr.fill_null(False).to_numpy(zero_copy_only=False)
         return data, valid, None
@@ -1386,8 +1451,16 @@ def _pandas_column(pd, name: str, s, dictionary: StringDictionary | None):
         data = s.to_numpy(dtype=np_dtype, na_value=fill)
         return _as_column(name, data, ~na if na.any() else None, dictionary)
     # object / str dtype: strings (or Python values to infer), pandas' NA -> null
+    if isinstance(dtype, pd.StringDtype) and not s.notna().any():
+        return _null_strings(len(s), dictionary)  # typed str, though no value says so
     vals = s.to_numpy(dtype=object, na_value=None)
     return _as_column(name, vals, None, dictionary)
+
+
+def _null_strings(n: int, dictionary: StringDictionary | None):
+    """A string column of ``n`` nulls: ``(None, valid, pending strings)``."""
+    valid = np.zeros(n, dtype=bool)
+    return None, valid, _PendingStrings([], np.empty(0, np.intp), valid, n, dictionary)
 
 
 def _unique_objects(values: np.ndarray) -> tuple[list[str], np.ndarray]:

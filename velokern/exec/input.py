@@ -16,7 +16,16 @@ from typing import Any
 
 import numpy as np
 
-from velokern.batch import STRING, RecordBatch, Schema, StringDictionary, _safe_cast
+from velokern.batch import (
+    STRING,
+    RecordBatch,
+    Schema,
+    StringDictionary,
+    _has_no_value,
+    _is_untyped,
+    _safe_cast,
+    _Untyped,
+)
 from velokern.codegen import KernelSpec, generate
 from velokern.exec.context import JobContext, Prepared, SchemaError
 from velokern.kernels.compiler import load_module
@@ -145,7 +154,10 @@ class InputStage:
         if missing:
             raise SchemaError(f"batch lacks column(s) {missing} used by the query "
                               f"(batch columns: {batch.column_names})")
-        return bind(self.query, batch.schema)  # raises PlanError before any change
+        _refuse_untyped(batch, self.needed_columns())  # before a guessed type is bound
+        bound = bind(self.query, batch.schema)  # raises PlanError before any change
+        _refuse_untyped(batch, bound.columns)  # (SELECT *)
+        return bound
 
     def _kernel_inputs(self, batch: RecordBatch, spec: KernelSpec, module, data,
                        masks) -> Prepared:
@@ -220,9 +232,23 @@ class InputStage:
         return out
 
 
+def _refuse_untyped(batch: RecordBatch, columns) -> None:
+    """A job without a schema takes none from a column whose type nothing told."""
+    for c in columns:
+        parts = batch._parts(c)
+        if parts is not None and _is_untyped(parts[0], parts[1]):
+            what = "no rows" if len(batch) == 0 else "only nulls"
+            raise SchemaError(
+                f"column {c!r} has no type in this batch ({what}, and its source gave "
+                f"none) and the job has no schema yet: pass schema= (e.g. "
+                f"schema={{{c!r}: 'int64', ...}}), or the job takes its schema from the "
+                f"first batch where every column it reads has a type")
+
+
 def _read_columns(batch: RecordBatch, bound: BoundQuery, wants) -> tuple[dict, dict, dict]:
     """(data, masks, batch dictionaries) of the columns the kernels read, each checked
-    against the job's schema; a narrower integer type is widened when every value fits."""
+    against the job's schema; a narrower integer type is widened when every value fits,
+    and a column with no valid value (all null, or no rows) is read as the schema's type."""
     schema = bound.schema
     data, masks, bdicts = {}, {}, {}
     for c, want in wants:
@@ -231,20 +257,34 @@ def _read_columns(batch: RecordBatch, bound: BoundQuery, wants) -> tuple[dict, d
             raise SchemaError(f"batch lacks column {c!r} used by the query "
                               f"(batch columns: {batch.column_names})")
         arr, m, d = parts
-        if (want is None) != (d is not None) or (d is None and arr.dtype != want):
-            got, want_name = batch.type_of(c), schema[c]
-            if _kind(want_name) != _kind(got) or is_time(want_name):
-                raise SchemaError(f"column {c!r} has type {got} in this batch but the "
-                                  f"job's schema has {want_name}")
-            try:  # a narrower integer type: every valid value must fit (no wrapping)
-                arr = _safe_cast(c, arr, m, np.dtype(want))
-            except ValueError as ex:
-                raise SchemaError(f"{ex} (type {got} in this batch, {want_name} in the "
-                                  "job's schema)") from None
+        if ((want is None) != (d is not None) or (d is None and arr.dtype != want)
+                or type(arr) is _Untyped):
+            arr, d = _as_schema_type(batch, c, arr, m, want, schema[c])
         data[c] = arr
         masks[c] = m
         bdicts[c] = d
     return data, masks, bdicts
+
+
+def _as_schema_type(batch: RecordBatch, c: str, arr: np.ndarray, m, want,
+                    want_name: str) -> tuple[np.ndarray, StringDictionary | None]:
+    """A column whose stored type is not the job's, as the job's type (and its batch
+    dictionary): no value to convert (all null, or no rows; the column's own type,
+    given or guessed, does not matter), or a wider or narrower number whose every
+    valid value fits; anything else is refused."""
+    if _has_no_value(arr, m):
+        if want is None:
+            return np.full(len(arr), -1, dtype=np.int32), None
+        return np.zeros(len(arr), dtype=want), None
+    got = batch.type_of(c)
+    if _kind(want_name) != _kind(got) or is_time(want_name):
+        raise SchemaError(f"column {c!r} has type {got} in this batch but the "
+                          f"job's schema has {want_name}")
+    try:  # a narrower integer type: every valid value must fit (no wrapping)
+        return _safe_cast(c, arr, m, np.dtype(want)), None
+    except ValueError as ex:
+        raise SchemaError(f"{ex} (type {got} in this batch, {want_name} in the "
+                          "job's schema)") from None
 
 
 def _kind(t: str) -> str:
