@@ -13,6 +13,10 @@ columns the query needs) and, when a session closes, its records go in arrival o
 through the query's own aggregates (a GROUP BY over the session), so every aggregate,
 HAVING and expression of the other windows works here too. The work is serial: V1 and
 V2 give identical output, but V2's partitions do not speed sessions up.
+
+State is as large as the open sessions: closed sessions are freed (their ids renumbered)
+and a key is forgotten once it has no open session (its id goes to a free list and is
+reused), so an endless stream of ever-new keys runs in flat memory.
 """
 
 from __future__ import annotations
@@ -105,7 +109,10 @@ class SessionWindows:
         self.gap = 0
         self.ticks = 1.0
         self.time_type: str | None = None
+        # keys with an open session: grouping bits -> id; id -> bits (None: a free id)
         self._key_ids: dict[bytes, int] = {}
+        self._key_of: list[bytes | None] = []
+        self._free: list[int] = []  # ids of forgotten keys, reused last freed first
         self._nsess = 0
         cap = 1024
         self._start = np.zeros(cap, np.int64)
@@ -151,15 +158,28 @@ class SessionWindows:
                "_held_sid")
 
     def snapshot(self) -> dict[str, Any]:
-        """Plain-data state (see :meth:`StreamExecutionEngine.snapshot`)."""
+        """Plain-data state (see :meth:`StreamExecutionEngine.snapshot`). Key ids are
+        written dense (``0..keys-1``, in id order), so a restored engine starts with no
+        free ids."""
         held = self._held
+        arrays = {a: getattr(self, a).copy() for a in self._ARRAYS}
+        live = sorted(self._key_ids.values())
+        if self.keys:
+            n = self._nsess
+            dense = np.zeros(len(self._key_of), np.int64)
+            dense[live] = np.arange(len(live))
+            skey, head = arrays["_skey"], arrays["_head"]
+            skey[:n] = dense[skey[:n]]
+            skey[n:] = 0
+            head[:len(live)] = self._head[live]
+            head[len(live):] = -1
         return {
             "pre": self.pre.snapshot(),
             "bound": None if self.time_type is None else [self.ticks, self.gap,
                                                           self.time_type],
-            "key_ids": list(self._key_ids),  # keys in id order
+            "key_ids": [self._key_of[i] for i in live],  # keys with open sessions
             "nsess": self._nsess,
-            "arrays": {a: getattr(self, a).copy() for a in self._ARRAYS},
+            "arrays": arrays,
             "held": None if held is None else {
                 "names": list(held.column_names),
                 "data": {c: held._parts(c)[0].copy() for c in held.column_names},
@@ -172,10 +192,14 @@ class SessionWindows:
         self.pre.load(snap["pre"])
         if snap["bound"] is not None:
             self.ticks, self.gap, self.time_type = snap["bound"]
-        self._key_ids = {k: i for i, k in enumerate(snap["key_ids"])}
+        self._key_of = list(snap["key_ids"])
+        self._key_ids = {k: i for i, k in enumerate(self._key_of) if k is not None}
+        self._free = []
         self._nsess = int(snap["nsess"])
         for a, v in snap["arrays"].items():
             setattr(self, a, np.array(v))
+        # (a checkpoint written before keys were forgotten holds every key ever seen)
+        self._forget_keys(np.array(list(self._key_ids.values()), np.int64))
         h = snap["held"]
         if h is not None:
             self._held = RecordBatch._trusted(
@@ -198,7 +222,8 @@ class SessionWindows:
                                      np.int64)])
 
     def _key_ids_of(self, rows: RecordBatch) -> np.ndarray:
-        """Dense id of every row's key (ids live as long as the job)."""
+        """Id of every row's key: a key seen before keeps its id while it has an open
+        session; a new key takes a forgotten key's id, else the next one."""
         if not self.keys:
             return np.zeros(len(rows), np.int64)
         parts = []
@@ -208,9 +233,37 @@ class SessionWindows:
         mat = np.ascontiguousarray(np.stack(parts, axis=1))
         uniq, inverse = np.unique(mat, axis=0, return_inverse=True)
         ids = np.empty(len(uniq), np.int64)
+        known, key_of, free = self._key_ids, self._key_of, self._free
         for u in range(len(uniq)):
-            ids[u] = self._key_ids.setdefault(uniq[u].tobytes(), len(self._key_ids))
+            bits = uniq[u].tobytes()
+            i = known.get(bits)
+            if i is None:
+                if free:
+                    i = free.pop()
+                    key_of[i] = bits
+                else:
+                    i = len(key_of)
+                    key_of.append(bits)
+                known[bits] = i
+            ids[u] = i
         return ids[inverse.reshape(-1)]
+
+    def _forget_keys(self, ids: np.ndarray) -> None:
+        """Forget the keys among ``ids`` that have no open session left (their ids are
+        freed for new keys): called with the keys whose sessions closed and the keys of
+        late records, it keeps exactly the keys with an open session."""
+        if not self.keys or len(ids) == 0:
+            return
+        n = self._nsess
+        ids = np.unique(ids)
+        dead = ids[~np.isin(ids, self._skey[:n][self._alive[:n] != 0])].tolist()
+        key_of = self._key_of
+        dead = [i for i in dead if key_of[i] is not None]  # (not forgotten already)
+        self._head[dead] = -1
+        for i in dead:
+            del self._key_ids[key_of[i]]
+            key_of[i] = None
+        self._free += dead
 
     def _roots(self, sids: np.ndarray) -> np.ndarray:
         r = sids.copy()
@@ -241,7 +294,7 @@ class SessionWindows:
         pos = rows.column(_POS)
         keys = self._key_ids_of(rows)
         n = len(rows)
-        self._ensure(self._nsess + n, len(self._key_ids))
+        self._ensure(self._nsess + n, len(self._key_of))
         sid = np.empty(n, np.int64)
         seqs = ctx.seq + pos
         self._nsess, nlate = assign_sessions(
@@ -249,29 +302,34 @@ class SessionWindows:
             self._start, self._end, self._first, self._alive, self._parent, self._skey,
             self._head,
             self._nxt, self._nsess, sid)
+        late = sid < 0
         if nlate:
-            late = sid < 0
             hold_late(ctx, batch, pos[late])  # (delivered by the engine once done)
             keep = np.flatnonzero(~late)
             rows, sid = rows.take(keep), sid[keep]
         self._held = rows if self._held is None else RecordBatch.concat([self._held, rows])
         self._held_sid = np.concatenate([self._held_sid, sid])
+        closing = np.zeros(self._nsess, bool)
         if final != NO_WATERMARK:
             ctx.watermark = final
             limit = final - int(ctx.allowed_lateness_ms * self.ticks)
-            return self._close(self._end[:self._nsess] <= limit)
-        return self._close(np.zeros(self._nsess, bool))
+            closing = self._end[:self._nsess] <= limit
+        out = self._close(closing)
+        self._forget_keys(keys[late])  # a key whose records were all late
+        return out
 
     def flush(self) -> RecordBatch:
         return self._close(np.ones(self._nsess, bool))
 
     def _close(self, ends_passed: np.ndarray) -> RecordBatch:
-        """Emit the open sessions flagged in ``ends_passed`` and free them."""
+        """Emit the open sessions flagged in ``ends_passed`` and free them (and their
+        keys, once no open session of the key is left)."""
         closing = ends_passed & (self._alive[:self._nsess] != 0)
         held = self._held
         if held is None or not closing.any():
             return self._emit(None if held is None else held.take(np.zeros(0, np.int64)),
                               np.zeros(0, np.int64))
+        closed_keys = self._skey[:self._nsess][closing]
         roots = self._roots(self._held_sid)
         out_rows = closing[roots]
         take = np.flatnonzero(out_rows)
@@ -293,6 +351,7 @@ class SessionWindows:
         self._parent[:k] = np.arange(k)
         session_lists(self._skey, k, self._head, self._nxt)
         self._nsess = k
+        self._forget_keys(closed_keys)
         return out
 
     def _emit(self, rows: RecordBatch | None, roots: np.ndarray) -> RecordBatch:
