@@ -200,10 +200,10 @@ def test_a_new_process_reuses_parsed_queries_without_sqlglot(tmp_path):
     assert first[-1] == "['a', 's'] True"
     assert second[-1] == "['a', 's'] False"
     assert "line 2, column 8" in first[0] and second[0] == first[0]
-    entries = list((tmp_path / "queries").glob("*.pickle"))
+    entries = list((tmp_path / "queries").glob("*.json"))
     assert len(entries) == 2
     for f in entries:
-        f.write_bytes(b"not a pickle")
+        f.write_bytes(b"not a query entry")
     assert run()[-1] == "['a', 's'] True"  # parsed again (and stored again)
     assert run()[-1] == "['a', 's'] False"
 

@@ -4,8 +4,14 @@ A checkpoint is one file, ``<dir>/checkpoint.vkcp``:
 
 - line 1: a JSON header (format version, velokern version, the job's SQL, processor,
   source and sink identities, batches consumed, a SHA-256 of the payload);
-- then the payload: a pickle of plain data (numpy arrays, numbers, strings, lists,
-  dicts), read back by an unpickler that refuses every other type.
+- then the payload (format 2): an 8-byte little-endian length, a JSON tree of plain
+  data (dicts with string keys, lists, strings, numbers, booleans, None; a numpy array
+  is ``{"\\u0000ndarray": [dtype, shape, offset]}``, bytes ``{"\\u0000bytes": hex}``),
+  then the arrays' raw bytes. Nothing in it can run code when read: there is no pickle
+  (format 1's pickles are refused by their format number), an array's dtype must be one
+  of a fixed list of numeric, boolean and datetime dtypes (never object), and its shape
+  must fit the bytes that are there. What the tree means is checked by its reader
+  (:func:`velokern.exec.payload.validate` for the engine's part).
 
 Writing goes to a temporary file in the same directory, is fsynced, then renamed over
 the old checkpoint (and the directory fsynced), so a crash leaves either the old or the
@@ -17,39 +23,119 @@ version is refused with :class:`CheckpointError` and no state is touched.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
-import pickle
+import struct
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from velokern._version import __version__
 
 __all__ = ["CHECKPOINT_FILE", "FORMAT", "CheckpointError", "read_checkpoint",
            "write_checkpoint"]
 
-FORMAT = 1
+FORMAT = 2
 CHECKPOINT_FILE = "checkpoint.vkcp"
 
-# what a payload may contain besides builtins (numpy arrays, dtypes and scalars)
-_ALLOWED = {
-    ("numpy", "ndarray"), ("numpy", "dtype"),
-    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
-    ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
-}
+_ARRAY = "\0ndarray"
+_BYTES = "\0bytes"
+# the dtypes a stored array may have (by numpy's dtype.str): never object or void
+_DTYPES = {np.dtype(t).str: np.dtype(t) for t in (
+    "bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
+    "float32", "float64", *(f"{k}8[{u}]" for k in "Mm" for u in ("D", "s", "ms", "us", "ns")))}
+_MAX_DEPTH = 64
 
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be used by this job (names the file and the mismatch)."""
 
 
-class _PlainUnpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str) -> Any:
-        if (module, name) in _ALLOWED:
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"{module}.{name} is not allowed in a checkpoint")
+def _plain(v: Any, blobs: list[bytes], at: list[int]) -> Any:
+    """``v`` as a JSON-able tree; arrays' bytes appended to ``blobs``."""
+    if isinstance(v, dict):
+        if not all(isinstance(k, str) for k in v):
+            raise TypeError("a checkpoint dict has a key that is not a string")
+        return {k: _plain(x, blobs, at) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_plain(x, blobs, at) for x in v]
+    if isinstance(v, np.ndarray):
+        a = np.ascontiguousarray(v)
+        if a.dtype.str not in _DTYPES:
+            raise TypeError(f"a checkpoint cannot hold a {a.dtype} array")
+        blobs.append(a.tobytes())
+        at[0] += a.nbytes
+        return {_ARRAY: [a.dtype.str, list(a.shape), at[0] - a.nbytes]}
+    if isinstance(v, bytes):
+        return {_BYTES: v.hex()}
+    if isinstance(v, np.generic):
+        return v.item()
+    if v is None or isinstance(v, (bool, int, float, str)):
+        return v
+    raise TypeError(f"a checkpoint cannot hold a {type(v).__name__}")
+
+
+def encode_payload(payload: dict[str, Any]) -> bytes:
+    """The payload's bytes (format 2)."""
+    blobs: list[bytes] = []
+    tree = json.dumps(_plain(payload, blobs, [0]), separators=(",", ":")).encode()
+    return struct.pack("<Q", len(tree)) + tree + b"".join(blobs)
+
+
+def _array(spec: Any, blob: memoryview) -> np.ndarray:
+    if not (isinstance(spec, list) and len(spec) == 3 and isinstance(spec[0], str)
+            and isinstance(spec[1], list) and _is_int(spec[2])):
+        raise ValueError("an array entry is not [dtype, shape, offset]")
+    dtype = _DTYPES.get(spec[0])
+    if dtype is None:
+        raise ValueError(f"an array has dtype {spec[0]!r}, which a checkpoint may not hold")
+    shape, off = spec[1], spec[2]
+    if not all(_is_int(n) and 0 <= n < 1 << 40 for n in shape) or len(shape) > 8:
+        raise ValueError(f"an array has shape {shape!r}")
+    count = 1
+    for n in shape:
+        count *= n
+    if off < 0 or off + count * dtype.itemsize > len(blob):
+        raise ValueError(f"an array ({spec[0]}, shape {shape}) lies outside the payload")
+    return np.frombuffer(blob, dtype, count, off).reshape(shape).copy()
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _tree(v: Any, blob: memoryview, depth: int = 0) -> Any:
+    if depth > _MAX_DEPTH:
+        raise ValueError("the payload nests too deep")
+    if isinstance(v, list):
+        return [_tree(x, blob, depth + 1) for x in v]
+    if isinstance(v, dict):
+        if len(v) == 1 and _ARRAY in v:
+            return _array(v[_ARRAY], blob)
+        if len(v) == 1 and _BYTES in v:
+            if not isinstance(v[_BYTES], str):
+                raise ValueError("a bytes entry is not a hex string")
+            return bytes.fromhex(v[_BYTES])
+        return {k: _tree(x, blob, depth + 1) for k, x in v.items()}
+    return v
+
+
+def decode_payload(body: bytes) -> dict[str, Any]:
+    """The payload of :func:`encode_payload`'s bytes; ValueError when they are not one."""
+    if len(body) < 8:
+        raise ValueError("the payload is truncated")
+    (n,) = struct.unpack("<Q", body[:8])
+    if n > len(body) - 8:
+        raise ValueError("the payload's tree runs past its end")
+    try:
+        tree = json.loads(body[8:8 + n])
+    except (ValueError, RecursionError):
+        raise ValueError("the payload's tree is not JSON") from None
+    out = _tree(tree, memoryview(body)[8 + n:])
+    if not isinstance(out, dict):
+        raise ValueError("the payload is not a mapping")
+    return out
 
 
 def _fsync_dir(path: Path) -> None:
@@ -65,7 +151,7 @@ def write_checkpoint(directory: str | os.PathLike, header: dict[str, Any],
     """Atomically replace ``directory``'s checkpoint; returns its path."""
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
-    body = pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL)
+    body = encode_payload(payload)
     head = dict(header, format=FORMAT, velokern=__version__,
                 sha256=hashlib.sha256(body).hexdigest(), payload_bytes=len(body))
     target = d / CHECKPOINT_FILE
@@ -128,7 +214,7 @@ def read_checkpoint(directory: str | os.PathLike,
         raise CheckpointError(f"checkpoint {path} is damaged (its payload does not match "
                               f"its checksum)")
     try:
-        payload = _PlainUnpickler(io.BytesIO(body)).load()
-    except (pickle.UnpicklingError, EOFError, AttributeError, ImportError) as exc:
+        payload = decode_payload(body)
+    except ValueError as exc:
         raise CheckpointError(f"checkpoint {path} cannot be read: {exc}") from None
     return head, payload

@@ -29,8 +29,30 @@ import numpy as np
 from velokern.batch import Schema
 from velokern.checkpoint import CheckpointError, read_checkpoint, write_checkpoint
 from velokern.exec import LateSinkError, StreamExecutionEngine
+from velokern.exec.payload import FIELDS
 from velokern.io import Sink, Source, check_job_paths, open_sink, open_source
 from velokern.processors import JobProcessorConfig, JobProcessorFactory
+
+
+def _check_job_payload(payload: Any, sql: str) -> None:
+    """The job's part of a checkpoint payload (the engine's is checked when it loads):
+    exactly the fields a job writes, of their types, for this job's query."""
+    if not isinstance(payload, dict) or set(payload) != {"engine", "sinks", "job"}:
+        raise ValueError("the payload does not have the fields engine, sinks and job")
+    eng, sinks, job = payload["engine"], payload["sinks"], payload["job"]
+    if not isinstance(eng, dict) or set(eng) != FIELDS:
+        raise ValueError(f"engine does not have the fields {sorted(FIELDS)}")
+    if eng["sql"] != sql:
+        raise ValueError("engine.sql is not this job's query")
+    if not isinstance(sinks, dict) or set(sinks) != {"sink", "late_sink"} or not all(
+            t is None or isinstance(t, dict) for t in sinks.values()):
+        raise ValueError("sinks is not {sink, late_sink} commit tokens")
+    lat = job.get("latencies") if isinstance(job, dict) else None
+    if not isinstance(job, dict) or set(job) != {"latencies", "records_out", "batches"} \
+            or not isinstance(lat, np.ndarray) or lat.ndim != 1 or lat.dtype.kind not in "fiu" \
+            or not all(isinstance(job[k], int) and not isinstance(job[k], bool)
+                       and job[k] >= 0 for k in ("records_out", "batches")):
+        raise ValueError("job is not {latencies: a 1-D array, records_out, batches: counts}")
 
 __all__ = ["LATENCY_WINDOW", "JobFailed", "StreamJob", "StreamJobServer"]
 
@@ -155,9 +177,17 @@ class StreamJob:
         if found is None:
             return None, None, False
         head, payload = found
-        engine = StreamExecutionEngine.restore(
-            payload["engine"], late_sink=None if self.late_sink is None
-            else self.late_sink.write)
+        try:
+            _check_job_payload(payload, self.sql)
+            if not (isinstance(head.get("batches"), int) and head["batches"] >= 0
+                    and isinstance(head.get("finished"), bool)):
+                raise ValueError("its header's batches or finished is not a count / bool")
+            engine = StreamExecutionEngine.restore(
+                payload["engine"], late_sink=None if self.late_sink is None
+                else self.late_sink.write)
+        except ValueError as ex:  # a crafted or damaged payload (its checksum matched)
+            raise CheckpointError(f"checkpoint {self.checkpoint_dir} is refused: "
+                                  f"{ex}") from None
         if engine.num_partitions not in (None, self.processor.num_partitions):
             raise CheckpointError(
                 f"checkpoint {self.checkpoint_dir} holds state in {engine.num_partitions} "

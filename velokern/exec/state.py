@@ -82,16 +82,21 @@ class KeyedState:
         if spec.num_keys == 0 and not spec.rows_window:
             module.init_global(tuple(arrays), 0)
 
-    def adopt(self, spec: KernelSpec, arrays: list[np.ndarray]) -> None:
-        """Take over restored arrays (a checkpoint's), laid out for ``spec``."""
-        want = (len(spec.meta_cols), *(max(spec.pack_rows[k], 1) for k in "IFB"))
-        got = (arrays[L.META].shape[1], arrays[L.I].shape[1], arrays[L.F].shape[1],
-               arrays[L.B].shape[1])
-        if len(arrays) != len(L.STATE_SLOTS) or got != want:
-            raise ValueError(
-                "this snapshot's state layout (meta columns and I/F/B pack rows "
-                f"{got}) is not the one this velokern's kernels use {want}: it was "
-                "written by another version")
+    def adopt(self, spec: KernelSpec, arrays: list[np.ndarray],
+              code_limits: dict[tuple[str, int], int] | None = None) -> None:
+        """Take over restored arrays (a checkpoint's), laid out for ``spec``, once
+        :func:`check_arrays` finds them consistent (ValueError naming the array)."""
+        if len(arrays) == len(L.STATE_SLOTS) and all(
+                isinstance(a, np.ndarray) and a.ndim >= 2 for a in arrays):
+            want = (len(spec.meta_cols), *(max(spec.pack_rows[k], 1) for k in "IFB"))
+            got = (arrays[L.META].shape[1], arrays[L.I].shape[1], arrays[L.F].shape[1],
+                   arrays[L.B].shape[1])
+            if got != want:
+                raise ValueError(
+                    "this snapshot's state layout (meta columns and I/F/B pack rows "
+                    f"{got}) is not the one this velokern's kernels use {want}: it was "
+                    "written by another version")
+        check_arrays(spec, arrays, code_limits or {})
         # the table is rebuilt from the groups' hashes: it is an index, and this keeps
         # snapshots written with another table layout readable
         arrays[L.TABLE] = table_of(arrays[L.HASHES], arrays[L.META],
@@ -173,6 +178,160 @@ class KeyedState:
             st[L.DTAB] = np.full(dtab.shape[:2] + (dtab.shape[2] * 2,), -1, np.int64)
             for d, c in enumerate(cols):
                 rebuild_distinct(st[L.DTAB][:, d], st[L.DGID][:, d], st[L.DVAL][:, d], meta, c)
+
+
+# ---------------------------------------------------------------- restored state
+# dtype and ndim of each slot of S (the table is rebuilt from the hashes on restore: any
+# int64 [P, slots] or [P, slots, 2] array of the right size will do)
+_SLOT_TYPES = {L.HASHES: ("uint64", 2), L.KBITS: ("int64", 3),
+               L.KNULL: ("uint8", 3), L.I: ("int64", 3), L.F: ("float64", 3),
+               L.B: ("uint8", 3), L.META: ("int64", 2), L.DTAB: ("int64", 3),
+               L.DGID: ("int64", 3), L.DVAL: ("int64", 3), L.DMAP: ("int64", 2),
+               L.DDIMS: ("int64", 3)}
+# meta columns that count entries of a batch in flight: 0 between batches
+_TRANSIENT = {"nlate", "nout"}
+
+
+def _refuse(slot: int | str, what: str) -> None:
+    name = slot if isinstance(slot, str) else f"state[{L.STATE_SLOTS[slot]}]"
+    raise ValueError(f"checkpoint state is refused: {name} {what}")
+
+
+def _pow2(n: int) -> bool:
+    return n > 0 and n & (n - 1) == 0
+
+
+def check_arrays(spec: KernelSpec, arrays: list, code_limits: dict[tuple[str, int], int]
+                 ) -> None:
+    """Refuse (ValueError naming the array) restored state arrays that the kernels could
+    not run on safely: numba does not check bounds, so every count must fit its arrays,
+    every stored group id or dictionary code its range, every probe loop must end.
+    ``code_limits``: ("key", j) / ("I", row) -> the size of the dictionary whose codes
+    key j / pack row I[row] hold."""
+    if not isinstance(arrays, list) or len(arrays) != len(L.STATE_SLOTS):
+        _refuse("state", f"is not a list of {len(L.STATE_SLOTS)} arrays")
+    for slot, (dtype, ndim) in _SLOT_TYPES.items():
+        a = arrays[slot]
+        if not isinstance(a, np.ndarray) or a.dtype != np.dtype(dtype) or a.ndim != ndim:
+            _refuse(slot, f"is not a {ndim}-D {dtype} array")
+    _check_shapes(spec, arrays)
+    meta = arrays[L.META]
+    cap, dcap = arrays[L.HASHES].shape[1], arrays[L.DGID].shape[2]
+    ngroups = meta[:, L.NGROUPS]
+    for name, col in spec.meta_cols.items():
+        top = {"ngroups": cap, "ntouched": cap, "direct": 1}.get(name)
+        if name.endswith("_nd"):
+            top = dcap
+        if name in _TRANSIENT:
+            top = 0
+        v = meta[:, col]
+        if (v < 0).any() or (top is not None and (v > top).any()):
+            _refuse(L.META, f"column {name} holds {v.min()}..{v.max()}, outside "
+                            f"[0, {'any' if top is None else top}]")
+    _check_groups(spec, arrays, ngroups, code_limits)
+    _check_distinct(spec, arrays, ngroups, code_limits)
+    _check_direct(spec, arrays, ngroups)
+
+
+def _check_shapes(spec: KernelSpec, st: list) -> None:
+    P = st[L.META].shape[0]
+    cap, dcap = st[L.HASHES].shape[1], st[L.DGID].shape[2]
+    k, nd = max(spec.num_keys, 1), max(len(spec.distinct), 1)
+    rows = {p: max(spec.pack_rows[p], 1) for p in "IFB"}
+    table = st[L.TABLE]
+    if not isinstance(table, np.ndarray) or table.dtype != np.int64 or \
+            table.shape not in ((P, 2 * cap), (P, 2 * cap, 2)):
+        _refuse(L.TABLE, f"is not an int64 array of shape ({P}, {2 * cap}, 2)")
+    want = {L.HASHES: (P, cap), L.KBITS: (P, cap, k),
+            L.KNULL: (P, cap, k), L.I: (P, rows["I"], cap + 8),
+            L.F: (P, rows["F"], cap + 8), L.B: (P, rows["B"], cap + 64),
+            L.META: (P, len(spec.meta_cols)), L.DTAB: (P, nd, 2 * dcap),
+            L.DGID: (P, nd, dcap), L.DVAL: (P, nd, dcap), L.DDIMS: (P, 2, k)}
+    for slot, shape in want.items():
+        got = st[slot].shape
+        if slot in L.PACK_SLOTS.values():  # padded past the capacity (grown: twice that)
+            ok = got[:2] == shape[:2] and got[2] >= shape[2]
+        else:
+            ok = got == shape
+        if not ok:
+            _refuse(slot, f"has shape {got}; the others make it {shape}")
+    if P < 1 or not _pow2(cap) or not _pow2(dcap):
+        _refuse(L.HASHES, f"has {P} partitions and capacities {cap}, {dcap} (a positive "
+                          "count and powers of two)")
+    if st[L.DMAP].shape[0] != P or st[L.DMAP].shape[1] < 1:
+        _refuse(L.DMAP, f"has shape {st[L.DMAP].shape}")
+
+
+def _check_groups(spec: KernelSpec, st: list, ngroups: np.ndarray,
+                  code_limits: dict[tuple[str, int], int]) -> None:
+    """Group-indexed contents: the touched list, key codes, dictionary codes in packs."""
+    live = np.arange(st[L.HASHES].shape[1])[None, :] < ngroups[:, None]  # [P, cap]
+    if "ntouched" in spec.meta_cols and not spec.rows_window:
+        row = next((s.row for s in spec.state if s.name == "tlist" and s.pack == "I"), None)
+        if row is not None:
+            nt = st[L.META][:, spec.meta_cols["ntouched"]]
+            lst = st[L.I][:, row, :st[L.HASHES].shape[1]]
+            used = np.arange(lst.shape[1])[None, :] < nt[:, None]
+            if ((lst < 0) & used).any() or ((lst >= ngroups[:, None]) & used).any():
+                _refuse(L.I, "holds a touched group id outside the partition's groups")
+    knull = st[L.KNULL]
+    if ((knull > 1) & live[:, :, None]).any():
+        _refuse(L.KNULL, "holds a null flag other than 0 or 1")
+    for (kind, j), n in code_limits.items():
+        if kind == "D":
+            continue  # (the distinct sets': _check_distinct)
+        if kind == "key":
+            v, ok = st[L.KBITS][:, :, j], live & (knull[:, :, j] == 0)
+        else:
+            v, ok = st[L.I][:, j, :live.shape[1]], live
+        if (((v < -1) | (v >= n)) & ok).any():
+            _refuse(L.KBITS if kind == "key" else L.I,
+                    f"holds a dictionary code outside [-1, {n}) ({kind} {j})")
+
+
+def _check_distinct(spec: KernelSpec, st: list, ngroups: np.ndarray,
+                    code_limits: dict[tuple[str, int], int]) -> None:
+    """Each distinct set: its entries' groups live (their values dictionary codes, for a
+    string column), its table a permutation of them."""
+    for d, a in enumerate(spec.distinct):
+        count = st[L.META][:, spec.meta_cols[L.distinct_column(a)]]
+        codes = code_limits.get(("D", d))
+        for p in range(len(count)):
+            n = int(count[p])
+            gid, tab = st[L.DGID][p, d, :n], st[L.DTAB][p, d]
+            if n and (gid.min() < 0 or gid.max() >= ngroups[p]):
+                _refuse(L.DGID, f"holds a group id outside [0, {ngroups[p]}) (set {a})")
+            val = st[L.DVAL][p, d, :n]
+            if n and codes is not None and (val.min() < -1 or val.max() >= codes):
+                _refuse(L.DVAL, f"holds a dictionary code outside [-1, {codes}) (set {a})")
+            full = tab[tab >= 0]
+            if len(full) != n or (n and (full.max() >= n or
+                                         len(np.unique(full)) != n)) or (tab < -1).any():
+                _refuse(L.DTAB, f"is not a table of the set's {n} entries (set {a})")
+
+
+def _check_direct(spec: KernelSpec, st: list, ngroups: np.ndarray) -> None:
+    """The direct map: its sizes and strides agree, every code of a live group fits."""
+    dmap, ddims = st[L.DMAP], st[L.DDIMS]
+    if ((dmap < -1) | (dmap >= ngroups[:, None])).any():
+        _refuse(L.DMAP, "holds a group id outside the partition's groups")
+    if not spec.direct or not (st[L.META][:, spec.meta_cols["direct"]] == 1).any():
+        return
+    sizes, strides = ddims[0, L.DIM_SIZE], ddims[0, L.DIM_STRIDE]
+    if (ddims != ddims[:1]).any() or (sizes < 0).any():
+        _refuse(L.DDIMS, "differs between partitions or holds a negative size")
+    if not sizes.any():
+        return  # not sized yet: the map is one empty slot
+    total = int(np.prod(sizes.astype(np.float64)))
+    want = [int(np.prod(sizes[j + 1:])) for j in range(len(sizes))]
+    if (sizes < 1).any() or total > config.DIRECT_MAP_LIMIT or \
+            dmap.shape[1] != total or list(strides) != want:
+        _refuse(L.DDIMS, f"sizes {sizes.tolist()} / strides {strides.tolist()} do not "
+                         f"describe the {dmap.shape[1]}-slot direct map")
+    live = np.arange(st[L.HASHES].shape[1])[None, :] < ngroups[:, None]
+    code = np.where(st[L.KNULL] != 0, 0, st[L.KBITS] + 1)[:, :, :len(sizes)]
+    if (((code < 0) | (code >= sizes)) & live[:, :, None]).any():
+        _refuse(L.KBITS, "holds a key code the direct map has no room for")
 
 
 def _double(a: np.ndarray, axis: int) -> np.ndarray:
