@@ -128,7 +128,16 @@ KEYED = {
     "table of wrong size": _swap(0, lambda a: a[:, :4].copy()),
     "key null flag 7": _swap(3, lambda a: np.full_like(a, 7)),
     "direct map id past groups": _swap(11, lambda a: np.full_like(a, 1 << 40)),
+    "touched flags cleared (list would outgrow its row)": lambda e: _touch(e),
 }
+
+
+def _touch(e):
+    """A touched list of every group while the flags say none is listed."""
+    meta = e["state"][7]
+    ng = int(meta[0, 0])
+    e["state"][4][0, 1, :ng] = np.arange(ng)  # row 1: tlist (GROUP BY / windows)
+    meta[0, 1] = ng
 DISTINCT = {
     "distinct count past its arrays": lambda e: _meta(_nd_col(e), e["state"][9].shape[2] + 5)(e),
     "negative distinct count": lambda e: _meta(_nd_col(e), -3)(e),

@@ -266,14 +266,7 @@ def _check_groups(spec: KernelSpec, st: list, ngroups: np.ndarray,
                   code_limits: dict[tuple[str, int], int]) -> None:
     """Group-indexed contents: the touched list, key codes, dictionary codes in packs."""
     live = np.arange(st[L.HASHES].shape[1])[None, :] < ngroups[:, None]  # [P, cap]
-    if "ntouched" in spec.meta_cols and not spec.rows_window:
-        row = next((s.row for s in spec.state if s.name == "tlist" and s.pack == "I"), None)
-        if row is not None:
-            nt = st[L.META][:, spec.meta_cols["ntouched"]]
-            lst = st[L.I][:, row, :st[L.HASHES].shape[1]]
-            used = np.arange(lst.shape[1])[None, :] < nt[:, None]
-            if ((lst < 0) & used).any() or ((lst >= ngroups[:, None]) & used).any():
-                _refuse(L.I, "holds a touched group id outside the partition's groups")
+    _check_touched(spec, st, ngroups, live)
     knull = st[L.KNULL]
     if ((knull > 1) & live[:, :, None]).any():
         _refuse(L.KNULL, "holds a null flag other than 0 or 1")
@@ -287,6 +280,30 @@ def _check_groups(spec: KernelSpec, st: list, ngroups: np.ndarray,
         if (((v < -1) | (v >= n)) & ok).any():
             _refuse(L.KBITS if kind == "key" else L.I,
                     f"holds a dictionary code outside [-1, {n}) ({kind} {j})")
+
+
+def _check_touched(spec: KernelSpec, st: list, ngroups: np.ndarray,
+                   live: np.ndarray) -> None:
+    """EMIT CHANGES: the touched list names distinct live groups, exactly those whose
+    touched flag is set (a group is appended when its flag is 0: a flag out of step
+    would let the list outgrow its row)."""
+    rows = {s.name: s.row for s in spec.state}
+    if "tlist" not in rows or "touched" not in rows or "ntouched" not in spec.meta_cols:
+        return
+    cap = st[L.HASHES].shape[1]
+    nt = st[L.META][:, spec.meta_cols["ntouched"]]
+    flags = st[L.B][:, rows["touched"], :cap]
+    if ((flags > 1) & live).any():
+        _refuse(L.B, "holds a touched flag other than 0 or 1")
+    for p in range(len(nt)):
+        lst = st[L.I][p, rows["tlist"], :int(nt[p])]
+        if len(lst) and (lst.min() < 0 or lst.max() >= ngroups[p]
+                         or len(np.unique(lst)) != len(lst)
+                         or (flags[p, lst] != 1).any()
+                         or int(flags[p, :ngroups[p]].sum()) != len(lst)):
+            _refuse(L.I, "holds a touched list that is not the partition's touched groups")
+        if not len(lst) and flags[p, :ngroups[p]].any():
+            _refuse(L.B, "flags a group as touched that the touched list lacks")
 
 
 def _check_distinct(spec: KernelSpec, st: list, ngroups: np.ndarray,
