@@ -192,6 +192,7 @@ SESSION = {
     "key id of wrong length": _set(("sessions", "key_ids", 0), b"\0" * 3),
     "bound not a list": _set(("sessions", "bound"), 3),
     "bound time type unknown": _set(("sessions", "bound", 2), "object"),
+    "held columns renamed": lambda e: _rename_held(e),
     "held rows mismatch": _set(("sessions", "held", "rows"), lambda r: r + 1),
     "held column of wrong length": lambda e: _held_col(e, lambda a: a[:1].copy()),
     "held mask not bool": lambda e: _held_mask(e),
@@ -203,6 +204,14 @@ def _held_col(e, fn):
     h = e["sessions"]["held"]
     c = h["names"][0]
     h["data"][c] = fn(h["data"][c])
+
+
+def _rename_held(e):
+    h = e["sessions"]["held"]
+    c = h["names"][0]
+    h["names"][0] = "other"
+    for part in ("data", "masks"):
+        h[part]["other"] = h[part].pop(c)
 
 
 def _held_mask(e):

@@ -230,6 +230,9 @@ def _check_sessions(v: Any, sessions, field: str) -> None:
     if not _is_int(n, 0, cap):
         raise _bad(f"{field}.nsess", f"is not 0..{cap} ({n!r})")
     rows = _check_held(v["held"], f"{field}.held")
+    want = [name for name, _ in sessions.pre.query.select]  # what the WHERE/key kernel gives
+    if v["held"] is not None and v["held"]["names"] != want:
+        raise _bad(f"{field}.held.names", f"are not the held columns {want}")
     _check_session_arrays(arrs, n, max(len(ids), 1), rows, f"{field}.arrays")
 
 
