@@ -350,8 +350,9 @@ def _check_schemas(q: Query, parts: list, kind: str) -> RecordBatch:
     columns. Checked here, before any task runs, as the local job would: Parquet files
     as a local ParquetSource over them does (every footer read; the first file's schema
     for all), in-memory Arrow or velokern batches with the engine's rule for a batch
-    whose column changed type. Errors name the part. Returns the answer to give when no
-    row comes back: the local job's columns, without rows (none for dask objects)."""
+    whose column changed type (on each part's first row). Errors name the part.
+    Returns the answer to give when no row comes back: the local job's columns, without
+    rows (none for dask objects)."""
     import pyarrow as pa
 
     from velokern.io import ParquetSource
@@ -361,8 +362,10 @@ def _check_schemas(q: Query, parts: list, kind: str) -> RecordBatch:
         empty = RecordBatch.from_arrow(ParquetSource(parts).check_schemas().empty_table())
         schemas = [(0, parts[0], empty)]
     else:
-        schemas = [(i, p, p.slice(0, 0) if isinstance(p, RecordBatch)
-                    else RecordBatch.from_arrow(p.schema.empty_table()))
+        # a part's first row: a column without a value takes the job's type whatever
+        # type it came with (docs/semantics.md), so an empty slice would check nothing
+        schemas = [(i, p, p.slice(0, 1) if isinstance(p, RecordBatch)
+                    else RecordBatch.from_arrow(p.slice(0, 1)))
                    for i, p in enumerate(parts)
                    if isinstance(p, (RecordBatch, pa.Table, pa.RecordBatch))]
     for i, part, empty in schemas:
