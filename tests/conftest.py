@@ -87,6 +87,21 @@ def to_batch(cols: dict, dictionaries: dict[str, StringDictionary] | None = None
                        dicts, num_rows=len(next(iter(data.values()))))
 
 
+def runs_at_gaps(runs):
+    """(win, seq, bounds): sorted runs of (window start, first record) written after
+    ``gap`` unused slots (-1) each, as partitions leave their group rows in the packs."""
+    win, seq, bounds = [], [], []
+    for run, gap in runs:
+        win += [-1] * gap
+        seq += [-1] * gap
+        a = len(win)
+        for w, s in sorted(run):
+            win.append(w)
+            seq.append(s)
+        bounds.append((a, len(win)))
+    return win, seq, bounds
+
+
 def dealt_rows_of(pid, gaps, n):
     """Rows 0..n-1 dealt to partitions by ``pid`` (-1: filtered out), each partition's
     rows in arrival order after ``gaps[p]`` unused slots (-5): (orow, starts, counts,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from conftest import dealt_rows_of
+from conftest import dealt_rows_of, runs_at_gaps
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from numba import njit
@@ -134,15 +134,7 @@ def test_closing_gids(starts, limit):
 def test_merge_runs(runs):
     """Runs written at gaps in the packs (as partitions do), each sorted by (win, seq):
     the positions come back in (win, seq) order, ties in run order."""
-    win, seq, bounds = [], [], []
-    for run, gap in runs:
-        win += [-1] * gap
-        seq += [-1] * gap
-        a = len(win)
-        for w, s in sorted(run):
-            win.append(w)
-            seq.append(s)
-        bounds.append((a, len(win)))
+    win, seq, bounds = runs_at_gaps(runs)
     out, tmp = np.full(len(win), -7, np.int64), np.full(len(win), -7, np.int64)
     k = order.merge_runs(np.array(win, np.int64), np.array(seq, np.int64),
                          np.array([a for a, _ in bounds], np.int64),

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import dealt_rows_of
+from conftest import dealt_rows_of, runs_at_gaps
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from numba import njit
@@ -558,15 +558,7 @@ def _check_merge_runs(kernel, twin, case, parallel=False):
     """Runs written at gaps in the packs (as partitions do), each sorted by (win, seq):
     the positions come back in (win, seq) order, ties in run order."""
     runs, chunks = case
-    win, seq, bounds = [], [], []
-    for run, gap in runs:
-        win += [-1] * gap
-        seq += [-1] * gap
-        a = len(win)
-        for w, s in sorted(run):
-            win.append(w)
-            seq.append(s)
-        bounds.append((a, len(win)))
+    win, seq, bounds = runs_at_gaps(runs)
     out, tmp = np.full(len(win), -7, np.int64), np.full(len(win), -7, np.int64)
     args = (np.array(win, np.int64), np.array(seq, np.int64),
             np.array([a for a, _ in bounds], np.int64),
