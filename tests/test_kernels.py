@@ -210,33 +210,6 @@ def test_scatter_rows(data, n, parts, nrows):
             assert par.tolist() == dst.tolist()
 
 
-@settings(max_examples=200)
-@given(st.lists(st.tuples(st.integers(0, 2), st.integers(0, 60)), max_size=40),
-       st.integers(1, 12), st.integers(0, 10))
-def test_assign_sessions(rows, gap, lateness):
-    keys = np.array([k for k, _ in rows], np.int64)
-    ts = np.array([t for _, t in rows], np.int64)
-    wm = np.concatenate([[slow.NO_WATERMARK], np.maximum.accumulate(ts)[:-1]]) if len(
-        rows) else np.zeros(0, np.int64)
-    n = len(rows)
-    arrs = [np.zeros(n + 1, np.int64) for _ in range(3)]
-    alive = np.zeros(n + 1, np.uint8)
-    parent, skey = np.zeros(n + 1, np.int64), np.zeros(n + 1, np.int64)
-    head, nxt = np.full(3, -1, np.int64), np.full(n + 1, -1, np.int64)
-    out = np.empty(n, np.int64)
-    _, nlate = windows.assign_sessions(keys, ts, wm, np.arange(n, dtype=np.int64), gap,
-                                        lateness, *arrs, alive, parent, skey, head, nxt, 0,
-                                        out)
-    roots = []
-    for s in out.tolist():
-        while s >= 0 and parent[s] != s:
-            s = parent[s]
-        roots.append(s)
-    ref = slow.assign_sessions(keys.tolist(), ts.tolist(), wm.tolist(), gap, lateness)
-    assert roots == ref
-    assert nlate == ref.count(-1)
-
-
 @given(st.lists(st.integers(0, 4), max_size=30))
 def test_session_lists(skey):
     n = len(skey)

@@ -633,7 +633,7 @@ TWINS: dict[tuple[str, str], Twin] = {
     ("windows", "drop_closed"): Twin(slow.drop_closed, drop_closed_cases(),
                                      _check_drop_closed),
     ("windows", "assign_sessions"): Twin(slow.assign_sessions, session_rows,
-                                         _check_assign_sessions),
+                                         _check_assign_sessions, examples=200),
     ("windows", "session_lists"): Twin(slow.session_lists,
                                        st.lists(st.integers(0, 4), max_size=30),
                                        _check_session_lists),

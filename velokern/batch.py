@@ -44,14 +44,14 @@ def _untyped_column(n: int) -> np.ndarray:
     return np.zeros(n, dtype=np.float64).view(_Untyped)
 
 
-def _is_untyped(data: np.ndarray, mask: np.ndarray | None) -> bool:
-    """Whether a stored column (data, validity) has no type: marked, and no valid value."""
-    return type(data) is _Untyped and (len(data) == 0 or (mask is not None and not mask.any()))
-
-
 def _has_no_value(data: np.ndarray, mask: np.ndarray | None) -> bool:
     """Whether a stored column has no valid value (no rows, or all null)."""
     return len(data) == 0 or (mask is not None and not mask.any())
+
+
+def _is_untyped(data: np.ndarray, mask: np.ndarray | None) -> bool:
+    """Whether a stored column (data, validity) has no type: marked, and no valid value."""
+    return type(data) is _Untyped and _has_no_value(data, mask)
 
 
 def _optional_import(module: str, extra: str):

@@ -5,7 +5,8 @@ skips ~10 ms of sqlglot) and in the kernel cache directory's ``queries/`` folder
 new process running a query it has run before does not import sqlglot at all (~0.1 s
 of a warm start). Each caller gets its own copy of the query's lists; the expression
 trees are immutable and shared. A cache entry is keyed by the SQL text, velokern's
-version and the parser's and plan's sources.
+version and the sources of the parser, the plan, the aggregate registry and the
+types.
 
 A cache entry is JSON (never pickle: a file planted in the cache directory must not run
 code): the query's fields and its expression tree as tagged objects, each node one of
@@ -64,7 +65,9 @@ def _kept(sql: str) -> Query:
 @functools.lru_cache(maxsize=1)
 def _sources_digest() -> bytes:
     h = hashlib.sha256()
-    for f in (_HERE / "parser.py", _HERE.parent / "plan.py"):
+    # the parser reads its aggregate names from the registry, the plan its types
+    for f in (_HERE / "parser.py", _HERE.parent / "plan.py", _HERE.parent / "aggregates.py",
+              _HERE.parent / "types.py"):
         h.update(f.read_bytes())
     return h.digest()
 
