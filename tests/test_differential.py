@@ -25,6 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import velokern as vk
+from velokern import config
 from velokern.config import PREFETCH_MIN_SLOTS as PF_MIN_SLOTS
 from velokern.kernels.layout import TABLE
 
@@ -96,9 +97,12 @@ AGGREGATE = {
     ),
 }
 
-V2_STATELESS = ["v2:1", "v2:2", "v2:3", "v2:8", "v2:3:round_robin", "v2:2:sticky",
-                "v2:8:fan_in", "v2:2:smart"]
-V2_STATEFUL = ["v2:1", "v2:2", "v2:3", "v2:8", "v2:3:smart"]
+V2_STATELESS = ["v2:1", "v2:2", "v2:3", "v2:5", "v2:8", "v2:16", "v2:3:round_robin",
+                "v2:2:sticky", "v2:8:fan_in", "v2:2:smart"]
+V2_STATEFUL = ["v2:1", "v2:2", "v2:3", "v2:5", "v2:8", "v2:16", "v2:3:smart"]
+#: run on the calling thread alone as well (batches below config.PARALLEL_MIN_ROWS do;
+#: the others here run every batch on all workers, however small)
+V2_ONE_WORKER = {"stateless": ("v2:3", "v2:8:fan_in"), "stateful": ("v2:3",)}
 
 
 def _with_partition_column(batch: vk.RecordBatch, seed: int) -> vk.RecordBatch:
@@ -140,8 +144,12 @@ def check_query(name: str, batch: vk.RecordBatch, batches: list[vk.RecordBatch])
     v1 = run(sql, batches, "v1")
     for cfg in configs:
         kw = {"keyed_by": ["k"]} if "sticky" in cfg else {}
-        v2 = run(sql, batches, cfg, **kw)
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(config, "PARALLEL_MIN_ROWS", 1)
+            v2 = run(sql, batches, cfg, **kw)
         assert_batches_identical(v1, v2, f"{name} {cfg}")
+    for cfg in V2_ONE_WORKER["stateless" if name in STATELESS else "stateful"]:
+        assert_batches_identical(v1, run(sql, batches, cfg), f"{name} {cfg}, one worker")
     ref = duckdb_rows(duck, batch)
     if nkeys is None:
         ours = [r for o in v1 for r in rows_of(o)]

@@ -505,6 +505,50 @@ def _check_input_order(kernel, twin, case):
         assert sel[:m].tolist() == ref_sel
 
 
+@st.composite
+def ranged_rows(draw):
+    """Rows 0..n-1 cut into contiguous ranges, one per partition, some rows filtered out
+    (what partitions of a stateless query leave)."""
+    n = draw(st.integers(0, 60))
+    parts = draw(st.integers(1, 5))
+    cuts = sorted(draw(st.lists(st.integers(0, n), min_size=parts - 1,
+                                max_size=parts - 1)))
+    bounds = [0, *cuts, n]
+    kept = draw(st.lists(st.booleans(), min_size=n, max_size=n))
+    pid = [-1 if not kept[i] else next(p for p in range(parts) if i < bounds[p + 1])
+           for i in range(n)]
+    gaps = draw(st.lists(st.integers(0, 3), min_size=parts, max_size=parts))
+    return (n, *dealt_rows_of(pid, gaps, n))
+
+
+def _check_concat_runs(kernel, twin, case):
+    _, orow, starts, counts, runs = case
+    pos = np.full(len(orow), -7, np.int64)
+    sel = np.full(len(orow), -7, np.int64)
+    m = kernel(np.array(orow, np.int64), np.array(starts, np.int64),
+               np.array(counts, np.int64), pos, sel)
+    ref_pos, ref_sel = twin(orow, runs)
+    assert (pos[:m].tolist(), sel[:m].tolist()) == (ref_pos, ref_sel)
+    # runs in input order: the same as putting the rows back into input order
+    assert (ref_pos, ref_sel) == slow.input_order(orow, runs)
+
+
+take_cases = st.tuples(st.lists(st.integers(0, 39), max_size=50), st.integers(1, 40),
+                       st.sampled_from([1, 3, 64]))
+
+
+def _check_take_rows_parallel(kernel, twin, case):
+    sel, n, chunks = case
+    sel = [i % n for i in sel]
+    rng = np.random.default_rng(n)
+    for dtype in (*_DTYPES, np.int32, np.uint8):
+        src = _pack(rng, dtype, n)
+        dst = np.zeros(len(sel), dtype)
+        args = (src, np.array(sel, np.int64), dst)
+        kernel(*args, chunks)
+        assert dst.tolist() == twin(src.tolist(), sel)
+
+
 _DTYPES = (np.int64, np.float64, np.bool_)
 
 
@@ -642,6 +686,11 @@ TWINS: dict[tuple[str, str], Twin] = {
                                     _check_scatter_rows),
     ("order", "scatter_rows_parallel"): Twin(slow.scatter_rows, dealt_rows(False),
                                              _check_scatter_rows_parallel, examples=25),
+    ("order", "concat_runs"): Twin(slow.concat_runs, ranged_rows(), _check_concat_runs),
+    ("order", "concat_runs_parallel"): Twin(slow.concat_runs, ranged_rows(),
+                                            _check_concat_runs, examples=25),
+    ("order", "take_rows_parallel"): Twin(slow.take_rows, take_cases,
+                                          _check_take_rows_parallel, examples=25),
     ("order", "gather_rows"): Twin(slow.gather_rows, gather_cases, _check_gather_rows),
     ("order", "gather_rows_parallel"): Twin(slow.gather_rows, gather_cases,
                                             _check_gather_rows_parallel, examples=25),

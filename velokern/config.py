@@ -56,10 +56,18 @@ PREFETCH_AHEAD = 32
 WINDOW_CLOSE_GROUPS = 4096
 
 # ---------------------------------------------------------------- V2
-#: V2 routes a batch on its worker threads (the shim), and merges, gathers and scatters
-#: its output rows back into order on them, for batches and outputs of this many rows
-#: and more (fewer: one thread; the parallel call costs more than it saves)
+#: V2 runs a batch on its worker threads (routing, kernels, and putting the output rows
+#: back into order) when it has this many rows and more; fewer run on the calling thread
+#: alone, on the same partitioned state (waking the workers costs more than they save:
+#: docs/performance-analysis.md, "V2 break-even")
 PARALLEL_MIN_ROWS = _env_int("PARALLEL_MIN_ROWS", 32_768)
+#: V2 keeps a running cost per row of its large batches on all workers and on one, and
+#: runs the next on whichever is cheaper (a core taken by another process makes the
+#: workers wait for it); every V2_PROBE_EVERY-th large batch runs the other way, so the
+#: choice follows the machine when the load changes
+V2_PROBE_EVERY = _env_int("V2_PROBE_EVERY", 16)
+#: weight of the newest batch in those running costs
+V2_COST_WEIGHT = 0.25
 
 # ---------------------------------------------------------------- output memory
 #: output blocks no output refers to any more are kept for reuse up to this many bytes

@@ -5,16 +5,34 @@ from __future__ import annotations
 
 from velokern.codegen.common import ROW, indent, prologue_inputs
 from velokern.codegen.expressions import ExprGen
-from velokern.codegen.outputs import row_body
+from velokern.codegen.outputs import out_lines, row_body
 from velokern.codegen.parallel import PROJECT_PART, part_signature, prange_wrapper
 from velokern.codegen.spec import KernelSpec
 from velokern.plan import BoundQuery
 
 
-def gen_stateless(bq: BoundQuery, spec: KernelSpec, types) -> str:
+def _selection_only(bq: BoundQuery, spec: KernelSpec, types) -> list[str] | None:
+    """The loop body of a filter whose outputs are all input columns passed through:
+    every row's number is written and ``k`` moves past the rows WHERE keeps, without a
+    branch (a filter keeping about half of random rows mispredicted every other row:
+    S0 on random amounts, ~6 ns a row). None for any other query."""
+    if bq.where is None:
+        return None
     g = ExprGen(bq, spec, types)
-    g.emit_where(bq.where, counted=False)
-    loop = row_body(g, bq, "nonneg(k)")
+    wv, wn = g.gen(bq.where)
+    computed = len(g.lines)
+    if out_lines(g, list(zip(bq.outputs, bq.output_types)), "k", passthrough=True) or (
+            len(g.lines) != computed):
+        return None
+    return g.lines + ["orow[nonneg(k)] = i", f"k += ({wv}) and not ({wn})"]
+
+
+def gen_stateless(bq: BoundQuery, spec: KernelSpec, types) -> str:
+    loop = _selection_only(bq, spec, types)
+    if loop is None:
+        g = ExprGen(bq, spec, types)
+        g.emit_where(bq.where, counted=False)
+        loop = row_body(g, bq, "nonneg(k)")
     src = ["@njit(**JIT)", part_signature("project_part", PROJECT_PART)]
     src += indent(prologue_inputs(spec), 4)
     src += indent(["k = start", "for j in range(start, end):", "    " + ROW], 4)

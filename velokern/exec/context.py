@@ -70,7 +70,8 @@ class Routing:
     starts: np.ndarray
     ends: np.ndarray
     idx: np.ndarray | None = None
-    parallel: bool = False
+    parallel: bool = False  # the partitions run in one prange call
+    threads: int = 1  # the worker threads the batch runs on
 
     @staticmethod
     def single(n: int) -> Routing:
@@ -106,6 +107,7 @@ def new_metrics() -> dict[str, Any]:
         "late_records": 0,
         "late_undelivered": 0,
         "batches": 0,
+        "batches_parallel": 0,  # run on more than one worker thread (V2)
         "batches_rejected": 0,
         "partition_records": [],
     }

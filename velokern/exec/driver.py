@@ -51,9 +51,10 @@ class Driver:
         return self.output.groups_in_order(spec, self.inputs.bound, self.inputs.dicts,
                                            packs, oseq, obases, counts)
 
-    def _in_input_order(self, spec, packs, orow, starts, counts, prep) -> RecordBatch:
+    def _in_input_order(self, spec, packs, orow, starts, counts, prep,
+                        ranged: bool = False) -> RecordBatch:
         return self.output.in_input_order(spec, self.inputs.bound, self.inputs.dicts,
-                                          packs, orow, starts, counts, prep)
+                                          packs, orow, starts, counts, prep, ranged)
 
     def empty(self, spec: KernelSpec) -> RecordBatch:
         return self.output.empty(spec, self.inputs.bound, self.inputs.dicts)
@@ -113,7 +114,8 @@ class Driver:
                                                      int(r.starts[p]), int(r.ends[p]), OI, OF,
                                                      OB, OC, OM, orow)
         self.ctx.metrics["records_filtered"] += n - int(counts.sum())
-        return self._in_input_order(spec, (OI, OF, OB, OC, OM), orow, r.starts, counts, prep)
+        return self._in_input_order(spec, (OI, OF, OB, OC, OM), orow, r.starts, counts, prep,
+                                    ranged=not use_idx)
 
     def _rows(self, prep: Prepared, r: Routing) -> RecordBatch:
         """ROWS window functions: partition p updates its keys' frames and writes one row

@@ -267,6 +267,7 @@ class StreamExecutionEngine:
                 pr[:nparts] += routing.ends - routing.starts
             m["records_in"] += prep.n
             m["batches"] += 1
+            m["batches_parallel"] += routing.threads > 1
             ctx.late = None
             if self._sessions is not None:
                 out = self._sessions.execute(prep)

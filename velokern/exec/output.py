@@ -20,6 +20,8 @@ from velokern.batch import STRING, RecordBatch
 from velokern.codegen import KernelSpec
 from velokern.exec.context import JobContext, Prepared
 from velokern.kernels.order import (
+    concat_runs,
+    concat_runs_parallel,
     gather_rows,
     gather_rows_parallel,
     input_order,
@@ -27,6 +29,7 @@ from velokern.kernels.order import (
     merge_runs_parallel,
     scatter_rows,
     scatter_rows_parallel,
+    take_rows_parallel,
 )
 from velokern.plan import AggRef, BoundQuery, Col, KeyRef, PlanError, is_time
 from velokern.pool import BlockPool
@@ -84,10 +87,12 @@ class OutputStage:
 
     # ---------------------------------------------------------------- order
     def in_input_order(self, spec: KernelSpec, bound: BoundQuery, dicts, packs, orow,
-                       starts, counts, prep: Prepared) -> RecordBatch:
+                       starts, counts, prep: Prepared, ranged: bool = False) -> RecordBatch:
         """The output of rows that each belong to one input row (partition p wrote
         ``counts[p]`` rows at ``starts[p]`` of ``packs``, pack row k belongs to input row
-        ``orow[k]``), in input order; passthrough columns come from ``prep``."""
+        ``orow[k]``), in input order; passthrough columns come from ``prep``.
+        ``ranged``: the partitions took contiguous ranges of the batch in order, so
+        their rows are in input order run after run (laid end to end, no sort)."""
         n = prep.n
         segs = [(int(s), int(s) + int(c)) for s, c in zip(starts, counts) if c > 0]
         total = sum(b - a for a, b in segs)
@@ -98,11 +103,18 @@ class OutputStage:
         starts = np.asarray(starts, np.int64)
         counts = np.asarray(counts, np.int64)
         scratch = self.ctx.scratch
+        threads = self.worker_threads(n)
+        if ranged:
+            if total == n:  # every range kept every row: the packs are in order
+                return self.assemble(spec, bound, dicts, packs, (0, n), prep)
+            pos, sel = scratch.get("pos", total), scratch.get("sel", total)
+            (concat_runs_parallel if threads > 1 else concat_runs)(orow, starts, counts, pos,
+                                                                   sel)
+            return self.assemble(spec, bound, dicts, packs, pos[:total], prep, sel[:total])
         if total == n:
             # every input row has its row: the packs' rows are scattered into new packs
             # in input order (one pass per pack; gathering through the inverse map took
             # a pass to build it, then one per column: S1, V2:2, ~200 -> ~60 us)
-            threads = self.worker_threads(n)
             out = _repacked(spec, packs, n, (
                 lambda src, dst: scatter_rows_parallel(src, orow, starts, counts, dst,
                                                        threads)) if threads > 1 else (
@@ -161,8 +173,9 @@ class OutputStage:
         """Output batch from the output packs' rows ``rows``: ``(a, b)`` the rows a..b-1,
         or an int64 array of positions in output order (velokern.kernels.order);
         passthrough columns come from ``prep``'s inputs at rows ``sel`` (None: all)."""
+        from_packs = spec.out_rows()["C"] < len(spec.outputs)
         if not isinstance(rows, tuple):
-            packs, rows = self._gathered(spec, packs, rows)
+            packs, rows = self._gathered(spec, packs, rows, from_packs)
         OM = packs[MASKS]
         a, b = rows
         n = b - a
@@ -170,13 +183,14 @@ class OutputStage:
         # rows filling at least half the packs: the output takes the packs themselves
         # (no copy) and the next batch gets new ones; fewer rows are copied out, so an
         # output never holds much more memory than its rows
-        give = 2 * n >= packs[0].shape[-1] and n > 0
+        give = 2 * n >= packs[0].shape[-1] and n > 0 and from_packs
         if give and self._bufs.get(id(spec), (None,))[0] is packs[0]:
             del self._bufs[id(spec)]
         names, cols, masks, out_dicts = [], {}, {}, {}
+        threads = 1 if sel is None else self.worker_threads(len(sel))
         for name, pack, row, mask_row, conv, dtype in self._plan(spec, bound, dicts):
             if pack == PASSTHROUGH:
-                arr, m = _passthrough(spec, prep, row, sel, dtype)
+                arr, m = _passthrough(spec, prep, row, sel, dtype, threads, self.pool)
             else:
                 block = blocks[pack]
                 if block is None:
@@ -201,8 +215,11 @@ class OutputStage:
             masks[name] = m
         return RecordBatch._trusted(names, cols, masks, out_dicts, n)
 
-    def _gathered(self, spec: KernelSpec, packs, pos: np.ndarray) -> tuple:
-        """(new packs holding rows ``pos`` in order, their row range)."""
+    def _gathered(self, spec: KernelSpec, packs, pos: np.ndarray, from_packs: bool) -> tuple:
+        """(new packs holding rows ``pos`` in order, their row range); the packs as they
+        are when no output column is read from them (all passed through)."""
+        if not from_packs:
+            return packs, (0, len(pos))
         # gathered pack by pack (a take per column and per mask cost more: S3a, V2:2,
         # 3.99-4.51 -> 3.83-4.43 ms per batch), on the numba workers of a V2 job
         # (16-core machine, S3a 100k batches: 782 -> 407 us at 4 threads, 831 -> 234
@@ -215,8 +232,11 @@ class OutputStage:
         return packs, (0, len(pos))
 
 
-def _passthrough(spec: KernelSpec, prep: Prepared | None, row: int, sel, dtype):
-    """(values, validity) of input column ``C[row]`` passed through to the output."""
+def _passthrough(spec: KernelSpec, prep: Prepared | None, row: int, sel, dtype,
+                 threads: int = 1, pool: BlockPool | None = None):
+    """(values, validity) of input column ``C[row]`` passed through to the output, at
+    the input rows ``sel`` (None: all), taken on ``threads`` numba workers into memory
+    from ``pool``."""
     if prep is None:  # no input: an empty column
         return np.empty(0, dtype=dtype), None
     src = prep.C[row]
@@ -226,7 +246,21 @@ def _passthrough(spec: KernelSpec, prep: Prepared | None, row: int, sel, dtype):
     m = None if vm is None else vm[sel]
     if m is not None and _all_true(m):
         m = None
-    return src[sel], m
+    return _take(src, sel, threads, pool), m
+
+
+def _take(src: np.ndarray, sel: np.ndarray, threads: int, pool: BlockPool | None):
+    """``src[sel]``: into recycled memory (a new array of a large output page-faults on
+    its first write), on the numba workers when ``threads`` > 1."""
+    nbytes = len(sel) * src.dtype.itemsize
+    if pool is None or nbytes < pool.min_bytes:
+        return src[sel]
+    out = pool.take(nbytes)[:nbytes].view(src.dtype)
+    if threads > 1:
+        take_rows_parallel(src, sel, out, threads)
+    else:
+        np.take(src, sel, out=out)
+    return out
 
 
 def _column_plan(oc, t: str, e, bound: BoundQuery, dicts) -> tuple:

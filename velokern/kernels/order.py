@@ -12,6 +12,11 @@ move the rows there pack by pack, so the engine never sorts:
 - :func:`gather_rows`: the rows at the positions, for every row of a pack, in one call
   per pack (a take per column and per mask cost more); :func:`gather_rows_parallel`
   splits the positions over the numba workers (V2 jobs).
+- :func:`concat_runs`: rows of partitions that took contiguous ranges of the batch
+  (stateless queries) are in input order already, run after run: their positions and
+  input rows are laid end to end (:func:`concat_runs_parallel`: a run per worker).
+- :func:`take_rows_parallel`: an input column at the chosen input rows, in contiguous
+  pieces on the numba workers.
 - :func:`merge_runs`: group rows of windowed queries, each partition's run sorted by
   (window start, first record), merged by that key.
 
@@ -57,6 +62,57 @@ def input_order(orow, starts, counts, inv, pos, sel):
             sel[m] = i
             m += 1
     return m
+
+
+@njit(**JIT)
+def concat_runs(orow, starts, counts, pos, sel):
+    """Partition r wrote ``counts[r]`` rows at ``starts[r]``, in input order, and every
+    row of run r comes before every row of run r + 1 (partitions took contiguous
+    ranges): writes the pack positions of all the rows, run after run, to ``pos`` and
+    their input rows to ``sel``; returns the number of rows."""
+    m = 0
+    for r in range(len(starts)):
+        _concat_run(orow, starts[r], counts[r], m, pos, sel)
+        m += counts[r]
+    return m
+
+
+@njit(**JIT)
+def _concat_run(orow, a, c, at, pos, sel):
+    for k in range(c):
+        pos[nonneg(at + k)] = a + k
+        sel[nonneg(at + k)] = orow[nonneg(a + k)]
+
+
+@njit(parallel=True, **JIT)
+def concat_runs_parallel(orow, starts, counts, pos, sel):
+    """:func:`concat_runs` with each run laid down by a numba worker."""
+    P = len(starts)
+    at = np.empty(P, np.int64)
+    m = 0
+    for r in range(P):
+        at[r] = m
+        m += counts[r]
+    for r in prange(P):
+        _concat_run(orow, starts[r], counts[r], at[r], pos, sel)
+    return m
+
+
+@njit(**JIT)
+def _take_range(src, sel, dst, lo, hi):
+    for k in range(lo, hi):
+        dst[nonneg(k)] = src[nonneg(sel[nonneg(k)])]
+
+
+@njit(parallel=True, **JIT)
+def take_rows_parallel(src, sel, dst, chunks):
+    """``dst[k] = src[sel[k]]`` (an input column at the chosen rows) on the numba
+    workers, ``chunks`` contiguous pieces of ``sel`` (one thread: numpy's take)."""
+    n = len(sel)
+    step = (n + chunks - 1) // chunks
+    for t in prange(chunks):
+        lo = min(n, t * step)
+        _take_range(src, sel, dst, lo, min(n, lo + step))
 
 
 @njit(**JIT)

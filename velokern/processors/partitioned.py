@@ -9,6 +9,7 @@ V2 emits exactly what V1 emits.
 from __future__ import annotations
 
 import threading
+import time
 import weakref
 from collections.abc import Sequence
 
@@ -16,6 +17,7 @@ import numba
 
 from velokern.batch import RecordBatch
 from velokern.exec import StreamExecutionEngine
+from velokern.processors.adaptive import WorkerChoice
 from velokern.processors.config import default_num_partitions
 from velokern.processors.strategies import Strategy, StrategyError, make_strategy
 from velokern.processors.threading import (
@@ -23,6 +25,7 @@ from velokern.processors.threading import (
     configure_threading_layer,
     parallel_guard,
     pin_workers,
+    use_threads,
 )
 
 __all__ = ["PartitionedJobCoordinator"]
@@ -55,6 +58,7 @@ class PartitionedJobCoordinator:
         self._keyed_by = tuple(keyed_by) if keyed_by else ()
         # per engine, held weakly: a coordinator may serve several jobs over its life
         self._strategies: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self._choices: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self._pinned = threading.local()
         configure_threading_layer()
         max_threads = numba.config.NUMBA_NUM_THREADS
@@ -101,11 +105,19 @@ class PartitionedJobCoordinator:
         """Check the strategy against the query (done before the first batch runs)."""
         self.strategy_for(engine)
 
-    def _prepare_threads(self) -> None:
-        numba.set_num_threads(self._threads)
+    def worker_choice(self, engine: StreamExecutionEngine) -> WorkerChoice:
+        """How this engine's batches pick their worker count (see
+        :mod:`velokern.processors.adaptive`)."""
+        c = self._choices.get(engine)
+        if c is None:
+            c = self._choices[engine] = WorkerChoice(self._threads)
+        return c
+
+    def _prepare_threads(self, threads: int) -> None:
         if self._affinity and not getattr(self._pinned, "done", False):
             pin_workers(self._threads)
             self._pinned.done = True
+        use_threads(threads)
 
     def process_batch(self, batch: RecordBatch, engine: StreamExecutionEngine) -> RecordBatch:
         strategy = self.strategy_for(engine)
@@ -115,19 +127,22 @@ class PartitionedJobCoordinator:
             engine.reject(batch)
             raise
         prep = engine.prepare(batch)
-        routing = strategy.route(engine, prep, self._n, self._threads)
+        choice = self.worker_choice(engine)
+        threads = choice.threads_for(prep.n)
+        self._prepare_threads(threads)
+        t0 = time.perf_counter()
+        routing = strategy.route(engine, prep, self._n, threads)
         engine.bind_partitions(self._n)
-        self._prepare_threads()
-        if self._n > 1:
-            routing.parallel = True
         with parallel_guard():
-            return engine.execute(prep, routing)
+            out = engine.execute(prep, routing)
+        choice.observe(prep.n, threads, time.perf_counter() - t0)
+        return out
 
     def flush(self, engine: StreamExecutionEngine) -> RecordBatch:
         self.strategy_for(engine)
         if engine.num_partitions is None:
             engine.bind_partitions(self._n)
         # the last windows' rows are merged and gathered on the workers, as a batch's
-        self._prepare_threads()
+        self._prepare_threads(self._threads)
         with parallel_guard():
             return engine.flush()

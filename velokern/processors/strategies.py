@@ -9,8 +9,9 @@
 ``smart``      stateful: ``sticky`` when the source is declared keyed by the GROUP BY
                columns, else ``hash``; stateless: ``fan_in``.
 ``round_robin`` row i -> partition ``i % n``. Stateless queries only.
-``fan_in``     contiguous slices of the batch, one per partition, outputs fanned back
-               in slice order; no bucketing at all. Stateless queries only.
+``fan_in``     contiguous slices of the batch, one per partition, outputs laid end to
+               end in slice order; no bucketing at all (a batch run on one worker is
+               one slice). Stateless queries only.
 =============  =====================================================================
 
 A strategy that cannot give the right answer for a query is rejected by
@@ -25,7 +26,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from velokern import _shim, config
+from velokern import _shim
 from velokern.batch import RecordBatch
 from velokern.exec import Prepared, Routing, StreamExecutionEngine
 
@@ -62,13 +63,14 @@ class Strategy:
         return f"{type(self).__name__}()"
 
 
-def _bucketed(pids: np.ndarray, n: int) -> Routing:
-    return _routing(*_shim.stable_bucket(pids, n))
+def _bucketed(pids: np.ndarray, n: int, threads: int) -> Routing:
+    return _routing(*_shim.stable_bucket(pids, n), threads)
 
 
-def _routing(order: np.ndarray, offsets: np.ndarray) -> Routing:
+def _routing(order: np.ndarray, offsets: np.ndarray, threads: int) -> Routing:
     """Partition p reads the rows ``order[offsets[p]:offsets[p + 1]]``."""
-    return Routing(offsets[:-1].copy(), offsets[1:].copy(), idx=order, parallel=True)
+    return Routing(offsets[:-1].copy(), offsets[1:].copy(), idx=order, parallel=True,
+                   threads=threads)
 
 
 def _keyed_ok(engine: StreamExecutionEngine, keyed_by: tuple[str, ...]) -> bool:
@@ -94,10 +96,9 @@ class HashStrategy(Strategy):
             ends[0] = prep.n
             return Routing(starts, ends, parallel=True)
         # the shim hashes, counts and scatters on the worker threads (contiguous chunks
-        # of rows) when the batch is large enough to pay for waking them
-        _, order, offsets = _shim.bucket_by_keys(
-            engine.key_bits(prep), n, threads if prep.n >= config.PARALLEL_MIN_ROWS else 1)
-        return _routing(order, offsets)
+        # of rows)
+        _, order, offsets = _shim.bucket_by_keys(engine.key_bits(prep), n, threads)
+        return _routing(order, offsets, threads)
 
 
 class StickyStrategy(Strategy):
@@ -133,7 +134,7 @@ class StickyStrategy(Strategy):
         # checked by check() before the engine prepared the batch
         col = prep.batch.column(PARTITION_COLUMN)
         pids = (col.astype(np.int64) % n).astype(np.int32)
-        return _bucketed(pids, n)
+        return _bucketed(pids, n, threads)
 
 
 class SmartStrategy(Strategy):
@@ -174,15 +175,27 @@ class RoundRobinStrategy(_StatelessOnly):
 
     def route(self, engine, prep, n, threads=1):
         pids = (np.arange(prep.n, dtype=np.int64) % n).astype(np.int32)
-        return _bucketed(pids, n)
+        return _bucketed(pids, n, threads)
 
 
 class FanInStrategy(_StatelessOnly):
     name = "fan_in"
 
+    def __init__(self, keyed_by: Sequence[str] | None = None):
+        super().__init__(keyed_by)
+        self._last: tuple[tuple[int, int], Routing] | None = None
+
     def route(self, engine, prep, n, threads=1):
-        bounds = np.linspace(0, prep.n, n + 1).astype(np.int64)
-        return Routing(bounds[:-1].copy(), bounds[1:].copy(), parallel=True)
+        if n == 1 or threads <= 1:
+            # one slice on the calling thread: with no state, where the rows run changes
+            # nothing
+            return Routing.single(prep.n)
+        key = (prep.n, n, threads)
+        if self._last is None or self._last[0] != key:  # (batches repeat their sizes)
+            bounds = np.linspace(0, prep.n, n + 1).astype(np.int64)
+            self._last = (key, Routing(bounds[:-1].copy(), bounds[1:].copy(),
+                                       parallel=True, threads=threads))
+        return self._last[1]
 
 
 _BY_NAME = {s.name: s for s in (HashStrategy, StickyStrategy, SmartStrategy,

@@ -37,11 +37,21 @@ __all__ = [
     "parallel_guard",
     "pin_workers",
     "threading_layer_name",
+    "use_threads",
     "worker_affinity",
 ]
 
 _CHOSEN: str | None = None
 _GLOBAL_LOCK = threading.Lock()
+_SET = threading.local()  # the worker count last set on this thread, through velokern
+
+
+def use_threads(n: int) -> None:
+    """``numba.set_num_threads(n)`` for the calling thread, skipped when velokern set
+    ``n`` there last (the call costs several µs; a V2 batch of 1k rows takes ~40)."""
+    if getattr(_SET, "n", None) != n:
+        numba.set_num_threads(n)
+        _SET.n = n
 
 
 def configure_threading_layer() -> str:
@@ -141,7 +151,7 @@ def pin_workers(num_threads: int, cpus: list[int] | None = None) -> list[int | N
     if len(cpus) < num_threads:
         raise OSError(f"cannot pin {num_threads} workers to their own cores: only "
                       f"{len(cpus)} CPU(s) available ({cpus})")
-    numba.set_num_threads(num_threads)
+    use_threads(num_threads)
     arr = np.asarray(cpus[:num_threads], dtype=np.int32)
     with _caller_affinity_kept():
         for _ in range(20):
@@ -178,7 +188,7 @@ def worker_affinity(num_threads: int) -> list[set[int]]:
     """The CPU set of each of the calling thread's numba workers, read by the workers
     (worker 0 is the calling thread on OpenMP: its own, never pinned, set)."""
     configure_threading_layer()
-    numba.set_num_threads(num_threads)
+    use_threads(num_threads)
     for _ in range(20):
         out = np.zeros((num_threads, _WORDS), dtype=np.int64)
         seen = np.zeros(num_threads, dtype=np.uint8)

@@ -18,6 +18,18 @@ def input_order(orow, runs) -> tuple[list[int], list[int]]:
     return [k for _, k in rows], [i for i, _ in rows]
 
 
+def concat_runs(orow, runs) -> tuple[list[int], list[int]]:
+    """(positions, input rows) of the rows of the runs ``[(a, b), ...]``, run after run
+    (the runs hold contiguous ranges of input rows, in order)."""
+    pos = [k for a, b in runs for k in range(a, b)]
+    return pos, [orow[k] for k in pos]
+
+
+def take_rows(src, sel):
+    """``src`` at the rows ``sel``."""
+    return [src[i] for i in sel]
+
+
 def gather_rows(src, pos):
     """The rows of ``src`` with column k taken from column ``pos[k]``."""
     return [[row[p] for p in pos] for row in src]
@@ -30,4 +42,5 @@ def scatter_rows(src, orow, runs):
     return [[row[cols[i]] for i in range(len(cols))] for row in src]
 
 
-__all__ = ["gather_rows", "input_order", "merge_runs", "scatter_rows"]
+__all__ = ["concat_runs", "gather_rows", "input_order", "merge_runs", "scatter_rows",
+           "take_rows"]

@@ -1,0 +1,67 @@
+"""How many workers a V2 batch runs on: all of the processor's, or the calling thread
+alone, on the same partitioned state either way (the answer never depends on it).
+
+Small batches (fewer than ``config.PARALLEL_MIN_ROWS`` rows) run on the calling
+thread: waking the workers and splitting the work costs more than they save. For the
+large ones V2 measures: it keeps a running cost per row of the batches it ran on all
+workers and of those it ran on one, and runs the next batch the cheaper way (the way in
+use averages its recent batches; the other way's cost is its last probe's). When
+another process takes a core, the workers that share it are descheduled and the rest
+wait for them at the end of each parallel step, so the parallel cost rises past the
+serial one and V2 goes on alone; every ``config.V2_PROBE_EVERY``-th large batch runs
+the other way, so the choice comes back once the core is free again.
+"""
+
+from __future__ import annotations
+
+from velokern import config
+
+__all__ = ["WorkerChoice"]
+
+
+class WorkerChoice:
+    """The worker count of each batch of one V2 job (``threads``: all its workers)."""
+
+    def __init__(self, threads: int):
+        self.threads = threads
+        self._cost: dict[int, float | None] = {1: None, threads: None}  # s per row
+        self._seen: dict[int, int] = {1: 0, threads: 0}
+        self._large = 0
+        self._probe = False  # the batch under way runs the other way, to measure it
+
+    def threads_for(self, rows: int) -> int:
+        """Workers for a batch of ``rows`` rows."""
+        if self.threads <= 1 or rows < config.PARALLEL_MIN_ROWS:
+            return 1
+        self._large += 1
+        par, one = self._cost[self.threads], self._cost[1]
+        if par is None:
+            return self.threads
+        if one is None:
+            return 1
+        best, other = (self.threads, 1) if par <= one else (1, self.threads)
+        self._probe = self._large % max(config.V2_PROBE_EVERY, 2) == 0
+        return other if self._probe else best
+
+    def observe(self, rows: int, threads: int, seconds: float) -> None:
+        """A large batch of ``rows`` rows took ``seconds`` on ``threads`` workers (the
+        first batch each way is not counted: it may have compiled kernels)."""
+        if self.threads <= 1 or rows < config.PARALLEL_MIN_ROWS:
+            return
+        self._seen[threads] += 1
+        if self._seen[threads] == 1:
+            return
+        cost = seconds / rows
+        old = self._cost[threads]
+        w = config.V2_COST_WEIGHT
+        # a probe's cost replaces the other way's (its running cost is as old as the
+        # last probe); the way in use averages its batches
+        probe, self._probe = self._probe, False
+        self._cost[threads] = cost if old is None or probe else (1 - w) * old + w * cost
+
+    def costs(self) -> dict[str, float | None]:
+        """The running costs in ns per row: on all workers, and on one."""
+        def ns(c):
+            return None if c is None else c * 1e9
+        return {"parallel_ns_per_row": ns(self._cost[self.threads]),
+                "serial_ns_per_row": ns(self._cost[1])}
