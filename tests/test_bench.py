@@ -7,6 +7,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from velokern.datagen import SCENARIOS
 
 
@@ -147,3 +149,23 @@ def test_scaling_command_line(tmp_path):
     r = subprocess.run([sys.executable, "-m", "velokern", "bench", "--scaling", str(bad)],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode != 0 and "no such folder" in r.stderr
+
+
+def test_realistic_bench_times_velokern_beside_checked_hand_loops(tmp_path):
+    from velokern.bench.realistic import _check_hand, _Data, format_realistic, measure_realistic
+
+    rows = measure_realistic(batch_sizes=(5_000,), processors=("v1", "v2:2"),
+                             records=20_000, repeats=1, workloads=("filter", "groupby"))
+    cases = {(r["workload"], r["case"]) for r in rows}
+    for w in ("filter", "groupby"):
+        assert {(w, "v1"), (w, "v2:2"), (w, "hand")} <= cases
+    assert all(r["us_per_batch"] > 0 for r in rows)
+    table = format_realistic(rows)
+    assert "| filter | 5,000 | no |" in table and "v1 of hand" in table
+    # the hand-written loops are checked against V1 before they are timed: a wrong one
+    # is refused
+    data = _Data(3_000)
+    data.amount = data.amount[::-1].copy()  # the loop reads other amounts than V1
+    batches = _Data(3_000).batches("filter", 1_000)
+    with pytest.raises(AssertionError, match="hand-written filter loop"):
+        _check_hand("filter", data, batches)

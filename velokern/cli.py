@@ -272,6 +272,10 @@ def _bench(args: argparse.Namespace) -> int:
         write_report(args.report, quick=args.quick)
         print(f"wrote {args.report}")
         return 0
+    if args.realistic:
+        return _bench_realistic(args)
+    if args.busy:
+        raise UsageError("--busy goes with --realistic")
     text = args.scenarios or ",".join(SCALING_SCENARIOS if args.scaling else ALL_SCENARIOS)
     scenarios = tuple(x.strip() for x in text.split(",") if x.strip())
     bad = [x for x in scenarios if x not in ALL_SCENARIOS]
@@ -299,6 +303,30 @@ def _bench(args: argparse.Namespace) -> int:
             f.write(to_json(results))
     if args.plot and plot(results, args.plot):
         print(f"wrote {args.plot}")
+    return 0
+
+
+def _bench_realistic(args: argparse.Namespace) -> int:
+    import json
+
+    from velokern.bench.realistic import WORKLOADS, format_realistic, measure_realistic
+
+    if args.scenarios or args.scaling or args.plot:
+        raise UsageError("--realistic runs its own four workloads; leave out --scenarios, "
+                         "--scaling and --plot")
+    kw: dict = {"busy": args.busy}
+    if args.quick:
+        kw.update(batch_sizes=(1_000, 100_000), records=200_000, repeats=3)
+    if args.processors:
+        kw["processors"] = tuple(args.processors.split(","))
+    rows = measure_realistic(**kw)
+    for w, (sql, data) in WORKLOADS.items():
+        print(f"{w}: {sql}  [{data}]")
+    print()
+    print(format_realistic(rows))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=1)
     return 0
 
 
@@ -349,6 +377,11 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--scaling", metavar="FILE.json",
                    help="the scaling study on this machine (V2 at 1, 2, 4, ... partitions up "
                         "to its CPUs) as JSON; the report renders docs/scaling-*.json")
+    b.add_argument("--realistic", action="store_true",
+                   help="filter, GROUP BY, tumbling window and ROWS window on random data, "
+                        "V1 and V2 beside a hand-written loop (velokern.bench.realistic)")
+    b.add_argument("--busy", action="store_true",
+                   help="with --realistic: keep one core busy with another process")
     b.set_defaults(func=_bench)
     e = sub.add_parser("explain", help="print the plan of a query")
     e.add_argument("--sql", required=True)

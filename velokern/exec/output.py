@@ -20,8 +20,8 @@ from velokern.batch import STRING, RecordBatch
 from velokern.codegen import KernelSpec
 from velokern.exec.context import JobContext, Prepared
 from velokern.kernels.order import (
-    concat_runs,
-    concat_runs_parallel,
+    concat_rows,
+    concat_rows_parallel,
     gather_rows,
     gather_rows_parallel,
     input_order,
@@ -107,10 +107,14 @@ class OutputStage:
         if ranged:
             if total == n:  # every range kept every row: the packs are in order
                 return self.assemble(spec, bound, dicts, packs, (0, n), prep)
-            pos, sel = scratch.get("pos", total), scratch.get("sel", total)
-            (concat_runs_parallel if threads > 1 else concat_runs)(orow, starts, counts, pos,
-                                                                   sel)
-            return self.assemble(spec, bound, dicts, packs, pos[:total], prep, sel[:total])
+            concat = concat_rows_parallel if threads > 1 else concat_rows
+            out = _repacked(spec, packs, total, lambda src, dst: concat(src, starts, counts,
+                                                                        dst), self.pool)
+            sel = None
+            if spec.out_rows()["C"]:  # input columns passed through: their rows
+                sel = scratch.get("sel", total)[:total]
+                concat(orow[None, :], starts, counts, sel[None, :])
+            return self.assemble(spec, bound, dicts, out, (0, total), prep, sel)
         if total == n:
             # every input row has its row: the packs' rows are scattered into new packs
             # in input order (one pass per pack; gathering through the inverse map took

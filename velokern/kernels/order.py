@@ -12,9 +12,9 @@ move the rows there pack by pack, so the engine never sorts:
 - :func:`gather_rows`: the rows at the positions, for every row of a pack, in one call
   per pack (a take per column and per mask cost more); :func:`gather_rows_parallel`
   splits the positions over the numba workers (V2 jobs).
-- :func:`concat_runs`: rows of partitions that took contiguous ranges of the batch
-  (stateless queries) are in input order already, run after run: their positions and
-  input rows are laid end to end (:func:`concat_runs_parallel`: a run per worker).
+- :func:`concat_rows`: rows of partitions that took contiguous ranges of the batch
+  (stateless queries) are in input order already, run after run: they are laid end to
+  end, pack by pack (:func:`concat_rows_parallel`: a run per worker).
 - :func:`take_rows_parallel`: an input column at the chosen input rows, in contiguous
   pieces on the numba workers.
 - :func:`merge_runs`: group rows of windowed queries, each partition's run sorted by
@@ -65,28 +65,25 @@ def input_order(orow, starts, counts, inv, pos, sel):
 
 
 @njit(**JIT)
-def concat_runs(orow, starts, counts, pos, sel):
-    """Partition r wrote ``counts[r]`` rows at ``starts[r]``, in input order, and every
-    row of run r comes before every row of run r + 1 (partitions took contiguous
-    ranges): writes the pack positions of all the rows, run after run, to ``pos`` and
-    their input rows to ``sel``; returns the number of rows."""
-    m = 0
+def concat_rows(src, starts, counts, dst):
+    """Partition r wrote ``counts[r]`` rows at ``starts[r]`` of the pack ``src`` (``[rows,
+    slots]``), in input order, and every row of run r comes before every row of run r +
+    1 (partitions took contiguous ranges): ``dst`` gets the runs end to end."""
+    at = 0
     for r in range(len(starts)):
-        _concat_run(orow, starts[r], counts[r], m, pos, sel)
-        m += counts[r]
-    return m
+        _copy_block(src, starts[r], counts[r], dst, at)
+        at += counts[r]
 
 
 @njit(**JIT)
-def _concat_run(orow, a, c, at, pos, sel):
-    for k in range(c):
-        pos[nonneg(at + k)] = a + k
-        sel[nonneg(at + k)] = orow[nonneg(a + k)]
+def _copy_block(src, a, c, dst, at):
+    for q in range(src.shape[0]):
+        dst[q, at:at + c] = src[q, a:a + c]
 
 
 @njit(parallel=True, **JIT)
-def concat_runs_parallel(orow, starts, counts, pos, sel):
-    """:func:`concat_runs` with each run laid down by a numba worker."""
+def concat_rows_parallel(src, starts, counts, dst):
+    """:func:`concat_rows` with each run copied by a numba worker."""
     P = len(starts)
     at = np.empty(P, np.int64)
     m = 0
@@ -94,8 +91,7 @@ def concat_runs_parallel(orow, starts, counts, pos, sel):
         at[r] = m
         m += counts[r]
     for r in prange(P):
-        _concat_run(orow, starts[r], counts[r], at[r], pos, sel)
-    return m
+        _copy_block(src, starts[r], counts[r], dst, at[r])
 
 
 @njit(**JIT)

@@ -18,11 +18,11 @@ def input_order(orow, runs) -> tuple[list[int], list[int]]:
     return [k for _, k in rows], [i for i, _ in rows]
 
 
-def concat_runs(orow, runs) -> tuple[list[int], list[int]]:
-    """(positions, input rows) of the rows of the runs ``[(a, b), ...]``, run after run
+def concat_rows(src, runs):
+    """The rows of ``src`` with the columns of the runs ``[(a, b), ...]``, run after run
     (the runs hold contiguous ranges of input rows, in order)."""
-    pos = [k for a, b in runs for k in range(a, b)]
-    return pos, [orow[k] for k in pos]
+    cols = [k for a, b in runs for k in range(a, b)]
+    return [[row[k] for k in cols] for row in src]
 
 
 def take_rows(src, sel):
@@ -42,5 +42,5 @@ def scatter_rows(src, orow, runs):
     return [[row[cols[i]] for i in range(len(cols))] for row in src]
 
 
-__all__ = ["concat_runs", "gather_rows", "input_order", "merge_runs", "scatter_rows",
+__all__ = ["concat_rows", "gather_rows", "input_order", "merge_runs", "scatter_rows",
            "take_rows"]
