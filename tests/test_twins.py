@@ -359,6 +359,14 @@ def _check_watermarks(kernel, twin, case):
     assert out.tolist() == ref and wm == ref_wm
 
 
+def _check_first_outside(kernel, twin, case):
+    rows, has_mask, limit = case
+    ts = np.array([t for t, _ in rows], np.int64)
+    valid = np.array([v for _, v in rows], np.bool_)
+    got = kernel(ts, valid, has_mask, limit)
+    assert got == twin(ts.tolist(), valid.tolist() if has_mask else [True] * len(rows), limit)
+
+
 @st.composite
 def window_order_cases(draw):
     w = draw(st.lists(st.integers(-3, 5), max_size=40))
@@ -673,6 +681,9 @@ TWINS: dict[tuple[str, str], Twin] = {
     ("windows", "watermarks"): Twin(slow.watermarks, st.tuples(
         st.lists(st.tuples(times, st.booleans()), max_size=60), times, st.booleans()),
         _check_watermarks),
+    ("windows", "first_outside"): Twin(slow.first_outside, st.tuples(
+        st.lists(st.tuples(int64s, st.booleans()), max_size=30), st.booleans(),
+        st.sampled_from([1, 2**40, 2**62, 2**63 - 1])), _check_first_outside),
     ("windows", "window_order"): Twin(slow.window_order, window_order_cases(),
                                       _check_window_order),
     ("windows", "closing_gids"): Twin(slow.closing_gids, st.tuples(

@@ -36,6 +36,12 @@ MAX_ROWS_FRAME = 10_000
 MAX_WINDOWS_PER_RECORD = 100
 #: V2 partitions (each has its own state)
 MAX_PARTITIONS = 1024
+#: event times, in ticks of the time column (ms, or the datetime64 unit), lie strictly
+#: between -MAX_EVENT_TIME and MAX_EVENT_TIME (2**62 ns: years 1824 to 2116), and window
+#: sizes, slides, session gaps and the allowed lateness are under MAX_WINDOW_TICKS ticks:
+#: window arithmetic then never leaves int64 (a batch with a time outside is refused)
+MAX_EVENT_TIME = 2**62
+MAX_WINDOW_TICKS = 2**60
 
 # ---------------------------------------------------------------- state
 #: groups each partition's state holds at first (it doubles when full)

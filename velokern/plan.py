@@ -879,6 +879,10 @@ def _bind_window(q: Query, w: WindowSpec, types: dict[str, str]) -> tuple[float,
         if v < 1 or v != int(v):
             raise PlanError(f"window {what} {ms} ms is not a whole number of {t} ticks of "
                             f"column {tc!r}")
+        if v >= config.MAX_WINDOW_TICKS:
+            raise PlanError(f"{w.describe()}: the window {what} is {int(v)} ticks of column "
+                            f"{tc!r}, over the limit of 2**60 "
+                            "(velokern.config.MAX_WINDOW_TICKS)")
         out.append(int(v))
     per_record = -(-out[0] // out[1])
     if per_record > config.MAX_WINDOWS_PER_RECORD:

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from velokern import config
 from velokern.batch import (
     STRING,
     RecordBatch,
@@ -29,7 +30,7 @@ from velokern.batch import (
 from velokern.codegen import KernelSpec, generate
 from velokern.exec.context import JobContext, Prepared, SchemaError
 from velokern.kernels.compiler import load_module
-from velokern.kernels.windows import NO_WATERMARK, watermarks
+from velokern.kernels.windows import NO_WATERMARK, first_outside, watermarks
 from velokern.plan import (
     PROCESSING_TIME,
     WINDOW_COLUMNS,
@@ -128,6 +129,8 @@ class InputStage:
         bound = self.bound if self.bound is not None else self._bind_first(batch)
         wants = self._wants if self.bound is not None else _wanted_types(bound)
         data, masks, bdicts = _read_columns(batch, bound, wants)
+        if w is not None:
+            check_event_times(w.time_column, data[w.time_column], masks[w.time_column])
         # -- from here on nothing can fail on the data; adopt schema and dictionaries
         if self.bound is None:
             self.bound = bound
@@ -305,6 +308,28 @@ def _wanted_types(bound: BoundQuery) -> list[tuple[str, np.dtype | None]]:
             for c in bound.columns]
 
 
+def check_event_times(column: str, arr: np.ndarray, valid: np.ndarray | None) -> None:
+    """Refuse a batch whose event times are not strictly within config.MAX_EVENT_TIME
+    ticks of 0: window arithmetic on them could leave int64 and put records in wrong
+    windows (a null time is no event time)."""
+    if arr.dtype.kind not in "iuM" or (arr.dtype.kind != "M" and arr.dtype.itemsize < 8):
+        return  # (no narrower integer reaches the limit; other types are refused by plan)
+    limit = config.MAX_EVENT_TIME
+    if arr.dtype.kind == "u":
+        over = arr >= limit
+        bad = np.flatnonzero(over if valid is None else over & valid)
+        i = int(bad[0]) if len(bad) else -1
+    else:
+        i = first_outside(arr.view(np.int64), valid if valid is not None else _NO_MASKS[0],
+                          valid is not None, limit)
+    if i >= 0:
+        raise ValueError(
+            f"event time {arr[i]} of column {column!r} at row {i} is outside the range "
+            f"windows support: event times lie strictly between -2**62 and 2**62 ticks "
+            f"of the column's type ({arr.dtype}; velokern.config.MAX_EVENT_TIME); the "
+            "batch is refused")
+
+
 def stamp_processing_time(batch: RecordBatch) -> RecordBatch:
     """``batch`` with a ``_timestamp`` column: the ingestion time in epoch milliseconds."""
     now = np.full(len(batch), int(time.time() * 1000), dtype=np.int64)
@@ -340,6 +365,11 @@ def checked_lateness(query: Query, allowed_lateness_ms) -> int:
             or isinstance(allowed_lateness_ms, bool) or allowed_lateness_ms < 0):
         raise PlanError("allowed_lateness_ms must be a non-negative integer, got "
                         f"{allowed_lateness_ms!r}")
+    limit = config.MAX_WINDOW_TICKS // 1_000_000  # (in ns ticks, the finest unit)
+    if allowed_lateness_ms >= limit:
+        raise PlanError(f"allowed_lateness_ms {allowed_lateness_ms} is over the limit: it "
+                        f"must be under {limit} ms (2**60 ns; "
+                        "velokern.config.MAX_WINDOW_TICKS)")
     if allowed_lateness_ms and query.window is None:
         raise PlanError("allowed_lateness_ms applies to time windows; this query has no "
                         "WINDOW")

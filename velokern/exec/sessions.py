@@ -28,6 +28,7 @@ import numpy as np
 
 from velokern.batch import RecordBatch, Schema, StringDictionary
 from velokern.exec.context import JobContext, Prepared, Routing
+from velokern.exec.input import check_event_times
 from velokern.exec.windows import hold_late
 from velokern.kernels.windows import (
     NO_WATERMARK,
@@ -109,6 +110,8 @@ class SessionWindows:
         self.gap = 0
         self.ticks = 1.0
         self.time_type: str | None = None
+        if schema is not None:  # the gap is checked now, not at the first batch
+            self._bind_time(schema)
         # keys with an open session: grouping bits -> id; id -> bits (None: a free id)
         self._key_ids: dict[bytes, int] = {}
         self._key_of: list[bytes | None] = []
@@ -132,6 +135,8 @@ class SessionWindows:
         """Validate through the WHERE/key kernel; the watermark of every record rides
         along (computed over all records, filtered or not)."""
         n = len(batch)
+        if self.time_col in batch:  # (missing: the pre-stage names it)
+            check_event_times(self.time_col, *batch._parts(self.time_col)[:2])
         data = {c: batch._parts(c)[0] for c in batch.column_names}
         masks = {c: batch._parts(c)[1] for c in batch.column_names}
         data[_POS] = np.arange(n, dtype=np.int64)
@@ -139,11 +144,8 @@ class SessionWindows:
         with_pos = RecordBatch._trusted(batch.column_names + [_POS], data, masks,
                                         dict(batch.dictionaries), n)
         prep = self.pre.prepare(with_pos)
-        schema = self.pre.schema
         if self.time_type is None:
-            self.ticks, self.gap, _ = _bind_window(self.query, self.window,
-                                                   dict(zip(schema.names, schema.types)))
-            self.time_type = schema[self.time_col]
+            self._bind_time(self.pre.schema)
         ts = batch.column(self.time_col)
         ts = ts.view(np.int64) if is_time(self.time_type) else ts.astype(np.int64)
         valid = batch.validity(self.time_col)
@@ -152,6 +154,12 @@ class SessionWindows:
                            valid is not None, self.ctx.watermark, wm)
         prep.session = (batch, wm, int(final))
         return prep
+
+    def _bind_time(self, schema: Schema) -> None:
+        """The gap in ticks of the time column's type (raises PlanError)."""
+        self.ticks, self.gap, _ = _bind_window(self.query, self.window,
+                                               dict(zip(schema.names, schema.types)))
+        self.time_type = schema[self.time_col]
 
     # ------------------------------------------------------------------ snapshots
     _ARRAYS = ("_start", "_end", "_first", "_alive", "_parent", "_skey", "_nxt", "_head",

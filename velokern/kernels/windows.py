@@ -59,6 +59,19 @@ def min_window(wstart, ng):
 
 
 @njit(**JIT)
+def first_outside(ts, valid, has_mask, limit):
+    """The first row whose (valid) time ``t`` has ``t <= -limit`` or ``t >= limit``, or
+    -1 when every time is inside."""
+    for i in range(len(ts)):
+        if has_mask and not valid[i]:
+            continue
+        t = ts[i]
+        if t >= limit or t <= -limit:
+            return i
+    return -1
+
+
+@njit(**JIT)
 def watermarks(ts, valid, has_mask, carry, out):
     """``out[i]`` = the largest event time among the records before ``i`` (``carry``
     holds the largest of earlier batches); null times do not move it. Returns the
@@ -246,6 +259,7 @@ __all__ = [
     "assign_sessions",
     "closing_gids",
     "drop_closed",
+    "first_outside",
     "first_window",
     "min_window",
     "session_lists",

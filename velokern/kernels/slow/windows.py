@@ -7,6 +7,12 @@ INT64_MAX = 2**63 - 1
 NO_WATERMARK = -(2**63)
 
 
+def first_outside(ts, valid, limit) -> int:
+    """The first row whose valid time is not strictly between -limit and limit, or -1."""
+    return next((i for i, (t, ok) in enumerate(zip(ts, valid)) if ok and abs(t) >= limit),
+                -1)
+
+
 def watermarks(ts, valid, carry):
     """(per-record watermark, final watermark): the largest earlier valid time."""
     out, wm = [], carry
@@ -94,5 +100,6 @@ def session_lists(skey, n: int) -> dict[int, list[int]]:
     return lists
 
 
-__all__ = ["NO_WATERMARK", "assign_sessions", "closing_gids", "drop_closed", "first_window",
-           "min_window", "session_lists", "watermarks", "window_order", "window_starts"]
+__all__ = ["NO_WATERMARK", "assign_sessions", "closing_gids", "drop_closed", "first_outside",
+           "first_window", "min_window", "session_lists", "watermarks", "window_order",
+           "window_starts"]
