@@ -95,5 +95,5 @@ def test_window_sizes_over_the_limit_are_refused_when_planned(sql, message):
 def test_a_lateness_over_the_limit_is_refused():
     limit = config.MAX_WINDOW_TICKS // 1_000_000
     vk.StreamExecutionEngine(TUMBLING, allowed_lateness_ms=limit - 1)
-    with pytest.raises(PlanError, match="allowed_lateness_ms .* over the limit"):
+    with pytest.raises(PlanError, match=r"allowed_lateness_ms \d+ is over the limit"):
         vk.StreamExecutionEngine(TUMBLING, allowed_lateness_ms=limit)
