@@ -31,6 +31,8 @@ QUERIES = {
             "AND CURRENT ROW) AS ma, LAG(x) OVER (PARTITION BY k ORDER BY ts) AS px FROM t",
     "session": "SELECT k, COUNT(*) AS n, SUM(x) AS sx, window_start, window_end FROM t "
                "GROUP BY k WINDOW SESSION(ts, 1500ms)",
+    "rows_ttl": "SELECT k, f, AVG(f) OVER (PARTITION BY k ORDER BY ts ROWS BETWEEN 5 "
+                "PRECEDING AND CURRENT ROW) AS ma FROM t WITH (state_ttl = '3s')",
 }
 
 
@@ -57,7 +59,8 @@ def _roundtrip(snap, tmp_path):
 
 @pytest.mark.parametrize("kind, processor", [
     ("stateless", "v1"), ("group_by", "v2:3"), ("keyless", "v1"), ("tumbling", "v1"),
-    ("sliding_changes", "v1"), ("rows", "v2:3"), ("session", "v2:3"), ("group_by", "v1")])
+    ("sliding_changes", "v1"), ("rows", "v2:3"), ("session", "v2:3"), ("group_by", "v1"),
+    ("rows_ttl", "v2:3")])
 def test_restored_engine_continues_bit_for_bit(kind, processor, tmp_path):
     sql = QUERIES[kind]
     batches = _batches()

@@ -186,6 +186,9 @@ class Over(Expr):
     rows: int = 0
     offset: int = 1
     default: Lit | None = None
+    #: the ORDER BY expression (one, else None): not the frame's order, which is arrival
+    #: order, but the event time a state TTL (WITH (state_ttl = ...)) is measured in
+    order: Expr | None = None
 
     def children(self):
         return (() if self.arg is None else (self.arg,)) + self.partition
@@ -269,6 +272,7 @@ class Query:
     positions: dict[int, tuple[int, int]] = field(default_factory=dict)
     window: WindowSpec | None = None
     allowed_lateness_ms: int | None = None  # from WITH (allowed_lateness = ...)
+    state_ttl_ms: int | None = None  # from WITH (state_ttl = ...): ROWS windows
 
     @property
     def has_over(self) -> bool:
@@ -314,6 +318,11 @@ class BoundQuery:
     overs: list = field(default_factory=list)
     over_types: list = field(default_factory=list)
     over_arg_types: list = field(default_factory=list)
+    #: ROWS windows with a state TTL: the ORDER BY column it is measured in, and the TTL
+    #: in that column's ticks (a key's frame expires once the stream's event time is
+    #: more than ``ttl`` past the key's last record)
+    ttl_column: str | None = None
+    ttl: int = 0
 
     @property
     def is_aggregate(self) -> bool:
@@ -760,9 +769,35 @@ def _bind_over(q: Query, schema: Schema, types: dict[str, str], select, where) -
     env = {"over": [compute_type(t) for t in over_types], "key": [], "agg": []}
     out_types = _over_output_types(q, outputs, types, env, over_types)
     cols = _collect_columns([e for _, e in select] + ([where] if where else []))
+    ttl_column, ttl = _bind_ttl(q, overs, types)
+    if ttl_column is not None and ttl_column not in cols:
+        cols.append(ttl_column)
     return BoundQuery(q, schema, cols, where, outputs, out_types, keys, key_types, [], [], [],
                       None, "rows", overs=overs, over_types=over_types,
-                      over_arg_types=over_arg_types)
+                      over_arg_types=over_arg_types, ttl_column=ttl_column, ttl=ttl)
+
+
+def _bind_ttl(q: Query, overs: list[Over], types: dict[str, str]) -> tuple[str | None, int]:
+    """(the event-time column, the TTL in its ticks) of ``WITH (state_ttl = ...)``."""
+    if not q.state_ttl_ms:
+        return None, 0
+    orders = {o.order for o in overs}
+    order = orders.pop() if len(orders) == 1 else None
+    if not isinstance(order, Col) or order.name not in types or not (
+            is_int(types[order.name]) or is_time(types[order.name])):
+        raise _err(q, overs[0], "state_ttl measures how long a key has not been seen in "
+                                "event time: every window function needs the same ORDER BY "
+                                "column, of integers (epoch ms) or timestamps")
+    t = types[order.name]
+    ticks = 1.0 if is_int(t) else _TICKS_PER_MS.get(np.datetime_data(np.dtype(t))[0])
+    if ticks is None:
+        raise _err(q, order, f"time column {order.name!r} has unsupported unit {t}")
+    ttl = q.state_ttl_ms * ticks
+    if ttl < 1 or ttl != int(ttl) or ttl >= config.MAX_WINDOW_TICKS:
+        raise PlanError(f"state_ttl {q.state_ttl_ms} ms is not a whole number of {t} ticks "
+                        f"of column {order.name!r} under 2**60 "
+                        "(velokern.config.MAX_WINDOW_TICKS)")
+    return order.name, int(ttl)
 
 
 def _over_refs(e: Expr, overs: list[Over]) -> Expr:

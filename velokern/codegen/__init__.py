@@ -84,6 +84,7 @@ def generate(bq: BoundQuery, nullable: set[str]) -> KernelSpec:
     if bq.overs:
         spec.stateful = True
         spec.rows_window = True
+        spec.ttl = bq.ttl_column is not None
         body = gen_rows(bq, spec, types)
     elif bq.is_aggregate:
         body = gen_aggregate(bq, spec, types)

@@ -23,8 +23,17 @@ from velokern.codegen.outputs import row_body
 from velokern.codegen.parallel import ROWS_PART, part_signature, prange_wrapper
 from velokern.codegen.spec import KernelSpec
 from velokern.codegen.state import PackRows, bind_packs, bind_slots, state_type
-from velokern.kernels.layout import FILTERED, NGROUPS, PACKS, ROWS_NOUT, rows_meta
-from velokern.plan import NULL, BoundQuery, compute_type, is_float
+from velokern.kernels.layout import (
+    FILTERED,
+    NGROUPS,
+    PACKS,
+    R_MARKS,
+    R_WINDOW,
+    ROWS_NOUT,
+    WIN_LATENESS,
+    rows_meta,
+)
+from velokern.plan import NULL, BoundQuery, Col, compute_type, is_float
 
 
 @dataclass
@@ -47,6 +56,8 @@ def _layout(bq: BoundQuery, spec: KernelSpec) -> list[_Ring]:
     for j, t in enumerate(bq.key_types):
         st.add(f"kv{j}", state_type(t))
     st.add("nrows", "int64")
+    if bq.ttl_column is not None:
+        st.add("last_t", "int64")  # the key's latest event time (state TTL)
     rings = []
     for oi, (o, at) in enumerate(zip(bq.overs, bq.over_arg_types)):
         vt = "float64" if at is not None and is_float(at) else "int64"
@@ -69,21 +80,41 @@ def _layout(bq: BoundQuery, spec: KernelSpec) -> list[_Ring]:
     spec.direct = uses_direct_map(bq)
     if spec.direct:
         spec.meta_cols["direct"] = len(spec.meta_cols)
+    if bq.ttl_column is not None:
+        spec.meta_cols["expired"] = len(spec.meta_cols)
     spec.rows_row = st.row("nrows")
     return rings
 
 
 def _new_group(bq: BoundQuery, kvals: list[tuple[str, str]]) -> list[str]:
     """The lines that set up a new group ``g``."""
-    init = ["ng += 1", "nrows[g] = 0"]
+    init = ["ng += 1"]
     for j, (v, n) in enumerate(kvals):
         init.append(f"if not {n}:\n    kv{j}[g] = {v}")
+    return init + _empty_frame(bq)
+
+
+def _empty_frame(bq: BoundQuery) -> list[str]:
+    """The lines that leave group ``g`` with no row in its frames."""
+    init = ["nrows[g] = 0"]
     for oi, o in enumerate(bq.overs):
         if o.func in ("avg", "sum", "count"):
             init += [f"o{oi}_sum[g] = 0", f"o{oi}_cnt[g] = 0"]
         if o.func in ("min", "max"):
             init += [f"o{oi}_ext[g] = 0", f"o{oi}_none[g] = 1"]
     return init
+
+
+def _expiry(g: ExprGen, bq: BoundQuery) -> None:
+    """State TTL: a key whose latest record is more than TTL behind the record's
+    watermark (the largest event time before it) starts its frames afresh, and the key
+    notes the record's time (a null time: the watermark). Decided record by record, so
+    neither the batch cuts nor the partitions change it."""
+    tv, tn = g.gen(Col(bq.ttl_column))
+    g.emit(f"tnow = np.int64({tv}) if not ({tn}) else WM[i]")
+    g.emit("if nrows[g] > 0 and WM[i] != NO_WM and last_t[g] < WM[i] - TTL:")
+    g.emit_block(_empty_frame(bq) + ["expired += 1"], 4)
+    g.emit("if nrows[g] == 0 or tnow > last_t[g]:\n    last_t[g] = tnow")
 
 
 def _valid(rg: _Ring, nulls: bool, q: str) -> str:
@@ -184,6 +215,8 @@ def _row_loop_body(bq: BoundQuery, spec: KernelSpec, types, rings: list[_Ring]) 
     group_lookup(g, kbs, spec.direct)
     g.emit("if g == ng:")
     g.emit_block(_new_group(bq, kvals), 4)
+    if bq.ttl_column is not None:
+        _expiry(g, bq)
     g.emit("r = nrows[g]")
     for oi, o in enumerate(bq.overs):
         g.refs[f"OverRef{oi}"] = _over(g, oi, o, rings[oi])
@@ -206,13 +239,16 @@ def gen_rows(bq: BoundQuery, spec: KernelSpec, types) -> str:
         "filtered = 0",
         "max_groups = len(hashes)",
     ] + (direct_prologue(spec) if spec.direct else [])
+    counts = [f"meta[{FILTERED}] += filtered"]
+    if spec.ttl:
+        pro += [f"TTL = R[{R_WINDOW}][{WIN_LATENESS}]", f"WM = R[{R_MARKS}]", "expired = 0"]
+        counts.append(f"meta[{spec.meta_cols['expired']}] += expired")
     src = ["@njit(**JIT)", part_signature("rows_part", ROWS_PART)]
     src += indent(pro, 4)
-    stop = [f"meta[{NGROUPS}] = ng", f"meta[{ROWS_NOUT}] = k - obase",
-            f"meta[{FILTERED}] += filtered"]
+    stop = [f"meta[{NGROUPS}] = ng", f"meta[{ROWS_NOUT}] = k - obase", *counts]
     src += indent(row_loop("max_groups - ng", [*stop, "return j, 0"], body), 4)
-    src += indent([f"meta[{NGROUPS}] = ng", f"meta[{ROWS_NOUT}] = 0",
-                   f"meta[{FILTERED}] += filtered", "return end, k - obase"], 4)
+    src += indent([f"meta[{NGROUPS}] = ng", f"meta[{ROWS_NOUT}] = 0", *counts,
+                   "return end, k - obase"], 4)
     src += ["", "", *prange_wrapper("rows_all", ROWS_PART), "", ""]
     src += key_bits_src(bq, spec, types, list(zip(bq.keys, bq.key_types))) + [""]
     return "\n".join(src)

@@ -56,6 +56,7 @@ class KernelSpec:
     windowed: bool = False  # key 0 is the window start; R ends with (WIN, WM, LATEBUF)
     max_windows: int = 1  # windows one record can belong to
     rows_window: bool = False  # ROWS window functions: one output row per input row
+    ttl: bool = False  # ROWS windows with a state TTL: R ends with (TTL, WM, unused)
     # the engine's output pack layouts by (rows, pool threshold): not part of the spec
     layouts: dict = field(default_factory=dict, repr=False, compare=False)
 

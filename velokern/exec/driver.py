@@ -143,6 +143,10 @@ class Driver:
                                     int(ends[p]), int(obases[p]), OI, OF, OB, OC, OM, orow)
 
         counts = self._run_partitions(obases, ends, run_all, run_part, r.parallel and P > 1)
+        if spec.ttl:  # keys past their TTL go (they would start afresh if they came back)
+            before = self.ctx.watermark
+            self.ctx.watermark = max(before, prep.watermark)
+            self.state.evict_expired(before, self.ctx.watermark, self.inputs.bound.ttl)
         return self._in_input_order(spec, (OI, OF, OB, OC, OM), orow, obases, counts, prep)
 
     def _stateful(self, prep: Prepared, r: Routing) -> RecordBatch:

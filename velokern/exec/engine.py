@@ -26,7 +26,6 @@ from velokern.exec.output import OutputStage
 from velokern.exec.sessions import SessionWindows, is_session
 from velokern.exec.state import KeyedState
 from velokern.exec.windows import deliver_late
-from velokern.kernels import layout as L
 from velokern.kernels.windows import NO_WATERMARK
 from velokern.plan import PROCESSING_TIME, BoundQuery, Over, Query, columns_of, walk
 from velokern.sql import parse_sql
@@ -167,11 +166,10 @@ class StreamExecutionEngine:
     def metrics(self) -> dict[str, Any]:
         m = dict(self.ctx.metrics)
         m["partition_records"] = [int(x) for x in m["partition_records"]]
-        if self.state.allocated:
-            # stateful kernels count filtered records in their state (no per-batch work)
-            m["records_filtered"] += self.state.meta_sum(L.FILTERED)
-            if self.state.spec.windowed:
-                m["records_without_time"] = self.state.meta_sum(L.NOTIME)
+        for name, v in self.state.counters().items():  # (kept by the kernels, in the state)
+            m[name] = m.get(name, 0) + v
+        if self.query.state_ttl_ms:
+            m.setdefault("keys_expired", 0)
         if self.query.window is not None:
             m.setdefault("records_without_time", 0)
             m["watermark"] = self.watermark

@@ -15,6 +15,8 @@ from velokern.plan import (
     IsNull,
     KeyRef,
     Lit,
+    Over,
+    OverRef,
     Query,
     Unary,
 )
@@ -52,9 +54,18 @@ def explain(query: Query, bound: BoundQuery | None, sessions: bool, allowed_late
             if b.having is not None:
                 lines.append(f"  having: {_fmt(b.having)}")
             lines.append(f"  emit: {b.emit.upper()}")
+        if b.overs:
+            lines.append(f"  window functions: partition by "
+                         f"{', '.join(_fmt(k) for k in b.keys) or '(all rows)'}; " + ", ".join(
+                             f"w{i}={_over(o)}" for i, o in enumerate(b.overs)))
+            if b.ttl_column is not None:
+                lines.append(f"  state TTL: {q.state_ttl_ms} ms of {b.ttl_column} (a key "
+                             "unseen that long behind the watermark starts afresh, and is "
+                             "freed)")
         lines.append("  output: " + ", ".join(
             f"{n} {t} = {_fmt(e)}" for (n, e), t in zip(b.outputs, b.output_types)))
-        kind = "stateful (hash table per partition)" if b.is_aggregate else "stateless"
+        kind = ("stateful (hash table per partition)" if b.is_aggregate or b.overs
+                else "stateless")
         lines.append(f"  kernels: fused, {kind}")
     else:
         lines.append("  (schema not bound yet: it is taken from the first batch)")
@@ -75,6 +86,15 @@ def _fmt(e) -> str:
     return str(e) if f is None else f(e)
 
 
+def _over(o: Over) -> str:
+    arg = "*" if o.arg is None else _fmt(o.arg)
+    if o.func == "lag":
+        return f"LAG({arg}, {o.offset})"
+    if o.func == "row_number":
+        return "ROW_NUMBER()"
+    return f"{o.func.upper().replace('_STAR', '')}({arg}) over {o.rows} rows"
+
+
 def _case(e: Case) -> str:
     parts = " ".join(f"WHEN {_fmt(c)} THEN {_fmt(v)}" for c, v in e.whens)
     d = f" ELSE {_fmt(e.default)}" if e.default is not None else ""
@@ -88,6 +108,7 @@ def _not(negated: bool) -> str:
 _FORMATS = {
     Col: lambda e: e.name,
     Lit: lambda e: "NULL" if e.value is None else repr(e.value),
+    OverRef: lambda e: f"w{e.i}",
     KeyRef: lambda e: f"key{e.i}",
     AggRef: lambda e: f"a{e.i}",
     Unary: lambda e: f"(NOT {_fmt(e.x)})" if e.op == "not" else f"(-{_fmt(e.x)})",

@@ -103,9 +103,10 @@ class InputStage:
 
     def window_runtime(self, marks: np.ndarray, n: int, watermark: int) -> tuple:
         """R's windowed tail, in layout order (R_WINDOW, R_MARKS, R_LATE): [lateness in
-        ticks, watermark after the batch], the per-record watermarks, slots for late row
-        numbers (sized by the driver)."""
-        lateness = round(self.ctx.allowed_lateness_ms * self.bound.ticks_per_ms)
+        ticks (a ROWS query's state TTL), watermark after the batch], the per-record
+        watermarks, slots for late row numbers (sized by the driver)."""
+        b = self.bound
+        lateness = b.ttl if b.overs else round(self.ctx.allowed_lateness_ms * b.ticks_per_ms)
         return (np.array([lateness, watermark], np.int64), marks[:n], _EMPTY_I64)
 
     def end_runtime(self, spec: KernelSpec) -> tuple:
@@ -129,8 +130,9 @@ class InputStage:
         bound = self.bound if self.bound is not None else self._bind_first(batch)
         wants = self._wants if self.bound is not None else _wanted_types(bound)
         data, masks, bdicts = _read_columns(batch, bound, wants)
-        if w is not None:
-            check_event_times(w.time_column, data[w.time_column], masks[w.time_column])
+        tcol = _time_column(bound)
+        if tcol is not None:
+            check_event_times(tcol, data[tcol], masks[tcol])
         # -- from here on nothing can fail on the data; adopt schema and dictionaries
         if self.bound is None:
             self.bound = bound
@@ -184,8 +186,8 @@ class InputStage:
             M = _NO_MASKS
         R = self.runtime_constants(spec)
         wm = NO_WATERMARK
-        if spec.windowed:
-            tcol = self.bound.window.time_column
+        if spec.windowed or spec.ttl:
+            tcol = _time_column(self.bound)
             k = spec.inputs.index((tcol, "data"))
             tmask = masks[tcol]
             marks = self.ctx.scratch.get("wm", n)
@@ -306,6 +308,11 @@ def _wanted_types(bound: BoundQuery) -> list[tuple[str, np.dtype | None]]:
     """(column, storage dtype, None for strings) of every column the kernels read."""
     return [(c, None if bound.schema[c] == STRING else np.dtype(bound.schema[c]))
             for c in bound.columns]
+
+
+def _time_column(b: BoundQuery) -> str | None:
+    """The event-time column: a time window's, or a ROWS state TTL's (else None)."""
+    return b.window.time_column if b.window is not None else b.ttl_column
 
 
 def check_event_times(column: str, arr: np.ndarray, valid: np.ndarray | None) -> None:

@@ -15,9 +15,12 @@ from velokern.batch import STRING, StringDictionary
 from velokern.codegen import KernelSpec
 from velokern.kernels import layout as L
 from velokern.kernels.hashtable import new_table, rebuild_direct, rebuild_distinct, table_of
+from velokern.kernels.windows import NO_WATERMARK, drop_closed
 from velokern.plan import BoundQuery
 
 __all__ = ["KeyedState"]
+
+_NO_SETS = np.empty(0, np.int64)  # (ROWS state has no distinct sets)
 
 
 class KeyedState:
@@ -43,6 +46,19 @@ class KeyedState:
     def meta_sum(self, col: int) -> int:
         """A meta counter summed over partitions."""
         return int(self.meta[:, col].sum())
+
+    def counters(self) -> dict[str, int]:
+        """The counters the kernels keep in the meta columns, summed over partitions:
+        records WHERE dropped, records without an event time (windows), keys expired
+        (a ROWS state TTL)."""
+        if not self.allocated:
+            return {}
+        out = {"records_filtered": self.meta_sum(L.FILTERED)}
+        if self.spec.windowed:
+            out["records_without_time"] = self.meta_sum(L.NOTIME)
+        if self.spec.ttl:
+            out["keys_expired"] = self.meta_sum(self.spec.meta_cols["expired"])
+        return out
 
     def num_groups(self) -> int:
         return 0 if self.arrays is None else self.meta_sum(L.NGROUPS)
@@ -155,6 +171,38 @@ class KeyedState:
                            meta, ddims)
         else:  # no group yet (a new job): nothing to map, and no kernel to load
             self.arrays[L.DMAP] = np.full((meta.shape[0], total), -1, dtype=np.int64)
+
+    # ---------------------------------------------------------------- state TTL
+    def evict_expired(self, before: int, watermark: int, ttl: int) -> int:
+        """ROWS windows with a state TTL: free the keys whose latest event time is more
+        than ``ttl`` behind ``watermark`` (a record of such a key would start its frames
+        afresh, as a new key's do, so freeing it changes no output), counted in the
+        ``expired`` meta column. A pass over every key: it runs when the cutoff crosses
+        a multiple of a quarter of the TTL between the watermark ``before`` the batch
+        and after it (the stream alone decides when, not a restore). Returns the keys
+        freed."""
+        if watermark == NO_WATERMARK or not self.allocated:
+            return 0
+        step = max(ttl // 4, 1)
+        cutoff = watermark - ttl
+        if before != NO_WATERMARK and (before - ttl) // step == cutoff // step:
+            return 0
+        spec, meta = self.spec, self.meta
+        row = next(a.row for a in spec.state if a.name == "last_t")
+        col = spec.meta_cols["expired"]
+        S = self.tuple()
+        freed = 0
+        for p in range(meta.shape[0]):
+            if meta[p, L.NGROUPS]:
+                # (drop_closed frees the groups whose value is at or before the limit;
+                # ROWS state has no touched list: its meta column 1 is 0 between batches)
+                k = drop_closed(S, p, self.arrays[L.I][p, row], cutoff - 1, _NO_SETS, row)
+                meta[p, col] += k
+                freed += k
+        if freed and spec.direct and meta[0, spec.meta_cols["direct"]]:
+            rebuild_direct(self.arrays[L.DMAP], self.arrays[L.KBITS], self.arrays[L.KNULL],
+                           meta, self.arrays[L.DDIMS])
+        return freed
 
     # ---------------------------------------------------------------- growth
     def grow(self) -> None:

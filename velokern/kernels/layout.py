@@ -56,8 +56,9 @@ DIM_STRIDE = 1  # ddims[p, DIM_STRIDE, j]: slots between neighbouring codes of k
 # ---------------------------------------------------------------- runtime constants R
 R_LITERALS = 0  # int64 codes of the query's string literals
 R_RANKS = 1  # R[R_RANKS + k]: the dictionary ranks of rank column k (string order)
-# a windowed query's R ends with three more
-R_WINDOW = -3  # [lateness in ticks, watermark after the batch]
+# a windowed query's R ends with three more (a ROWS query with a state TTL too: its TTL in
+# ticks in place of the lateness, and no late rows)
+R_WINDOW = -3  # [lateness (ROWS: TTL) in ticks, watermark after the batch]
 R_MARKS = -2  # each record's watermark (the largest event time before it)
 R_LATE = -1  # slots for the row numbers of the batch's late records
 WIN_LATENESS = 0  # R[R_WINDOW][WIN_LATENESS]

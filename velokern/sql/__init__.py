@@ -34,7 +34,7 @@ from velokern.plan import Expr, Lit, PlanError, Query, WindowSpec
 __all__ = ["parse_sql"]
 
 _HERE = Path(__file__).parent
-_FORMAT = 1
+_FORMAT = 2
 
 
 def parse_sql(sql: str) -> Query:
@@ -135,7 +135,7 @@ def _encode(q: Query) -> bytes:
         "where": w.opt(q.where), "group_by": [w.node(e) for e in q.group_by],
         "having": w.opt(q.having), "emit": q.emit, "star": q.star, "sql": q.sql,
         "window": None if q.window is None else dataclasses.asdict(q.window),
-        "allowed_lateness_ms": q.allowed_lateness_ms,
+        "allowed_lateness_ms": q.allowed_lateness_ms, "state_ttl_ms": q.state_ttl_ms,
     }
     body["positions"] = [[w.ids[i], int(p[0]), int(p[1])] for i, p in q.positions.items()
                          if i in w.ids]
@@ -210,7 +210,7 @@ def _window(v: Any) -> WindowSpec | None:
 
 
 _TOP = {"format", "source", "select", "where", "group_by", "having", "emit", "star", "sql",
-        "window", "allowed_lateness_ms", "positions"}
+        "window", "allowed_lateness_ms", "state_ttl_ms", "positions"}
 
 
 def _decode(data: bytes, sql: str) -> Query:
@@ -229,8 +229,9 @@ def _decode(data: bytes, sql: str) -> Query:
     having = None if body["having"] is None else r.node(body["having"])
     _want(isinstance(body["source"], str) and isinstance(body["emit"], (str, type(None)))
           and isinstance(body["star"], bool), "a bad query field")
-    late = body["allowed_lateness_ms"]
+    late, ttl = body["allowed_lateness_ms"], body["state_ttl_ms"]
     _want(late is None or _is_int(late), "a bad allowed lateness")
+    _want(ttl is None or _is_int(ttl), "a bad state TTL")
     spots = body["positions"]
     _want(isinstance(spots, list) and all(
         isinstance(s, list) and len(s) == 3 and all(_is_int(x) for x in s)
@@ -238,7 +239,8 @@ def _decode(data: bytes, sql: str) -> Query:
     return Query(body["source"], select, where=where, group_by=group_by, having=having,
                  emit=body["emit"], star=body["star"], sql=sql,
                  positions={id(r.nodes[n]): (a, b) for n, a, b in spots},
-                 window=_window(body["window"]), allowed_lateness_ms=late)
+                 window=_window(body["window"]), allowed_lateness_ms=late,
+                 state_ttl_ms=ttl)
 
 
 def _store(path: Path, q: Query) -> None:

@@ -236,7 +236,7 @@ _UNITS_MS = {
 _WINDOW_CLAUSES = {"TUMBLING": "tumbling", "SLIDING": "sliding", "HOPPING": "sliding",
                    "SESSION": "session"}
 _GROUP_WINDOWS = {"TUMBLE": "tumbling", "HOP": "sliding", "SESSION": "session"}
-_OPTIONS = ("allowed_lateness",)
+_OPTIONS = ("allowed_lateness", "state_ttl")
 
 
 def _matching_paren(toks: list, i: int) -> int:
@@ -511,9 +511,14 @@ def parse(sql: str) -> Query:
     if window is None and "allowed_lateness" in options:
         raise PlanError("allowed_lateness applies to time windows; this query has no "
                         "WINDOW")
-    return Query(source=source, select=select, where=where, group_by=group_by, having=having,
-                 emit=emit, star=star, sql=original, positions=ctx.positions, window=window,
-                 allowed_lateness_ms=options.get("allowed_lateness"))
+    q = Query(source=source, select=select, where=where, group_by=group_by, having=having,
+              emit=emit, star=star, sql=original, positions=ctx.positions, window=window,
+              allowed_lateness_ms=options.get("allowed_lateness"),
+              state_ttl_ms=options.get("state_ttl"))
+    if "state_ttl" in options and not q.has_over:
+        raise PlanError("state_ttl applies to ROWS window functions (OVER (PARTITION BY ... "
+                        "ORDER BY t ROWS ...)); this query has none")
+    return q
 
 
 def _read_statement(body: str) -> exp.Expression:
@@ -831,6 +836,9 @@ class _Converter:
         if isinstance(fn, (exp.IgnoreNulls, exp.RespectNulls)):
             raise ctx.error(node, "IGNORE/RESPECT NULLS is not supported in OVER (...)")
         part = tuple(self.expr(e) for e in node.args.get("partition_by") or [])
+        order_by = node.args.get("order")
+        keys = order_by.expressions if order_by is not None else []
+        order = self.expr(keys[0].this) if len(keys) == 1 else None
         spec = node.args.get("spec")
         rows = 0
         if spec is not None:
@@ -845,7 +853,7 @@ class _Converter:
                                       "PRECEDING AND CURRENT ROW (or ROWS WINDOW BUFFER n ROWS)")
             rows = int(start.this) + 1
         if isinstance(fn, exp.RowNumber):
-            return Over("row_number", None, part)
+            return Over("row_number", None, part, order=order)
         if isinstance(fn, exp.Lead):
             raise ctx.error(node, "LEAD needs rows that have not arrived yet; a streaming "
                                   "frame ends at the current row (use LAG)")
@@ -859,7 +867,7 @@ class _Converter:
             default = None if d is None else self.expr(d)
             if default is not None and not isinstance(default, Lit):
                 raise ctx.error(node, "LAG's default must be a literal")
-            return Over("lag", self.expr(fn.this), part, 0, k, default)
+            return Over("lag", self.expr(fn.this), part, 0, k, default, order)
         inner = self._expr(fn)
         if not isinstance(inner, Agg) or inner.func not in ("avg", "sum", "min", "max",
                                                             "count", "count_star"):
@@ -870,7 +878,7 @@ class _Converter:
             raise ctx.error(node, f"{inner.func.upper().replace('_STAR', '')} OVER (...) "
                                   "needs a frame: ROWS BETWEEN n PRECEDING AND CURRENT ROW (or "
                                   "ROWS WINDOW BUFFER n ROWS)")
-        return Over(inner.func, inner.arg, part, rows)
+        return Over(inner.func, inner.arg, part, rows, order=order)
 
     def _is_null_arg(self, node: exp.Is) -> Expr:
         """The operand of ``x IS NULL`` (IS followed by anything but NULL is refused)."""
