@@ -14,6 +14,7 @@ import pytest
 from test_distributed_merge import assert_close, local_final
 
 import velokern as vk
+from velokern.plan import PlanError
 from velokern.datagen import SCENARIOS, stream_for
 from velokern.io import ParquetSource, SourceError
 
@@ -62,6 +63,9 @@ def test_rows_windows_are_shuffled_by_key(client, tmp_path):
     got = run_sql(sql, str(d), client, processor="v1", batch_size=3_000)
     exp = vk.run_sql(sql, batches, processor="v1")
     assert got.column_names == exp.column_names and got.equals(exp, bitwise=True)
+    # a state TTL is measured against the whole stream's watermark: refused, not wrong
+    with pytest.raises(PlanError, match="state TTL cannot run distributed"):
+        run_sql(sql + " WITH (state_ttl = '1s')", str(d), client, processor="v1")
 
 
 def test_an_empty_answer_has_the_local_columns(client):

@@ -581,6 +581,12 @@ def _run_rows(q: Query, parts: list, kind: str, client, processor: str, batch_si
     import dask
     import dask.dataframe as dd
 
+    if q.state_ttl_ms:
+        # a key's expiry depends on the largest event time of every record before it,
+        # also those of the other keys, which a shuffled partition does not see
+        raise PlanError("ROWS windows with a state TTL cannot run distributed yet (the "
+                        "TTL is measured against the whole stream's watermark); run the "
+                        "job locally")
     engine = StreamExecutionEngine.from_query(q, None)
     keys = engine.group_by_columns
     # each record's stream position rides along (SELECT * passes it through already)
