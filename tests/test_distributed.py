@@ -14,9 +14,9 @@ import pytest
 from test_distributed_merge import assert_close, local_final
 
 import velokern as vk
-from velokern.plan import PlanError
 from velokern.datagen import SCENARIOS, stream_for
 from velokern.io import ParquetSource, SourceError
+from velokern.plan import PlanError
 
 distributed = pytest.importorskip("distributed")
 from velokern.distributed import run_sql  # noqa: E402
