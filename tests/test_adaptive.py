@@ -34,23 +34,28 @@ def test_small_batches_run_on_one_worker():
     assert WorkerChoice(1).threads_for(BIG) == 1
 
 
-def test_parallel_stays_when_it_is_cheaper_and_probes_now_and_then(monkeypatch):
+def test_parallel_stays_when_it_is_cheaper_and_probes_less_and_less(monkeypatch):
     monkeypatch.setattr(config, "V2_PROBE_EVERY", 8)
-    picks = _feed(WorkerChoice(2), 80, {2: 3.0, 1: 5.0})
-    # (the first batches measure each way); then every 8th large batch is a probe
-    assert picks[10:] == [1 if (k + 1) % 8 == 0 else 2 for k in range(10, 80)]
+    monkeypatch.setattr(config, "V2_PROBE_MAX", 32)
+    picks = _feed(WorkerChoice(2), 200, {2: 3.0, 1: 5.0})
+    # the first four measure each way (the first of each is not counted); then a probe
+    # after 8 large batches, 16 more, 32 more, and every 32 from then on
+    probes = [k for k in range(4, 200) if picks[k] == 1]
+    assert probes == [11, 27, 59, 91, 123, 155, 187]
+    assert all(t == 2 for k, t in enumerate(picks[4:], 4) if k not in probes)
 
 
 def test_a_stalled_parallel_run_goes_serial_and_comes_back(monkeypatch):
     """A busy core makes the workers wait: the parallel cost passes the serial one and
     the batches go on one worker; once the core is free a probe finds it out."""
     monkeypatch.setattr(config, "V2_PROBE_EVERY", 4)
+    monkeypatch.setattr(config, "V2_PROBE_MAX", 16)
     c = WorkerChoice(2)
     _feed(c, 20, {2: 3.0, 1: 5.0})
     busy = _feed(c, 40, {2: 40.0, 1: 5.0})
     assert busy[-20:].count(1) >= 15
-    free = _feed(c, 40, {2: 3.0, 1: 5.0})
-    assert free[-20:].count(2) >= 15
+    free = _feed(c, 60, {2: 3.0, 1: 5.0})
+    assert free[-30:].count(2) >= 25
     costs = c.costs()
     assert costs["parallel_ns_per_row"] < costs["serial_ns_per_row"]
 

@@ -69,9 +69,12 @@ WINDOW_CLOSE_GROUPS = 4096
 PARALLEL_MIN_ROWS = _env_int("PARALLEL_MIN_ROWS", 32_768)
 #: V2 keeps a running cost per row of its large batches on all workers and on one, and
 #: runs the next on whichever is cheaper (a core taken by another process makes the
-#: workers wait for it); every V2_PROBE_EVERY-th large batch runs the other way, so the
-#: choice follows the machine when the load changes
+#: workers wait for it); V2_PROBE_EVERY large batches after the choice changed, one runs
+#: the other way to measure it again, then twice as long after each probe that left the
+#: choice as it was, up to V2_PROBE_MAX: the choice follows the machine when its load
+#: changes
 V2_PROBE_EVERY = _env_int("V2_PROBE_EVERY", 16)
+V2_PROBE_MAX = _env_int("V2_PROBE_MAX", 256)
 #: weight of the newest batch in those running costs
 V2_COST_WEIGHT = 0.25
 

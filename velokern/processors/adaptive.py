@@ -8,8 +8,10 @@ workers and of those it ran on one, and runs the next batch the cheaper way (the
 use averages its recent batches; the other way's cost is its last probe's). When
 another process takes a core, the workers that share it are descheduled and the rest
 wait for them at the end of each parallel step, so the parallel cost rises past the
-serial one and V2 goes on alone; every ``config.V2_PROBE_EVERY``-th large batch runs
-the other way, so the choice comes back once the core is free again.
+serial one and V2 goes on alone. Now and then a large batch runs the other way, so the
+choice comes back once the core is free again: ``config.V2_PROBE_EVERY`` large batches
+after the choice changed, then twice as long after each probe that confirmed it, up to
+``config.V2_PROBE_MAX``.
 """
 
 from __future__ import annotations
@@ -26,22 +28,33 @@ class WorkerChoice:
         self.threads = threads
         self._cost: dict[int, float | None] = {1: None, threads: None}  # s per row
         self._seen: dict[int, int] = {1: 0, threads: 0}
-        self._large = 0
         self._probe = False  # the batch under way runs the other way, to measure it
+        self._every = 0  # large batches between probes (0: not started)
+        self._until = 0  # large batches left before the next probe
+        self._best: int | None = None
 
     def threads_for(self, rows: int) -> int:
         """Workers for a batch of ``rows`` rows."""
         if self.threads <= 1 or rows < config.PARALLEL_MIN_ROWS:
             return 1
-        self._large += 1
         par, one = self._cost[self.threads], self._cost[1]
         if par is None:
             return self.threads
         if one is None:
             return 1
         best, other = (self.threads, 1) if par <= one else (1, self.threads)
-        self._probe = self._large % max(config.V2_PROBE_EVERY, 2) == 0
-        return other if self._probe else best
+        if best != self._best:  # the choice changed: probe often again
+            self._best = best
+            self._every = self._until = max(config.V2_PROBE_EVERY, 2)
+        self._until -= 1
+        self._probe = self._until <= 0
+        if not self._probe:
+            return best
+        # a probe that leaves the choice as it is doubles the wait before the next one
+        # (up to V2_PROBE_MAX large batches): a steady machine pays for few probes
+        self._every = min(2 * self._every, max(config.V2_PROBE_MAX, config.V2_PROBE_EVERY))
+        self._until = self._every
+        return other
 
     def observe(self, rows: int, threads: int, seconds: float) -> None:
         """A large batch of ``rows`` rows took ``seconds`` on ``threads`` workers (the
