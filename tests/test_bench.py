@@ -155,7 +155,8 @@ def test_realistic_bench_times_velokern_beside_checked_hand_loops(tmp_path):
     from velokern.bench.realistic import _check_hand, _Data, format_realistic, measure_realistic
 
     rows = measure_realistic(batch_sizes=(5_000,), processors=("v1", "v2:2"),
-                             records=20_000, repeats=1, workloads=("filter", "groupby"))
+                             records=20_000, repeats=1, workloads=("filter", "groupby"),
+                             large_records=20_000)
     cases = {(r["workload"], r["case"]) for r in rows}
     for w in ("filter", "groupby"):
         assert {(w, "v1"), (w, "v2:2"), (w, "hand")} <= cases

@@ -316,7 +316,8 @@ def _bench_realistic(args: argparse.Namespace) -> int:
                          "--scaling and --plot")
     kw: dict = {"busy": args.busy}
     if args.quick:
-        kw.update(batch_sizes=(1_000, 100_000), records=200_000, repeats=3)
+        kw.update(batch_sizes=(1_000, 100_000), records=200_000, large_records=600_000,
+                  repeats=3)
     if args.processors:
         kw["processors"] = tuple(args.processors.split(","))
     rows = measure_realistic(**kw)

@@ -233,15 +233,18 @@ def _spin() -> None:  # the busy core's process
 
 def measure_realistic(batch_sizes=(1_000, 10_000, 100_000), processors=("v1", "v2:2"),
                       records: int = 400_000, repeats: int = 5, busy: bool = False,
-                      workloads=tuple(WORKLOADS)) -> list[dict]:
+                      workloads=tuple(WORKLOADS), large_records: int = 2_000_000
+                      ) -> list[dict]:
     """Median µs per batch of every case, timed round by round side by side (each
     round runs every case once, so a slow moment of the machine hits them all): rows of
     (workload, batch_size, case, us_per_batch, busy). Cases: the processors, and for
     the filter and the GROUP BY ``hand`` and ``hand:T`` (the loop on T workers, T the
-    last processor's partitions)."""
+    last processor's partitions). Batches of 100,000 records and more cut a stream of
+    ``large_records`` (20 batches: a job long enough for V2 to settle on its worker
+    count), smaller ones a stream of ``records``."""
     from velokern.processors.threading import use_threads
 
-    data = _Data(records)
+    streams = {n: _Data(n) for n in {records, large_records}}
     # the hand-written loops run on as many workers as the widest V2 processor
     threads = max([getattr(vk.JobProcessorFactory.create(p), "num_threads", 1)
                    for p in processors] + [1])
@@ -253,6 +256,7 @@ def measure_realistic(batch_sizes=(1_000, 10_000, 100_000), processors=("v1", "v
     try:
         for w in workloads:
             for bs in batch_sizes:
+                data = streams[large_records if bs >= 100_000 else records]
                 batches = data.batches(w, bs)
                 cases = {cfg: _velokern(w, batches, cfg) for cfg in processors}
                 if w in ("filter", "groupby"):

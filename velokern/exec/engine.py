@@ -23,6 +23,7 @@ from velokern.exec.input import (
     stamp_processing_time,
 )
 from velokern.exec.output import OutputStage
+from velokern.exec.reshard import partition_key_columns
 from velokern.exec.sessions import SessionWindows, is_session
 from velokern.exec.state import KeyedState
 from velokern.exec.windows import deliver_late
@@ -239,6 +240,14 @@ class StreamExecutionEngine:
                 f"partitions; it cannot be run with {n} (create a new engine)"
             )
 
+    def use_partitions(self, n: int) -> None:
+        """Run the keyed state in ``n`` partitions from the next batch on: 1 (V2 on one
+        worker: V1's layout) or the job's count (velokern.exec.reshard)."""
+        if n not in (1, self.ctx.num_partitions) or self._sessions is not None:
+            raise ValueError(f"a state runs in 1 or {self.ctx.num_partitions} partitions")
+        with self.ctx.lock:
+            self.state.reshard(n, partition_key_columns(self.inputs.bound))
+
     def key_bits(self, prep: Prepared) -> list[np.ndarray]:
         """The grouping bits of every GROUP BY key of every row (for partitioning)."""
         return partition_key_bits(prep)
@@ -249,11 +258,11 @@ class StreamExecutionEngine:
         :class:`LateSinkError`, which carries it, when the late sink fails)."""
         ctx = self.ctx
         nparts = len(routing.starts)
-        if nparts != ctx.num_partitions and (prep.spec.stateful or ctx.num_partitions is None):
-            if ctx.num_partitions is None:
-                raise RuntimeError("bind_partitions must be called before execute")
-            raise ValueError(f"routing has {nparts} partitions, the engine has "
-                             f"{ctx.num_partitions}")
+        want = (self.state.partitions or ctx.num_partitions) if prep.spec.stateful else None
+        if ctx.num_partitions is None:
+            raise RuntimeError("bind_partitions must be called before execute")
+        if want is not None and nparts != want:
+            raise ValueError(f"routing has {nparts} partitions, the engine's state {want}")
         with ctx.lock:
             m = ctx.metrics
             pr = m["partition_records"]

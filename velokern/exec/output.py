@@ -55,6 +55,7 @@ class OutputStage:
         self.pool = BlockPool()
         self._bufs: dict = {}
         self._plans: dict[int, list] = {}
+        self._from_packs: dict[int, bool] = {}  # some output column is read from the packs
 
     # ---------------------------------------------------------------- buffers
     def buffers(self, spec: KernelSpec, n: int, seq_rows: bool = True):
@@ -177,7 +178,7 @@ class OutputStage:
         """Output batch from the output packs' rows ``rows``: ``(a, b)`` the rows a..b-1,
         or an int64 array of positions in output order (velokern.kernels.order);
         passthrough columns come from ``prep``'s inputs at rows ``sel`` (None: all)."""
-        from_packs = spec.out_rows()["C"] < len(spec.outputs)
+        from_packs = self._reads_packs(spec)
         if not isinstance(rows, tuple):
             packs, rows = self._gathered(spec, packs, rows, from_packs)
         OM = packs[MASKS]
@@ -218,6 +219,14 @@ class OutputStage:
             cols[name] = arr
             masks[name] = m
         return RecordBatch._trusted(names, cols, masks, out_dicts, n)
+
+    def _reads_packs(self, spec: KernelSpec) -> bool:
+        """Some output column is read from the packs (not passed through from the
+        input); cached per variant (out_rows builds a dict)."""
+        got = self._from_packs.get(id(spec))
+        if got is None:
+            got = self._from_packs[id(spec)] = spec.out_rows()["C"] < len(spec.outputs)
+        return got
 
     def _gathered(self, spec: KernelSpec, packs, pos: np.ndarray, from_packs: bool) -> tuple:
         """(new packs holding rows ``pos`` in order, their row range); the packs as they

@@ -22,6 +22,7 @@ from velokern import config
 from velokern.batch import STRING, Schema, StringDictionary
 from velokern.exec.context import JobContext
 from velokern.exec.input import InputStage
+from velokern.exec.reshard import partition_key_columns
 from velokern.exec.state import KeyedState
 from velokern.plan import Col
 
@@ -53,7 +54,9 @@ def snapshot(ctx: JobContext, inputs: InputStage, state: KeyedState,
         "metrics": {k: v.copy() if isinstance(v, np.ndarray) else v
                     for k, v in ctx.metrics.items()},
         "dicts": {c: d.values for c, d in inputs.dicts.items()},
-        "state": None if state.arrays is None else [a.copy() for a in state.arrays],
+        # (in the job's partitions, also while V2 runs it in one: see exec/reshard.py)
+        "state": None if state.arrays is None else state.arrays_in(
+            ctx.num_partitions, partition_key_columns(inputs.bound)),
         "sessions": None if sessions is None else sessions.snapshot(),
     }
 

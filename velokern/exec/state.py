@@ -13,6 +13,7 @@ import numpy as np
 from velokern import config
 from velokern.batch import STRING, StringDictionary
 from velokern.codegen import KernelSpec
+from velokern.exec.reshard import resharded
 from velokern.kernels import layout as L
 from velokern.kernels.hashtable import new_table, rebuild_direct, rebuild_distinct, table_of
 from velokern.kernels.windows import NO_WATERMARK, drop_closed
@@ -30,6 +31,25 @@ class KeyedState:
         self.arrays: list[np.ndarray] | None = None
         self.spec: KernelSpec | None = None  # the variant the arrays are laid out for
         self._direct_fits: list | None = None
+        self.layout: int | None = None  # partitions to allocate (None: the job's count)
+
+    @property
+    def partitions(self) -> int | None:
+        """The partitions the state is laid out in (or will be allocated in)."""
+        return self.meta.shape[0] if self.arrays is not None else self.layout
+
+    def reshard(self, partitions: int, part_keys: list[int]) -> None:
+        """Lay the groups out in ``partitions`` partitions (see velokern.exec.reshard);
+        ``part_keys``: the key columns hash partitioning routes by."""
+        self.layout = partitions
+        if self.arrays is not None and self.meta.shape[0] != partitions:
+            self.arrays = resharded(self.spec, self.arrays, part_keys, partitions)
+
+    def arrays_in(self, partitions: int, part_keys: list[int]) -> list[np.ndarray]:
+        """Copies of the arrays laid out in ``partitions`` partitions (a snapshot's)."""
+        if self.meta.shape[0] != partitions:
+            return resharded(self.spec, self.arrays, part_keys, partitions)
+        return [a.copy() for a in self.arrays]
 
     @property
     def allocated(self) -> bool:
@@ -72,7 +92,7 @@ class KeyedState:
         k = max(spec.num_keys, 1)
         nd = max(len(spec.distinct), 1)
         rows = spec.pack_rows
-        P = partitions
+        P = self.layout or partitions
         arrays: list = [None] * len(L.STATE_SLOTS)
         arrays[L.TABLE] = new_table(P, 2 * cap)  # (group id, hash) per slot
         arrays[L.HASHES] = np.zeros((P, cap), dtype=np.uint64)

@@ -17,6 +17,7 @@ import numba
 
 from velokern.batch import RecordBatch
 from velokern.exec import StreamExecutionEngine
+from velokern.exec.sessions import is_session
 from velokern.processors.adaptive import WorkerChoice
 from velokern.processors.config import default_num_partitions
 from velokern.processors.strategies import Strategy, StrategyError, make_strategy
@@ -61,6 +62,7 @@ class PartitionedJobCoordinator:
         self._choices: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self._pinned = threading.local()
         configure_threading_layer()
+        self._guard = parallel_guard()  # (reusable: a null context, or the global lock)
         max_threads = numba.config.NUMBA_NUM_THREADS
         self._threads = max(1, min(self._n, max_threads))
         if self._affinity:
@@ -108,10 +110,18 @@ class PartitionedJobCoordinator:
     def worker_choice(self, engine: StreamExecutionEngine) -> WorkerChoice:
         """How this engine's batches pick their worker count (see
         :mod:`velokern.processors.adaptive`)."""
-        c = self._choices.get(engine)
-        if c is None:
-            c = self._choices[engine] = WorkerChoice(self._threads)
-        return c
+        return self._job(engine)[1]
+
+    def _job(self, engine: StreamExecutionEngine) -> tuple[Strategy, WorkerChoice, bool]:
+        """(strategy, worker choice, whether the state may move into one partition and
+        back) of this engine: one lookup per batch."""
+        job = self._choices.get(engine)
+        if job is None:
+            s = self.strategy_for(engine)
+            movable = (self._n > 1 and engine.is_stateful and s.keyed_by_hash(engine)
+                       and not is_session(engine.query))
+            job = self._choices[engine] = (s, WorkerChoice(self._threads), movable)
+        return job
 
     def _prepare_threads(self, threads: int) -> None:
         if self._affinity and not getattr(self._pinned, "done", False):
@@ -120,20 +130,25 @@ class PartitionedJobCoordinator:
         use_threads(threads)
 
     def process_batch(self, batch: RecordBatch, engine: StreamExecutionEngine) -> RecordBatch:
-        strategy = self.strategy_for(engine)
+        strategy, choice, movable = self._job(engine)
         try:  # before prepare: a refused batch must not fix a fresh job's schema
             strategy.check(engine, batch)
         except StrategyError:
             engine.reject(batch)
             raise
         prep = engine.prepare(batch)
-        choice = self.worker_choice(engine)
         threads = choice.threads_for(prep.n)
         self._prepare_threads(threads)
-        t0 = time.perf_counter()
-        routing = strategy.route(engine, prep, self._n, threads)
         engine.bind_partitions(self._n)
-        with parallel_guard():
+        parts = self._n
+        if movable:  # one worker for a while: the state moves into one partition
+            now = engine.state.partitions or self._n
+            parts = choice.partitions_for(threads, now, self._n)
+            if parts != now:
+                engine.use_partitions(parts)
+        t0 = time.perf_counter()
+        routing = strategy.route(engine, prep, parts, threads)
+        with self._guard:
             out = engine.execute(prep, routing)
         choice.observe(prep.n, threads, time.perf_counter() - t0)
         return out
@@ -144,5 +159,5 @@ class PartitionedJobCoordinator:
             engine.bind_partitions(self._n)
         # the last windows' rows are merged and gathered on the workers, as a batch's
         self._prepare_threads(self._threads)
-        with parallel_guard():
+        with self._guard:
             return engine.flush()

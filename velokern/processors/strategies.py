@@ -53,6 +53,11 @@ class Strategy:
         sees the batch, so a refused batch changes nothing (not even a first batch's
         schema, which the engine adopts once it has prepared the batch)."""
 
+    def keyed_by_hash(self, engine: StreamExecutionEngine) -> bool:
+        """Whether a key's partition is the hash of its key bits (then V2 may move the
+        state into one partition and back: velokern.exec.reshard)."""
+        return False
+
     def route(self, engine: StreamExecutionEngine, prep: Prepared, n: int,
               threads: int = 1) -> Routing:
         """How the batch's rows reach the ``n`` partitions; ``threads``: the worker
@@ -85,6 +90,9 @@ class HashStrategy(Strategy):
         if not engine.is_stateful:
             raise StrategyError("strategy 'hash' partitions by GROUP BY keys; this query has "
                                 "none (use fan_in, round_robin or sticky)")
+
+    def keyed_by_hash(self, engine):
+        return True
 
     def route(self, engine, prep, n, threads=1):
         if n == 1:
@@ -152,6 +160,9 @@ class SmartStrategy(Strategy):
 
     def check(self, engine, batch):
         self._pick(engine).check(engine, batch)
+
+    def keyed_by_hash(self, engine):
+        return self._pick(engine).keyed_by_hash(engine)
 
     def route(self, engine, prep, n, threads=1):
         return self._pick(engine).route(engine, prep, n, threads)
