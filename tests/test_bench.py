@@ -24,10 +24,13 @@ def test_quick_bench_writes_json_and_plot(tmp_path):
     assert got == {(e, b) for e in ("v1", "v2:2", "duckdb", "polars") for b in (1_000, 100_000)}
     for x in rows:
         assert x["records_per_s"] > 0 and len(x["seconds"]) == 3
-        if x["engine"] == "v2:2":  # S2's 200 symbols split over both partitions
-            assert len(x["partition_records"]) == 2 and min(x["partition_records"]) > 0
+        if x["engine"] == "v2:2":
+            assert len(x["partition_records"]) == 2
             assert sum(x["partition_records"]) == x["records"]
-            assert 1.0 <= x["load_balance"] < 1.2
+        if x["engine"] == "v2:2" and x["batch_size"] == 100_000:
+            # large batches run partitioned: S2's 200 symbols split over both partitions
+            # (small ones run on one worker, soon in one partition: velokern.exec.reshard)
+            assert min(x["partition_records"]) > 0 and 1.0 <= x["load_balance"] < 1.2
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "scaling efficiency" in r.stdout
 

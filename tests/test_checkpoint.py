@@ -81,8 +81,13 @@ def test_restored_engine_continues_bit_for_bit(kind, processor, tmp_path):
             assert a.equals(b, bitwise=True), (kind, processor, cut, k)
         m_ref, m = ref_engine.metrics, restored.metrics
         for key in ("records_in", "records_filtered", "records_emitted", "late_records",
-                    "batches", "groups", "partition_records"):
+                    "batches", "groups"):
             assert m.get(key) == m_ref.get(key), key
+        # per partition, records count where they ran: V2 runs a state in one partition
+        # after a few batches on one worker, and a restored job's processor starts anew
+        # (velokern.exec.reshard); every record ran in some partition
+        assert sum(m["partition_records"]) == sum(m_ref["partition_records"]) == \
+            m["records_in"]
 
 
 @pytest.mark.parametrize("kind", ["group_by", "tumbling"])

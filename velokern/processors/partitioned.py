@@ -62,7 +62,6 @@ class PartitionedJobCoordinator:
         self._choices: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self._pinned = threading.local()
         configure_threading_layer()
-        self._guard = parallel_guard()  # (reusable: a null context, or the global lock)
         max_threads = numba.config.NUMBA_NUM_THREADS
         self._threads = max(1, min(self._n, max_threads))
         if self._affinity:
@@ -148,7 +147,7 @@ class PartitionedJobCoordinator:
                 engine.use_partitions(parts)
         t0 = time.perf_counter()
         routing = strategy.route(engine, prep, parts, threads)
-        with self._guard:
+        with parallel_guard():
             out = engine.execute(prep, routing)
         choice.observe(prep.n, threads, time.perf_counter() - t0)
         return out
@@ -159,5 +158,5 @@ class PartitionedJobCoordinator:
             engine.bind_partitions(self._n)
         # the last windows' rows are merged and gathered on the workers, as a batch's
         self._prepare_threads(self._threads)
-        with self._guard:
+        with parallel_guard():
             return engine.flush()

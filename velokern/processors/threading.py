@@ -43,6 +43,7 @@ __all__ = [
 
 _CHOSEN: str | None = None
 _GLOBAL_LOCK = threading.Lock()
+_NO_GUARD = contextlib.nullcontext()  # (reusable: it holds nothing)
 _SET = threading.local()  # the worker count last set on this thread, through velokern
 
 
@@ -86,9 +87,9 @@ def threading_layer_name() -> str:
 def parallel_guard():
     """Context for one parallel kernel call: a no-op on thread-safe layers, a global
     lock on ``workqueue`` (which aborts the process on concurrent use)."""
-    if configure_threading_layer() == "workqueue":
+    if (_CHOSEN or configure_threading_layer()) == "workqueue":
         return _GLOBAL_LOCK
-    return contextlib.nullcontext()
+    return _NO_GUARD
 
 
 def _read_cpus() -> list[int]:
