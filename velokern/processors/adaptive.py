@@ -33,24 +33,28 @@ class WorkerChoice:
         self._until = 0  # large batches left before the next probe
         self._best: int | None = None
         self.serial_run = 0  # batches in a row that ran on one worker
+        self.layout: int | None = None  # the partitions the job's state runs in now
 
     def threads_for(self, rows: int) -> int:
         """Workers for a batch of ``rows`` rows."""
+        if self.threads <= 1 or rows < config.PARALLEL_MIN_ROWS:
+            self.serial_run += 1
+            return 1
         t = self._threads_for(rows)
         self.serial_run = self.serial_run + 1 if t == 1 else 0
         return t
 
-    def partitions_for(self, threads: int, now: int, job: int) -> int:
-        """The partitions the state of a job of ``job`` partitions, now in ``now``, runs
-        the next batch in: all of them on several workers, one after
-        config.V2_ONE_PARTITION_AFTER batches in a row on one worker."""
+    def partitions_for(self, threads: int, job: int) -> int:
+        """The partitions the state of a job of ``job`` partitions runs the next batch
+        in: all of them on several workers, one after config.V2_ONE_PARTITION_AFTER
+        batches in a row on one worker, else where it is."""
         if threads > 1:
             return job
-        return 1 if self.serial_run >= config.V2_ONE_PARTITION_AFTER else now
+        if self.serial_run >= config.V2_ONE_PARTITION_AFTER:
+            return 1
+        return job if self.layout is None else self.layout
 
     def _threads_for(self, rows: int) -> int:
-        if self.threads <= 1 or rows < config.PARALLEL_MIN_ROWS:
-            return 1
         par, one = self._cost[self.threads], self._cost[1]
         if par is None:
             return self.threads

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 import numba
 
+from velokern import config
 from velokern.batch import RecordBatch
 from velokern.exec import StreamExecutionEngine
 from velokern.exec.sessions import is_session
@@ -60,6 +61,7 @@ class PartitionedJobCoordinator:
         # per engine, held weakly: a coordinator may serve several jobs over its life
         self._strategies: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self._choices: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self._last: tuple | None = None  # (weak reference to an engine, its job record)
         self._pinned = threading.local()
         configure_threading_layer()
         max_threads = numba.config.NUMBA_NUM_THREADS
@@ -113,13 +115,17 @@ class PartitionedJobCoordinator:
 
     def _job(self, engine: StreamExecutionEngine) -> tuple[Strategy, WorkerChoice, bool]:
         """(strategy, worker choice, whether the state may move into one partition and
-        back) of this engine: one lookup per batch."""
+        back) of this engine: one lookup per batch (none for the engine of the last)."""
+        last = self._last
+        if last is not None and last[0]() is engine:
+            return last[1]
         job = self._choices.get(engine)
         if job is None:
             s = self.strategy_for(engine)
             movable = (self._n > 1 and engine.is_stateful and s.keyed_by_hash(engine)
                        and not is_session(engine.query))
             job = self._choices[engine] = (s, WorkerChoice(self._threads), movable)
+        self._last = (weakref.ref(engine), job)
         return job
 
     def _prepare_threads(self, threads: int) -> None:
@@ -138,18 +144,21 @@ class PartitionedJobCoordinator:
         prep = engine.prepare(batch)
         threads = choice.threads_for(prep.n)
         self._prepare_threads(threads)
-        engine.bind_partitions(self._n)
+        if engine.num_partitions != self._n:
+            engine.bind_partitions(self._n)
         parts = self._n
         if movable:  # one worker for a while: the state moves into one partition
-            now = engine.state.partitions or self._n
-            parts = choice.partitions_for(threads, now, self._n)
-            if parts != now:
-                engine.use_partitions(parts)
+            parts = choice.partitions_for(threads, self._n)
+            if parts != choice.layout:
+                if parts != (engine.state.partitions or self._n):
+                    engine.use_partitions(parts)
+                choice.layout = parts
         t0 = time.perf_counter()
         routing = strategy.route(engine, prep, parts, threads)
         with parallel_guard():
             out = engine.execute(prep, routing)
-        choice.observe(prep.n, threads, time.perf_counter() - t0)
+        if prep.n >= config.PARALLEL_MIN_ROWS:  # (only large batches are measured)
+            choice.observe(prep.n, threads, time.perf_counter() - t0)
         return out
 
     def flush(self, engine: StreamExecutionEngine) -> RecordBatch:
