@@ -85,3 +85,22 @@ def test_metrics_say_how_many_batches_ran_on_several_workers(sql, monkeypatch):
     assert e2.metrics["batches_parallel"] == 4
     assert_batches_identical(one, many, "one worker vs two")
     assert_batches_identical(one, run_job(sql, batches, "v1")[0], "V2 vs V1")
+
+
+def test_where_the_state_runs(monkeypatch):
+    """All partitions on several workers; one at once for a large batch on one worker
+    (its cost is measured on V1's layout), and after V2_ONE_PARTITION_AFTER small ones
+    in a row; otherwise where it is."""
+    monkeypatch.setattr(config, "V2_ONE_PARTITION_AFTER", 3)
+    c = WorkerChoice(2)
+    assert c.partitions_for(2, 4, BIG) == 4
+    assert c.partitions_for(1, 4, BIG) == 1
+    small = config.PARALLEL_MIN_ROWS - 1
+    got = []
+    for _ in range(4):
+        c.threads_for(small)
+        got.append(c.partitions_for(1, 4, small))
+    assert got == [4, 4, 1, 1]
+    c.layout = 1
+    c.serial_run = 0
+    assert c.partitions_for(1, 4, small) == 1  # stays where it is

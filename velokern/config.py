@@ -75,9 +75,10 @@ PARALLEL_MIN_ROWS = _env_int("PARALLEL_MIN_ROWS", 32_768)
 #: changes
 V2_PROBE_EVERY = _env_int("V2_PROBE_EVERY", 16)
 V2_PROBE_MAX = _env_int("V2_PROBE_MAX", 256)
-#: after this many batches in a row on one worker, a V2 job keyed by hash moves its state
-#: into one partition (V1's layout: no bucketing, no merge), and back into its partitions
-#: the first time a batch runs on all workers (velokern.exec.reshard)
+#: after this many small batches in a row on one worker (a large one: at once), a V2 job
+#: keyed by hash moves its state into one partition (V1's layout: no bucketing, no
+#: merge), and back into its partitions the first time a batch runs on all workers
+#: (velokern.exec.reshard)
 V2_ONE_PARTITION_AFTER = _env_int("V2_ONE_PARTITION_AFTER", 4)
 #: weight of the newest batch in those running costs
 V2_COST_WEIGHT = 0.25

@@ -148,7 +148,7 @@ class PartitionedJobCoordinator:
             engine.bind_partitions(self._n)
         parts = self._n
         if movable:  # one worker for a while: the state moves into one partition
-            parts = choice.partitions_for(threads, self._n)
+            parts = choice.partitions_for(threads, self._n, prep.n)
             if parts != choice.layout:
                 if parts != (engine.state.partitions or self._n):
                     engine.use_partitions(parts)
