@@ -7,19 +7,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from conftest import assert_batches_identical, cut, make_stream, run, to_batch
+from test_checkpoint import QUERIES as CHECKPOINT_QUERIES
 
 import velokern as vk
 from velokern import config
 
-QUERIES = {
-    "changes": "SELECT k, COUNT(*) AS n, SUM(f) AS sf, MIN(s2) AS ms, COUNT(DISTINCT s) AS ds "
-               "FROM t GROUP BY k",
-    "final_strings": "SELECT s2, COUNT(*) AS n, AVG(f) AS af FROM t GROUP BY s2 EMIT FINAL",
-    "tumbling": "SELECT k, COUNT(*) AS n, SUM(x) AS sx, window_start FROM t GROUP BY k "
-                "WINDOW TUMBLING(ts, INTERVAL '2' SECOND)",
-    "rows": "SELECT k, f, AVG(f) OVER (PARTITION BY k ORDER BY ts ROWS BETWEEN 5 PRECEDING "
-            "AND CURRENT ROW) AS ma, LAG(x) OVER (PARTITION BY k ORDER BY ts) AS px FROM t",
-}
+#: the checkpoint tests' queries over the same columns (their kernels are compiled once)
+QUERIES = {name: CHECKPOINT_QUERIES[name]
+           for name in ("group_by", "tumbling", "sliding_changes", "rows")}
 
 
 @pytest.fixture
@@ -34,7 +29,7 @@ def switching(monkeypatch):
 
 def _stream(seed: int, n: int = 9_000):
     rng = np.random.default_rng(seed)
-    cols = make_stream(n, seed=seed, keys=300, null_rate=0.1)
+    cols = make_stream(n, seed=seed, keys=300)
     ts = np.sort(rng.integers(0, 50_000, n)) + rng.integers(-400, 400, n)
     return to_batch(cols, extra={"ts": ts}), rng
 
@@ -62,7 +57,7 @@ def test_small_batches_run_in_one_partition():
     """Batches below the break-even run on one worker: after V2_ONE_PARTITION_AFTER of
     them the state is in one partition, V1's layout (no bucketing, no merge)."""
     batch, _ = _stream(4, 4_000)
-    e = vk.StreamExecutionEngine(QUERIES["changes"])
+    e = vk.StreamExecutionEngine(QUERIES["group_by"])
     p = vk.JobProcessorFactory.create("v2:3")
     seen = []
     for b in cut(batch, [500] * 8):
@@ -76,7 +71,7 @@ def test_small_batches_run_in_one_partition():
 def test_a_checkpoint_holds_the_jobs_partitions():
     batch, _ = _stream(5, 6_000)
     parts = cut(batch, [500] * 12)
-    sql = QUERIES["changes"]
+    sql = QUERIES["group_by"]
     ref = run(sql, parts, "v2:3")
     e = vk.StreamExecutionEngine(sql)
     p = vk.JobProcessorFactory.create("v2:3")
