@@ -54,8 +54,9 @@ def test_moving_the_state_changes_no_answer(name, switching):
 
 
 def test_small_batches_run_in_one_partition():
-    """Batches below the break-even run on one worker: after V2_ONE_PARTITION_AFTER of
-    them the state is in one partition, V1's layout (no bucketing, no merge)."""
+    """Batches below the break-even run on one worker, and the state in one partition,
+    V1's layout (no bucketing, no merge): a new job's from its first batch, a state with
+    groups in the job's partitions after V2_ONE_PARTITION_AFTER of them."""
     batch, _ = _stream(4, 4_000)
     e = vk.StreamExecutionEngine(QUERIES["group_by"])
     p = vk.JobProcessorFactory.create("v2:3")
@@ -63,9 +64,17 @@ def test_small_batches_run_in_one_partition():
     for b in cut(batch, [500] * 8):
         p.process_batch(b, e)
         seen.append(e.state.partitions)
+    assert seen == [1] * 8  # a new job's state has nothing to move: one partition at once
+    assert e.num_partitions == 3  # the job's partition count is the same
+    # a state restored in the job's partitions moves after V2_ONE_PARTITION_AFTER batches
+    restored = vk.StreamExecutionEngine.restore(e.snapshot())
+    p2 = vk.JobProcessorFactory.create("v2:3")
+    seen = []
+    for b in cut(batch, [500] * 8):
+        p2.process_batch(b, restored)
+        seen.append(restored.state.partitions)
     k = config.V2_ONE_PARTITION_AFTER
     assert seen[:k - 1] == [3] * (k - 1) and seen[k - 1:] == [1] * (8 - k + 1)
-    assert e.num_partitions == 3  # the job's partition count is the same
 
 
 def test_a_checkpoint_holds_the_jobs_partitions():

@@ -44,14 +44,15 @@ class WorkerChoice:
         self.serial_run = self.serial_run + 1 if t == 1 else 0
         return t
 
-    def partitions_for(self, threads: int, job: int, rows: int) -> int:
+    def partitions_for(self, threads: int, job: int, rows: int, empty: bool = False) -> int:
         """The partitions the state of a job of ``job`` partitions runs the next batch
         of ``rows`` rows in: all of them on several workers; one for a large batch on one
         worker (what its cost is measured on is V1's layout), and for a small one after
-        config.V2_ONE_PARTITION_AFTER batches in a row on one worker; else where it is."""
+        config.V2_ONE_PARTITION_AFTER batches in a row on one worker, or at once while
+        the state is ``empty`` (nothing to move); else where it is."""
         if threads > 1:
             return job
-        if rows >= config.PARALLEL_MIN_ROWS or (
+        if empty or rows >= config.PARALLEL_MIN_ROWS or (
                 self.serial_run >= config.V2_ONE_PARTITION_AFTER):
             return 1
         return job if self.layout is None else self.layout

@@ -148,7 +148,8 @@ class PartitionedJobCoordinator:
             engine.bind_partitions(self._n)
         parts = self._n
         if movable:  # one worker for a while: the state moves into one partition
-            parts = choice.partitions_for(threads, self._n, prep.n)
+            parts = choice.partitions_for(threads, self._n, prep.n,
+                                          empty=not engine.state.allocated)
             if parts != choice.layout:
                 if parts != (engine.state.partitions or self._n):
                     engine.use_partitions(parts)
