@@ -15,6 +15,7 @@ from conftest import assert_batches_identical, cut, make_stream, run, to_batch
 from numba import njit
 
 import velokern as vk
+from velokern import config
 from velokern.processors import (
     ConfigError,
     JobProcessor,
@@ -151,10 +152,12 @@ def test_processors_are_interchangeable(stream_batch):
             assert_batches_identical(ref, drive(proc, sql), f"{sql} {proc}")
 
 
-def test_v1_and_v2_share_one_compiled_kernel(stream_batch):
+@pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="one CPU: one worker")
+def test_v1_and_v2_share_one_compiled_kernel(stream_batch, monkeypatch):
     """V2's prange wrapper passes its loop index (unsigned in numba) on as int64, so V2
     reuses the per-partition kernel V1 compiled instead of compiling a second signature
     (seconds per query); end of input has no parallel wrapper to compile at all."""
+    monkeypatch.setattr(config, "PARALLEL_MIN_ROWS", 1)  # every batch on both workers
     batches = cut(stream_batch, [100, 900, 2000])
     e1, e2 = vk.StreamExecutionEngine(GROUP_SQL), vk.StreamExecutionEngine(GROUP_SQL)
     p1, p2 = SimpleJobProcessor(), PartitionedJobCoordinator(2)
@@ -170,11 +173,13 @@ def test_v1_and_v2_share_one_compiled_kernel(stream_batch):
     assert not hasattr(module, "emit_all") and not hasattr(module, "close_all")
 
 
-def test_parallel_wrapper_calls_the_kernel_by_address(stream_batch):
+@pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="one CPU: one worker")
+def test_parallel_wrapper_calls_the_kernel_by_address(stream_batch, monkeypatch):
     """The prange wrapper calls batch_part through the address it is given: a direct
     call would link batch_part's code into the wrapper and optimize it again (as long
     to compile as the kernel itself). Checked on the wrapper's LLVM IR (compiled here,
     uncached, so numba has it to show)."""
+    monkeypatch.setattr(config, "PARALLEL_MIN_ROWS", 1)  # every batch on both workers
     e = vk.StreamExecutionEngine(GROUP_SQL)
     p = PartitionedJobCoordinator(2)
     for b in cut(stream_batch, [1000, 2000]):
