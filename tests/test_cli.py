@@ -112,6 +112,7 @@ def test_explain():
                "symbol:string,price:float64,quantity:int64", "--processor", "v2:4")
     assert r.returncode == 0, r.stderr
     assert "strategy: hash" in r.stdout
+    assert "on one worker the state runs in one partition" in r.stdout
 
 
 def test_ctrl_c_stops_gracefully_and_the_job_resumes(tmp_path):

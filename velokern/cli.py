@@ -251,6 +251,14 @@ def _explain(args: argparse.Namespace) -> int:
                "stateless query: each partition takes a contiguous slice, output keeps "
                "input order" if s.name == "fan_in" else f"chosen strategy {s.name}")
         print(f"strategy: {s.name} ({why})")
+        from velokern import config
+        from velokern.exec.sessions import is_session
+
+        moves = s.keyed_by_hash(engine) and not is_session(engine.query)
+        print(f"workers: a batch under {config.PARALLEL_MIN_ROWS:,} records runs on one; "
+              "a larger one on all or on one, whichever V2 measures cheaper per record"
+              + ("; on one worker the state runs in one partition (V1's layout)"
+                 if moves else ""))
     return 0
 
 
