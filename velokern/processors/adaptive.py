@@ -1,5 +1,7 @@
 """How many workers a V2 batch runs on: all of the processor's, or the calling thread
-alone, on the same partitioned state either way (the answer never depends on it).
+alone; and, for a job keyed by hash, how many partitions its state runs in: all of them
+on several workers, one (V1's layout: velokern.exec.reshard) on one worker. The answer
+never depends on either.
 
 Small batches (fewer than ``config.PARALLEL_MIN_ROWS`` rows) run on the calling
 thread: waking the workers and splitting the work costs more than they save. For the

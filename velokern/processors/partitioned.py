@@ -3,7 +3,10 @@
 The batch is routed by the partitioning strategy (the Cython shim computes partition ids
 and does the stable bucketing), then one ``prange`` kernel runs every partition on its
 own state: no lock, no shared writer. Outputs are put back into the defined order, so
-V2 emits exactly what V1 emits.
+V2 emits exactly what V1 emits. Each batch runs on all the workers or on the calling
+thread alone, as :mod:`velokern.processors.adaptive` decides, and a job keyed by hash
+runs its state in one partition while it runs on one worker (V1's kernels on V1's
+layout; :mod:`velokern.exec.reshard`).
 """
 
 from __future__ import annotations
