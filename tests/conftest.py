@@ -116,6 +116,19 @@ def dealt_rows_of(pid, gaps, n):
     return orow, starts, counts, runs
 
 
+def timed_batches(n_batches: int, size: int, *, seed: int, keys: int, span: int = 40_000,
+                  jitter: int = 900) -> list[RecordBatch]:
+    """make_stream() rows in ``n_batches`` batches of ``size``, with an event-time column
+    ``ts`` (ms): sorted times over ``span``, each moved by up to ``jitter`` (so some
+    records come late)."""
+    n = n_batches * size
+    cols = make_stream(n, seed=seed, keys=keys)
+    rng = np.random.default_rng(seed)
+    ts = np.sort(rng.integers(0, span, n)) + rng.integers(-jitter, jitter, n)
+    return [to_batch({c: v[i * size:(i + 1) * size] for c, v in cols.items()},
+                     extra={"ts": ts[i * size:(i + 1) * size]}) for i in range(n_batches)]
+
+
 def cut(batch: RecordBatch, sizes: list[int]) -> list[RecordBatch]:
     """Cut a batch into consecutive batches of the given sizes (the last takes the rest)."""
     out, pos = [], 0

@@ -7,7 +7,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import make_stream, to_batch
+from conftest import timed_batches
 
 import velokern as vk
 from velokern.checkpoint import (
@@ -37,15 +37,7 @@ QUERIES = {
 
 
 def _batches(n_batches=6, size=700, seed=3):
-    cols = make_stream(n_batches * size, seed=seed, keys=15)
-    rng = np.random.default_rng(seed)
-    ts = np.sort(rng.integers(0, 40_000, n_batches * size)) + rng.integers(-900, 900,
-                                                                           n_batches * size)
-    out = []
-    for i in range(n_batches):
-        part = {c: v[i * size:(i + 1) * size] for c, v in cols.items()}
-        out.append(to_batch(part, extra={"ts": ts[i * size:(i + 1) * size]}))
-    return out
+    return timed_batches(n_batches, size, seed=seed, keys=15)
 
 
 def _run(engine, proc, batches):

@@ -9,7 +9,7 @@ import math
 
 import numpy as np
 import pytest
-from conftest import make_stream, to_batch
+from conftest import timed_batches
 
 import velokern as vk
 from velokern.datagen import SCENARIOS
@@ -81,12 +81,7 @@ def assert_close(got, exp):
 
 
 def _parts(n_parts=5, size=900, seed=1):
-    cols = make_stream(n_parts * size, seed=seed, keys=12)
-    rng = np.random.default_rng(seed)
-    ts = np.sort(rng.integers(0, 60_000, n_parts * size)) + rng.integers(-1500, 1500,
-                                                                       n_parts * size)
-    return [to_batch({c: v[i * size:(i + 1) * size] for c, v in cols.items()},
-                     extra={"ts": ts[i * size:(i + 1) * size]}) for i in range(n_parts)]
+    return timed_batches(n_parts, size, seed=seed, keys=12, span=60_000, jitter=1500)
 
 
 QUERIES = [

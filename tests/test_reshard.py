@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import assert_batches_identical, cut, make_stream, run, to_batch
+from conftest import assert_batches_identical, cut, run, timed_batches
 from test_checkpoint import QUERIES as CHECKPOINT_QUERIES
 
 import velokern as vk
@@ -28,10 +28,8 @@ def switching(monkeypatch):
 
 
 def _stream(seed: int, n: int = 9_000):
-    rng = np.random.default_rng(seed)
-    cols = make_stream(n, seed=seed, keys=300)
-    ts = np.sort(rng.integers(0, 50_000, n)) + rng.integers(-400, 400, n)
-    return to_batch(cols, extra={"ts": ts}), rng
+    batch = timed_batches(1, n, seed=seed, keys=300, span=50_000, jitter=400)[0]
+    return batch, np.random.default_rng(seed + 1)
 
 
 @pytest.mark.parametrize("name", list(QUERIES))

@@ -286,15 +286,9 @@ RAW = {
 
 # ---------------------------------------------------------------- the worker
 def _batches():
-    from conftest import make_stream, to_batch
+    from conftest import timed_batches
 
-    n_batches, size, seed = 6, 700, 3
-    cols = make_stream(n_batches * size, seed=seed, keys=15)
-    rng = np.random.default_rng(seed)
-    ts = np.sort(rng.integers(0, 40_000, n_batches * size)) + rng.integers(-900, 900,
-                                                                           n_batches * size)
-    return [to_batch({c: v[i * size:(i + 1) * size] for c, v in cols.items()},
-                     extra={"ts": ts[i * size:(i + 1) * size]}) for i in range(n_batches)]
+    return timed_batches(6, 700, seed=3, keys=15)
 
 
 def _write_raw(directory: Path, sql: str, body: bytes) -> None:

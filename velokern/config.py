@@ -62,10 +62,10 @@ PREFETCH_AHEAD = 32
 WINDOW_CLOSE_GROUPS = 4096
 
 # ---------------------------------------------------------------- V2
-#: V2 runs a batch on its worker threads (routing, kernels, and putting the output rows
+#: V2 may run a batch on its worker threads (routing, kernels, and putting the output rows
 #: back into order) when it has this many rows and more; fewer run on the calling thread
-#: alone, on the same partitioned state (waking the workers costs more than they save:
-#: docs/performance-analysis.md, "V2 break-even")
+#: alone (waking the workers costs more than they save: docs/performance-analysis.md,
+#: "V2 on realistic data")
 PARALLEL_MIN_ROWS = _env_int("PARALLEL_MIN_ROWS", 32_768)
 #: V2 keeps a running cost per row of its large batches on all workers and on one, and
 #: runs the next on whichever is cheaper (a core taken by another process makes the

@@ -244,7 +244,8 @@ class StreamExecutionEngine:
         """Run the keyed state in ``n`` partitions from the next batch on: 1 (V2 on one
         worker: V1's layout) or the job's count (velokern.exec.reshard)."""
         if n not in (1, self.ctx.num_partitions) or self._sessions is not None:
-            raise ValueError(f"a state runs in 1 or {self.ctx.num_partitions} partitions")
+            raise ValueError(f"a keyed state runs in 1 or {self.ctx.num_partitions} "
+                             "partitions (session windows keep their own, unpartitioned)")
         with self.ctx.lock:
             self.state.reshard(n, partition_key_columns(self.inputs.bound))
 

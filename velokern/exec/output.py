@@ -55,7 +55,7 @@ class OutputStage:
         self.pool = BlockPool()
         self._bufs: dict = {}
         self._plans: dict[int, list] = {}
-        self._from_packs: dict[int, bool] = {}  # some output column is read from the packs
+        self._pack_uses: dict[int, tuple[bool, bool]] = {}  # see _pack_use
 
     # ---------------------------------------------------------------- buffers
     def buffers(self, spec: KernelSpec, n: int, seq_rows: bool = True):
@@ -112,7 +112,7 @@ class OutputStage:
             out = _repacked(spec, packs, total, lambda src, dst: concat(src, starts, counts,
                                                                         dst), self.pool)
             sel = None
-            if spec.out_rows()["C"]:  # input columns passed through: their rows
+            if self._pack_use(spec)[1]:  # input columns passed through: their rows
                 sel = scratch.get("sel", total)[:total]
                 concat(orow[None, :], starts, counts, sel[None, :])
             return self.assemble(spec, bound, dicts, out, (0, total), prep, sel)
@@ -178,7 +178,7 @@ class OutputStage:
         """Output batch from the output packs' rows ``rows``: ``(a, b)`` the rows a..b-1,
         or an int64 array of positions in output order (velokern.kernels.order);
         passthrough columns come from ``prep``'s inputs at rows ``sel`` (None: all)."""
-        from_packs = self._reads_packs(spec)
+        from_packs = self._pack_use(spec)[0]
         if not isinstance(rows, tuple):
             packs, rows = self._gathered(spec, packs, rows, from_packs)
         OM = packs[MASKS]
@@ -220,12 +220,13 @@ class OutputStage:
             masks[name] = m
         return RecordBatch._trusted(names, cols, masks, out_dicts, n)
 
-    def _reads_packs(self, spec: KernelSpec) -> bool:
-        """Some output column is read from the packs (not passed through from the
-        input); cached per variant (out_rows builds a dict)."""
-        got = self._from_packs.get(id(spec))
+    def _pack_use(self, spec: KernelSpec) -> tuple[bool, bool]:
+        """(some output column is read from the packs, some is passed through from the
+        input), cached per variant (out_rows builds a dict)."""
+        got = self._pack_uses.get(id(spec))
         if got is None:
-            got = self._from_packs[id(spec)] = spec.out_rows()["C"] < len(spec.outputs)
+            through = spec.out_rows()["C"]
+            got = self._pack_uses[id(spec)] = (through < len(spec.outputs), through > 0)
         return got
 
     def _gathered(self, spec: KernelSpec, packs, pos: np.ndarray, from_packs: bool) -> tuple:

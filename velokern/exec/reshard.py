@@ -63,7 +63,7 @@ def resharded(spec: KernelSpec, arrays: list[np.ndarray], part_keys: list[int],
     out[L.KNULL] = np.zeros((partitions, cap, arrays[L.KNULL].shape[2]), np.uint8)
     for slot in (L.HASHES, L.KBITS, L.KNULL):
         out[slot][dest, new_g] = arrays[slot][src_p, src_g]
-    for slot, pad in ((L.I, 8), (L.F, 8), (L.B, 64)):
+    for slot, pad in L.PACK_PAD.items():
         a = arrays[slot]
         out[slot] = np.zeros((partitions, a.shape[1], cap + pad), a.dtype)
         out[slot][dest, :, new_g] = a[src_p, :, src_g]

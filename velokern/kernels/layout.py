@@ -34,6 +34,9 @@ STATE_SLOTS = ("table", "hashes", "kbits", "knull", "I", "F", "B", "meta", "dtab
                "dval", "dmap", "ddims")
 #: the slot of each per-group pack
 PACK_SLOTS = {"I": I, "F": F, "B": B}
+#: slots past the capacity in each pack's rows (one cache line), so that the same group's
+#: value in consecutive rows does not fall in one L1 cache set (see KeyedState.ensure)
+PACK_PAD = {I: 8, F: 8, B: 64}
 #: the pack that holds a per-group array of each storage dtype
 PACKS = {"int64": "I", "int32": "I", "float64": "F", "uint8": "B"}
 
@@ -104,6 +107,7 @@ __all__ = [
     "NOUT",
     "NTOUCHED",
     "PACKS",
+    "PACK_PAD",
     "PACK_SLOTS",
     "ROWS_NOUT",
     "R_LATE",
